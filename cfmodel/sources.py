@@ -80,13 +80,18 @@ def read_lines(spark: SparkSession, path: Path, encoding: str) -> DataFrame:
     """One row per physical line, numbered from 1, decoded from `encoding`.
 
     Spark's text reader keeps the bytes it read; casting to binary and decoding applies the source's
-    real encoding (latin-1 for MovieLens 100k) instead of assuming UTF-8.
+    real encoding (latin-1 for MovieLens 100k) instead of assuming UTF-8. Decoding happens before
+    the lines leave the JVM, where Python would otherwise decode them as UTF-8.
     """
-    numbered = spark.read.text(str(path)).rdd.zipWithIndex().map(
-        lambda pair: (str(path.name), pair[1] + 1, pair[0][0])
-    )
-    lines = spark.createDataFrame(numbered, LINE_SCHEMA)
-    return lines.withColumn("raw", F.decode(F.col("raw").cast("binary"), encoding))
+    value = F.col("value")
+    if encoding.replace("-", "").upper() == "UTF8":
+        text = F.make_valid_utf8(value)  # invalid bytes become U+FFFD, rejected as bad_encoding
+    else:
+        text = F.decode(value.cast("binary"), encoding)
+    decoded = spark.read.text(str(path)).select(text)
+    name = path.name
+    numbered = decoded.rdd.zipWithIndex().map(lambda pair: (name, pair[1] + 1, pair[0][0]))
+    return spark.createDataFrame(numbered, LINE_SCHEMA)
 
 
 def _clean_line(col: F.Column) -> F.Column:
@@ -108,10 +113,10 @@ def parse_ratings(lines: DataFrame, sep: str, rating_min: float, rating_max: flo
     line = _clean_line(F.col("raw"))
     fields = _fields(line, sep)
     n_fields = F.when(F.element_at(fields, -1) == "", F.size(fields) - 1).otherwise(F.size(fields))
-    user = F.trim(fields.getItem(0))
-    item = F.trim(fields.getItem(1))
-    rating_text = F.trim(fields.getItem(2))
-    ts_text = F.trim(fields.getItem(3))
+    user = F.trim(F.get(fields, 0))
+    item = F.trim(F.get(fields, 1))
+    rating_text = F.trim(F.get(fields, 2))
+    ts_text = F.trim(F.get(fields, 3))
     rating = rating_text.try_cast("double")
     ts = ts_text.try_cast("long")
     reason = (
@@ -149,9 +154,9 @@ def parse_movielens_items(lines: DataFrame, sep: str, genre_names: list[str]) ->
     line = _clean_line(F.col("raw"))
     fields = _fields(line, sep)
     n_expected = 5 + len(genre_names)
-    item = F.trim(fields.getItem(0))
-    title = F.trim(fields.getItem(1))
-    flags = [fields.getItem(5 + i) for i in range(len(genre_names))]
+    item = F.trim(F.get(fields, 0))
+    title = F.trim(F.get(fields, 1))
+    flags = [F.get(fields, 5 + i) for i in range(len(genre_names))]
     genres = F.filter(
         F.array(*[F.when(flag == "1", F.lit(name)) for flag, name in zip(flags, genre_names)]),
         lambda g: g.isNotNull(),

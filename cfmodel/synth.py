@@ -91,9 +91,11 @@ def generate(dest: str | Path, spec: SynthSpec = SynthSpec()) -> dict:
     titles = set()
     with open(dest / "u.item", "w", encoding="latin-1") as out:
         for item in range(spec.n_items):
-            title = f"The {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}"
+            base = title = f"The {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}"
+            sequel = 1
             while title in titles:
-                title += " II" if not title.endswith("I") else "I"
+                sequel += 1
+                title = f"{base} {sequel}"
             titles.add(title)
             year = int(rng.integers(1930, 1999))
             flags = ["0"] * len(MOVIELENS_100K_GENRES)
