@@ -1,0 +1,36 @@
+# cfrec: `make demo` sets up a virtualenv and runs the nightly DAG on synthetic data;
+# `make test` runs the test suite. Both create .venv on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch goes in first and on its own: installed as a dependency of the project it would resolve to
+# the newest release. Override for another build, e.g. TORCH_SPEC="torch --index-url ...".
+TORCH_SPEC ?= torch==2.13.0
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test clean check-java
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	  { echo "cfrec needs Python 3.11 (found $$($(PYTHON) --version)); set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -U pip
+	$(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e ".[test]"
+	touch $@
+
+check-java:
+	@java -version >/dev/null 2>&1 || { echo "cfrec needs Java 17 for Spark: install a JDK/JRE 17 and put java on PATH"; exit 1; }
+
+demo: setup check-java
+	$(BIN)/cfrec demo --workdir demo
+
+test: setup check-java
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf demo .pytest_cache build *.egg-info
