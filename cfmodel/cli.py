@@ -90,9 +90,13 @@ def cmd_ingest(args) -> dict:
 def cmd_train(args) -> dict:
     from cfmodel.train import train
 
+    from cfmodel.promotion import promote
+    from cfmodel.warehouse import Warehouse
+
     trained = train(args.warehouse, args.run_date, train_config(args), device=args.device)
     return {"model_version": trained.version, "device": trained.config["device"],
-            **{k: v for k, v in trained.metrics.items() if k != "history"}}
+            **{k: v for k, v in trained.metrics.items() if k != "history"},
+            "promotion": promote(Warehouse.open(args.warehouse).models, trained)}
 
 
 def cmd_score(args) -> dict:

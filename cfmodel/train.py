@@ -87,6 +87,5 @@ def train(
         },
     )
     artifact.save(trained, wh.models)
-    artifact.set_current(wh.models, trained.version)
     log.info("trained %s on %s in %.1fs: %s", trained.version, dev, seconds, trained.metrics["valid_rmse"])
     return trained

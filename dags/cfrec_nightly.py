@@ -76,13 +76,17 @@ def cfrec_nightly():
 
     @task(task_id="train")
     def train(params=None, ds=None) -> str:
+        from cfmodel.promotion import promote
         from cfmodel.train import train as train_model
         from cfmodel.training import TrainConfig
+        from cfmodel.warehouse import Warehouse
 
         config = TrainConfig(
             n_factors=params["n_factors"], epochs=params["epochs"], lr=params["lr"], wd=params["wd"], bs=params["bs"]
         )
-        return train_model(params["warehouse"], ds, config, device=params["device"]).version
+        trained = train_model(params["warehouse"], ds, config, device=params["device"])
+        promote(Warehouse.open(params["warehouse"]).models, trained)
+        return trained.version
 
     score = SparkSubmitOperator(
         task_id="score",
