@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+import zipfile
+from pathlib import Path
 
 LOCAL_DEFAULTS = {
     "spark.ui.showConsoleProgress": "false",
@@ -20,6 +23,30 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def build_code_zip(dest_dir: str | Path) -> Path:
+    """Zip the installed cfmodel package, for executors that do not have it installed."""
+    package = Path(__file__).resolve().parent
+    target = Path(dest_dir) / "cfmodel.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(package.rglob("*.py")):
+            archive.write(path, Path("cfmodel") / path.relative_to(package))
+    return target
+
+
+def ship_code(spark) -> Path | None:
+    """On a cluster, send this driver's cfmodel to every executor (like --py-files), so jobs run
+    unchanged wherever spark_default points. Executors still need the third-party dependencies."""
+    context = spark.sparkContext
+    if context.master.startswith("local") or os.environ.get("CFREC_SHIP_CODE", "1") == "0":
+        return None
+    shipped = getattr(context, "_cfrec_code_zip", None)
+    if shipped is None:
+        shipped = build_code_zip(tempfile.mkdtemp(prefix="cfrec-code-"))
+        context.addPyFile(str(shipped))
+        context._cfrec_code_zip = shipped
+    return shipped
+
+
 def get_spark(app_name: str = "cfrec"):
     from pyspark.sql import SparkSession
 
@@ -32,4 +59,5 @@ def get_spark(app_name: str = "cfrec"):
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("CFREC_SPARK_LOG_LEVEL", "WARN"))
+    ship_code(spark)
     return spark
