@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test clean check-java
+.PHONY: setup demo test airflow stop clean check-java
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,12 @@ demo: setup check-java
 
 test: setup check-java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+airflow: setup check-java
+	$(BIN)/cfrec airflow start --home .airflow --data-dir demo
+
+stop:
+	$(BIN)/cfrec airflow stop --home .airflow
 
 clean:
 	rm -rf demo .pytest_cache build *.egg-info
