@@ -40,10 +40,17 @@ def configure(airflow_home: Path, dags_folder: Path = DAGS_FOLDER) -> None:
     os.environ.update(local_environment(airflow_home, dags_folder))
 
 
+TRAIN_POOL_SLOTS = 1
+
+
 def init_db() -> None:
+    """Create the metadata database and the pool the training task runs in."""
+    from airflow.models.pool import Pool
     from airflow.utils import db
 
     db.initdb()
+    pool = os.environ.get("CFREC_TRAIN_POOL", "gpu")
+    Pool.create_or_update_pool(pool, slots=TRAIN_POOL_SLOTS, description="model training (one GPU)", include_deferred=False)
 
 
 def load_dag(dag_id: str, dags_folder: Path = DAGS_FOLDER):

@@ -72,20 +72,50 @@ def add_warehouse(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warehouse", required=True, metavar="DIR", help="root folder of the Parquet tables and models")
 
 
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    from cfmodel.training import TrainConfig
+def add_train_args(p: argparse.ArgumentParser, valid_pct: float | None = None, warm_start: bool = False) -> None:
+    from cfmodel.models import MODEL_TYPES
+    from cfmodel.training import MODEL_DEFAULTS, TrainConfig
 
     d = TrainConfig()
-    g = p.add_argument_group("model and training")
-    g.add_argument("--n-factors", type=int, default=d.n_factors, help=f"embedding size (default {d.n_factors})")
-    g.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the training set (default {d.epochs})")
-    g.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate of the one-cycle schedule (default {d.lr})")
-    g.add_argument("--wd", type=float, default=d.wd, help=f"AdamW decoupled weight decay (default {d.wd})")
-    g.add_argument("--bs", type=int, default=d.bs, help=f"batch size (default {d.bs})")
-    g.add_argument("--valid-pct", type=float, default=d.valid_pct,
-                   help=f"fraction of ratings held out for validation (default {d.valid_pct})")
+
+    def per_model(name: str) -> str:
+        return ", ".join(f"{m} {MODEL_DEFAULTS[m][name]}" for m in MODEL_TYPES)
+
+    g = p.add_argument_group("model and training (defaults depend on --model)")
+    g.add_argument("--model", default="dot", choices=MODEL_TYPES,
+                   help="dot: fastai's EmbeddingDotBias; nn: fastai's EmbeddingNN; rank: the dot architecture "
+                        "trained for top-N lists (default dot)")
+    g.add_argument("--n-factors", type=int, default=None,
+                   help=f"embedding size (default: {per_model('n_factors')}; None for nn = fastai's emb_sz_rule)")
+    g.add_argument("--epochs", type=int, default=None, help=f"passes over the training set (default: {per_model('epochs')})")
+    g.add_argument("--lr", type=float, default=None, help=f"peak learning rate of the one-cycle schedule (default: {per_model('lr')})")
+    g.add_argument("--wd", type=float, default=None, help=f"AdamW decoupled weight decay (default: {per_model('wd')})")
+    g.add_argument("--bias-wd", type=float, default=None,
+                   help=f"weight decay of the per-user and per-item biases (default: {per_model('bias_wd')})")
+    g.add_argument("--bs", type=int, default=None, help=f"batch size (default: {per_model('bs')})")
+    vp = d.valid_pct if valid_pct is None else valid_pct
+    g.add_argument("--valid-pct", type=float, default=vp, help=f"fraction of ratings held out for validation (default {vp})")
+    g.add_argument("--split", default=d.split, choices=("random", "time"),
+                   help="hold out a random part (random) or each user's latest ratings (time) (default random)")
+    g.add_argument("--patience", type=int, default=d.patience,
+                   help=f"stop after this many epochs without a better validation metric and keep the best "
+                        f"epoch's weights (default {d.patience}; 0 = never stop early)")
     g.add_argument("--seed", type=int, default=d.seed, help=f"seed for the split, init and shuffling (default {d.seed})")
     g.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    g.add_argument("--layers", default=",".join(map(str, d.layers)), metavar="N,N,...",
+                   help=f"nn: hidden layer sizes (default {','.join(map(str, d.layers))})")
+    g.add_argument("--dropout", type=float, default=d.ps, help=f"nn: dropout after each hidden layer (default {d.ps})")
+    g.add_argument("--embed-dropout", type=float, default=d.embed_p, help=f"nn: dropout on the embeddings (default {d.embed_p})")
+    g.add_argument("--loss", default=d.loss, choices=("softmax", "bpr"), help=f"rank: training objective (default {d.loss})")
+    g.add_argument("--n-negatives", type=int, default=d.n_negatives,
+                   help=f"rank softmax: items sampled per batch; the whole catalog when it is smaller (default {d.n_negatives})")
+    g.add_argument("--min-rating", type=float, default=None,
+                   help="rank: only ratings at or above this count as positives (default: every rating)")
+    g.add_argument("--weight-by-rating", action="store_true", help="rank: weight each positive by its rating")
+    if warm_start:
+        g.add_argument("--warm-start", nargs="?", const="current", default=None, metavar="VERSION",
+                       help="start from a previous model's vectors for the ids it knew: the current model of the "
+                            "same type (no value) or VERSION (default: start fresh)")
 
 
 def add_top_n(p: argparse.ArgumentParser) -> None:
@@ -117,8 +147,19 @@ def add_table_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
 def train_config(args: argparse.Namespace):
     from cfmodel.training import TrainConfig
 
-    return TrainConfig(n_factors=args.n_factors, epochs=args.epochs, lr=args.lr, wd=args.wd,
-                       bs=args.bs, valid_pct=args.valid_pct, seed=args.seed)
+    try:
+        layers = tuple(int(n) for n in str(args.layers).split(",") if n.strip())
+    except ValueError:
+        raise CfrecError(f"--layers must be comma-separated sizes such as 100,50, got '{args.layers}'") from None
+    config = TrainConfig.for_model(
+        args.model, n_factors=args.n_factors, epochs=args.epochs, lr=args.lr, wd=args.wd, bias_wd=args.bias_wd,
+        bs=args.bs, valid_pct=args.valid_pct, split=args.split, seed=args.seed,
+        layers=layers, ps=args.dropout, embed_p=args.embed_dropout,
+        loss=args.loss, n_negatives=args.n_negatives, min_rating=args.min_rating, weight_by_rating=args.weight_by_rating,
+    )
+    config.patience = args.patience or None  # 0 on the command line: never stop early
+    config.check()
+    return config
 
 
 def check_top_n(n: int) -> None:
@@ -163,11 +204,30 @@ def cmd_train(args) -> dict:
     from cfmodel.promotion import promote
     from cfmodel.warehouse import Warehouse
 
-    trained = train(args.warehouse, args.run_date, train_config(args), device=args.device)
+    if args.nproc > 1:
+        return train_distributed(args)
+    trained = train(args.warehouse, args.run_date, train_config(args), device=args.device,
+                    warm_start_from=args.warm_start)
     return {"model_version": trained.version, "device": trained.config["device"],
             **{k: v for k, v in trained.metrics.items() if k != "history"},
             "promotion": promote(Warehouse.open(args.warehouse).models, trained,
                                  tolerance=args.gate_tolerance, metric=args.gate_metric)}
+
+
+def train_distributed(args) -> dict:
+    """Relaunch this training under torchrun with one process per --nproc (DDP; gloo on CPU)."""
+    import subprocess
+
+    argv = [a for a in sys.argv[1:] if a != "train"]
+    if "--nproc" in argv:
+        del argv[argv.index("--nproc"): argv.index("--nproc") + 2]
+    argv = [a for a in argv if not a.startswith("--nproc=")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "cfmodel.distributed", *argv]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CfrecError(f"distributed training failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def cmd_score(args) -> dict:
@@ -181,15 +241,7 @@ def cmd_score(args) -> dict:
     wh.require("ratings")
     if args.model_version is None:
         artifact.current_version(wh.models)
-    if args.similar_k < 1:
-        raise CfrecError(f"--similar-k must be at least 1, got {args.similar_k}")
-    spark = get_spark("cfrec-score")
-    report = score(spark, args.warehouse, args.run_date, args.top_n, args.model_version)
-    if args.tables:
-        from cfmodel.tables import publish_tables
-
-        report["tables"] = publish_tables(spark, args.warehouse, args.run_date, report["model_version"], args.similar_k)
-    return report
+    return score(get_spark("cfrec-score"), args.warehouse, args.run_date, args.top_n, args.model_version)
 
 
 def cmd_tables(args) -> dict:
@@ -215,10 +267,14 @@ def cmd_sql(args) -> None:
 
 def cmd_run(args) -> dict:
     check_top_n(args.top_n)
+    if args.similar_k < 1:
+        raise CfrecError(f"--similar-k must be at least 1, got {args.similar_k}")
     report = {"ingest": cmd_ingest(args), "train": cmd_train(args)}
     # Whatever the gate decided: the current model scores, the new one only if it was promoted.
     args.model_version = report["train"]["promotion"]["current"]
     report["score"] = cmd_score(args)
+    if args.tables:
+        report["tables"] = cmd_tables(args)
     return report
 
 
@@ -237,6 +293,77 @@ def cmd_airflow(args) -> dict:
               f"log: {info['log']}. Stop it with 'make stop'.")
         return info
     return airflow_server.stop(args.home)
+
+
+def cmd_evaluate(args) -> None:
+    from cfmodel.evaluate import evaluate_files
+
+    result = evaluate_files(args.source, args.train, args.test, train_config(args), device=args.device)
+    print(json.dumps(result, default=str))
+
+
+def cmd_lr_find(args) -> dict:
+    from pathlib import Path
+
+    from cfmodel.interactions import Interactions
+    from cfmodel.lr_find import lr_find
+    from cfmodel.models import default_y_range
+    from cfmodel.splits import split
+    from cfmodel.train import id_index, rating_scale, read_ratings
+    from cfmodel.training import model_for, resolve_device
+    from cfmodel.warehouse import Warehouse
+
+    config = train_config(args)
+    wh = Warehouse.open(args.warehouse)
+    ratings = read_ratings(wh)
+    users, _ = id_index(wh, ratings, "user_id")
+    items, _ = id_index(wh, ratings, "item_id")
+    data = Interactions(users.encode(ratings["user_id"]), items.encode(ratings["item_id"]), ratings["rating"].to_numpy(),
+                        ratings["timestamp"].to_numpy() if "timestamp" in ratings else None)
+    train_part, _ = split(data, config.valid_pct, config.seed, config.split)
+    model = model_for(config, len(users), len(items), default_y_range(*rating_scale(wh, ratings)))
+    found = lr_find(model, train_part, config, resolve_device(args.device), args.start_lr, args.end_lr, args.num_it)
+    plot = Path(args.plot).expanduser()
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    plot.write_bytes(found.png())
+    return {"model": config.model, "suggested_lr": found.suggested, "suggestions": found.suggestions,
+            "steps": len(found.lrs), "plot": str(plot)}
+
+
+def cmd_fold_in(args) -> dict:
+    from pathlib import Path
+
+    from cfmodel import artifact
+    from cfmodel.foldin import fold_in, read_new_ratings, recommend
+    from cfmodel.warehouse import Warehouse
+
+    check_top_n(args.top_n)
+    wh = Warehouse.open(args.warehouse)
+    trained = artifact.load(wh.models, args.model_version)
+    fold = fold_in(trained, read_new_ratings(args.ratings), l2=args.l2)
+    recs = recommend(fold, trained, args.top_n)
+    if wh.table("items").exists():
+        import pandas as pd
+
+        titles = pd.read_parquet(wh.table("items"), columns=["item_id", "title"]).drop_duplicates("item_id")
+        recs = recs.merge(titles, on="item_id", how="left")
+    report = {"model_version": trained.version, "users": len(fold.users), "skipped_users": fold.skipped_users,
+              "rejects": fold.rejects.to_dict("records")}
+    if args.out:
+        out = Path(args.out).expanduser()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        recs.to_parquet(out, index=False) if out.suffix == ".parquet" else recs.to_csv(out, index=False)
+        report["written"] = str(out)
+    else:
+        report["recommendations"] = recs.to_dict("records")
+    return report
+
+
+def cmd_interpret(args) -> dict:
+    from cfmodel.interpret import interpret
+
+    return interpret(args.warehouse, args.model_version, args.out, n=args.n, popular=args.popular,
+                     plot_items=args.plot_items, similar_to=args.similar_to)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,24 +417,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=4, help="attempts per file on network or server errors (default 4)")
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("train", help="fit the embedding model on the ratings table (PyTorch)",
-                       description="Fit the dot-product model with biases on the warehouse's ratings and save a "
-                                   "versioned artifact under WAREHOUSE/models, marked current.")
+    p = sub.add_parser("train", help="fit an embedding model (dot, nn or rank) on the ratings table (PyTorch)",
+                       description="Fit a model (--model dot, nn or rank) on the warehouse's ratings, hold out a part "
+                                   "for validation, and save a versioned artifact WAREHOUSE/models/MODEL-RUN_DATE with "
+                                   "the hold-out metrics of the model and the most-popular baseline; the model gate "
+                                   "then decides whether it becomes current.")
     add_warehouse(p)
     add_run_date(p)
-    add_train_args(p)
+    add_train_args(p, warm_start=True)
     add_gate_args(p)
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train data-parallel in this many processes under torchrun (DDP; gloo on CPU, NCCL on GPUs); default 1")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("score", help="write every user's top-N unrated items (Spark)",
                        description="Score every user against every item with the current model and write "
                                    "WAREHOUSE/recommendations/run_date=RUN_DATE/ (users the model has no vector for "
-                                   "get the most popular items), then the analytics tables (see 'cfrec tables').")
+                                   "get the most popular items). 'cfrec tables' writes the analytics tables.")
     add_warehouse(p)
     add_run_date(p)
     add_top_n(p)
     p.add_argument("--model-version", default=None, help="model version to score with (default: the current one)")
-    add_table_args(p)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("tables", help="write the analytics tables: similar items, factors, metrics, model runs",
@@ -331,12 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("run", help="ingest, train and score in one process, without Airflow",
-                       description="Run ingest, train and score in one process on local Spark.")
+                       description="Run ingest, train (and the model gate), score with the current model and "
+                                   "write the analytics tables, in one process on local Spark.")
     add_source_args(p)
     add_warehouse(p)
     add_run_date(p)
     add_top_n(p)
-    add_train_args(p)
+    add_train_args(p, warm_start=True)
     add_gate_args(p)
     add_table_args(p)
     p.set_defaults(func=cmd_run)
@@ -360,6 +491,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="demo", metavar="DIR",
                    help="default input/warehouse root for DAG runs, unless CFREC_INPUT_PATH/CFREC_WAREHOUSE are set (default ./demo)")
     p.set_defaults(func=cmd_airflow)
+
+    p = sub.add_parser("evaluate", help="train on one rating file, measure on another (rmse and top-10 metrics)",
+                       description="Fit a model on --train and print one JSON line of its metrics on --test: rmse and "
+                                   "mae (rating models), precision, recall, NDCG, MAP and coverage at 10 (every user "
+                                   "with a test rating; candidates = items the user did not rate in train), beside "
+                                   "the most-popular baseline's.")
+    p.add_argument("--source", required=True, help="layout of the rating files, e.g. movielens-100k")
+    p.add_argument("--train", required=True, metavar="FILE", help="ratings to train on, e.g. ml-100k/u1.base")
+    p.add_argument("--test", required=True, metavar="FILE", help="ratings to measure on, e.g. ml-100k/u1.test")
+    add_train_args(p, valid_pct=0.0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("lr-find", help="sweep the learning rate on the ratings table and plot loss against it",
+                       description="fastai's learning-rate finder on the warehouse's ratings (training part): "
+                                   "writes the loss-vs-learning-rate plot and prints the suggested rate.")
+    add_warehouse(p)
+    add_train_args(p)
+    p.add_argument("--plot", default="lr_find.png", metavar="PNG", help="where to write the plot (default ./lr_find.png)")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default 10)")
+    p.add_argument("--num-it", type=int, default=100, help="batches in the sweep (default 100)")
+    p.set_defaults(func=cmd_lr_find)
+
+    p = sub.add_parser("fold-in", help="recommend to new users from a few of their ratings, without retraining",
+                       description="Fit a vector for each user in --ratings with the model's item vectors held "
+                                   "fixed, and print (or write) their top-N items. Rows naming items the model does "
+                                   "not know are listed as rejects with a reason.")
+    add_warehouse(p)
+    p.add_argument("--ratings", required=True, metavar="FILE", help="CSV or TSV with a header: user_id,item_id,rating")
+    p.add_argument("--model-version", default=None, help="model to use (default: the current one)")
+    add_top_n(p)
+    p.add_argument("--l2", type=float, default=None, help="pull of each new vector towards zero (default: dot 0.05, nn 0.05, rank 0.2)")
+    p.add_argument("--out", default=None, metavar="FILE", help="write the recommendations here (.parquet or .csv) instead of printing them")
+    p.set_defaults(func=cmd_fold_in)
+
+    p = sub.add_parser("interpret", help="item biases, PCA of item vectors (PNG) and nearest items of a model",
+                       description="What a trained model learned: items liked or disliked beyond their raters' tastes "
+                                   "(biases), the three main directions of the item vectors with a labelled scatter "
+                                   "plot, and nearest items by cosine similarity.")
+    add_warehouse(p)
+    p.add_argument("--model-version", default=None, help="model to read (default: the current one)")
+    p.add_argument("--out", default=None, metavar="DIR", help="folder for item_pca.png (default WAREHOUSE/interpret/VERSION)")
+    p.add_argument("--n", type=int, default=15, help="items listed per end of each ranking (default 15)")
+    p.add_argument("--popular", type=int, default=1000, help="consider the N most-rated items (default 1000)")
+    p.add_argument("--plot-items", type=int, default=50, help="most-rated items labelled in the scatter (default 50)")
+    p.add_argument("--similar-to", nargs="*", default=None, metavar="ITEM_ID", help="list the nearest items of these items")
+    p.set_defaults(func=cmd_interpret)
     return parser
 
 

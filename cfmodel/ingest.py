@@ -1,35 +1,164 @@
-"""The ingest task: raw source files -> clean `ratings` and `items` tables, `rejects`, a report."""
+"""The ingest task: a source's raw files -> clean increments, current tables, rejects, indices, a report.
+
+One run, for one `run_date`:
+
+1. parse the rating files (Spark, explicit layout) into a hidden staging folder holding every
+   input row once, clean or with a reject reason, then mark superseded duplicates
+   (`cfmodel.dedup`); counting lines separately gives the input count that
+   `input = clean + rejected` is checked against;
+2. publish this run's clean rows as `ratings_increments/run_date=D` (and items likewise), its
+   rejects as `rejects/run_date=D`;
+3. rebuild `ratings` and `items` as the deduplicated union of all increments, extend
+   `user_index` / `item_index`, record the rating scale in `datasets`, and write
+   `ingest_report/run_date=D`.
+
+Every table is published atomically; re-running a date replaces that date's partitions.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.storagelevel import StorageLevel
 
-from cfmodel import sources
+from cfmodel import dedup, increments, indices, planning, sources
 from cfmodel.errors import CfrecError
+from cfmodel.layouts import CSV_SOURCE
 from cfmodel.warehouse import Warehouse, publish
 
 log = logging.getLogger(__name__)
 
 REJECT_COLUMNS = ["source", "table", "source_file", "line_number", "raw", "reason"]
+# Reject rows written per Parquet file: keeps a garbage input from producing one huge file.
+REJECTS_PER_FILE = 1_000_000
 
 REPORT_SCHEMA = T.StructType(
     [
         T.StructField("source", T.StringType()),
+        T.StructField("input_files", T.ArrayType(T.StringType())),
         T.StructField("input_rows", T.LongType()),
         T.StructField("clean_rows", T.LongType()),
         T.StructField("rejected_rows", T.LongType()),
         T.StructField("rejects_by_reason", T.MapType(T.StringType(), T.LongType())),
+        T.StructField("item_files", T.ArrayType(T.StringType())),
+        T.StructField("item_input_rows", T.LongType()),
         T.StructField("item_rows", T.LongType()),
         T.StructField("item_rejects", T.LongType()),
+        T.StructField("item_rejects_by_reason", T.MapType(T.StringType(), T.LongType())),
         T.StructField("ratings_on_unknown_items", T.LongType()),
+        T.StructField("ratings_rows", T.LongType()),
+        T.StructField("superseded_earlier_rows", T.LongType()),
+        T.StructField("users", T.LongType()),
+        T.StructField("new_users", T.LongType()),
+        T.StructField("items", T.LongType()),
+        T.StructField("new_items", T.LongType()),
+        T.StructField("rating_min", T.DoubleType()),
+        T.StructField("rating_max", T.DoubleType()),
+        T.StructField("seconds", T.DoubleType()),
     ]
 )
+STAGING_SCHEMA = ("user_id string, item_id string, rating double, timestamp bigint, reason string, "
+                  "source_file string, line_number bigint, raw string")
+DATASETS_SCHEMA = ("source string, rating_min double, rating_max double, rating_step double, "
+                   "scale_origin string, run_date string")
+
+
+def _write(df: DataFrame, path: Path, files: int | None = None) -> None:
+    if files:
+        df = df.coalesce(files)
+    publish(path, lambda tmp: df.write.parquet(str(tmp)))
+
+
+def _count_by_reason(parsed: DataFrame) -> tuple[int, dict[str, int]]:
+    counts = {row["reason"]: row["count"] for row in parsed.groupBy("reason").count().collect()}
+    return counts.pop(None, 0), dict(sorted(counts.items()))
+
+
+def _check_accounted(what: str, input_rows: int, clean: int, by_reason: dict[str, int]) -> None:
+    rejected = sum(by_reason.values())
+    if input_rows != clean + rejected:
+        raise CfrecError(f"ingest lost {what}: {input_rows} input != {clean} clean + {rejected} rejected")
+
+
+def _data_lines(lines: sources.TextLines, header: bool) -> tuple[DataFrame, int]:
+    """Lines after each file's header, and how many there are."""
+    total = sum(lines.lines_per_file.values())
+    if not header:
+        return lines.frame, total
+    with_lines = sum(1 for n in lines.lines_per_file.values() if n)
+    return lines.frame.where(F.col("line_number") > 1), total - with_lines
+
+
+def parse_rating_files(spark: SparkSession, plan: planning.IngestPlan) -> tuple[DataFrame, int]:
+    """Every input rating row with its reason, duplicates not yet resolved (`cfmodel.dedup`), and
+    the input row count (counted independently of parsing)."""
+    spec = plan.ratings
+    if spec.text is not None:
+        lines, input_rows = _data_lines(sources.read_lines(spark, spec.files, spec.text.encoding), spec.text.header)
+        return sources.parse_ratings(lines, spec, plan.scale), input_rows
+    frames, input_rows = [], 0
+    for file in spec.files:
+        rows = sources.read_parquet_rows(spark, file)
+        present = rows.schema["fields"].dataType.names
+        missing = [c for c in (spec.user, spec.item, spec.rating, spec.timestamp) if c and c not in present]
+        if missing:
+            raise CfrecError(f"{file.name} has no column {', '.join(missing)} (columns: {', '.join(present)})")
+        frames.append(sources.parse_parquet_ratings(rows, spec, plan.scale))
+        input_rows += spark.read.parquet(str(file.path)).count()
+    parsed = frames[0]
+    for other in frames[1:]:
+        parsed = parsed.unionByName(other)
+    return parsed, input_rows
+
+
+def parse_item_files(spark: SparkSession, plan: planning.IngestPlan) -> tuple[DataFrame, int]:
+    """Every input item row with its reason, duplicates not yet resolved, and the input row count."""
+    text = plan.items.text
+    lines, input_rows = _data_lines(sources.read_lines(spark, plan.items.files, text.encoding), text.header)
+    return sources.parse_items(lines, plan.items), input_rows
+
+
+@dataclass
+class StagedRatings:
+    clean: DataFrame  # user_id, item_id, rating (float), timestamp
+    rejects: DataFrame  # source_file, line_number, raw, reason
+    clean_rows: int
+    by_reason: dict[str, int]
+    superseded: DataFrame  # cached: release with unpersist()
+
+
+def stage_ratings(spark: SparkSession, parsed: DataFrame, staging: Path) -> StagedRatings:
+    """Parse once into `staging`, then resolve duplicates and count, reading only the columns needed.
+
+    Clean rows are staged without their raw line (most of the bytes): the few superseded
+    duplicates get theirs back by re-reading just those lines.
+    """
+    parsed.select(
+        "user_id", "item_id", "rating", "timestamp", "reason", "source_file", "line_number",
+        F.when(F.col("reason").isNotNull(), F.col("raw")).alias("raw"),
+    ).write.parquet(str(staging))
+    staged = spark.read.schema(STAGING_SCHEMA).parquet(str(staging))
+    superseded = dedup.superseded_rows(staged, dedup.RATING_KEY, dedup.ratings_newest_first()).cache()
+    n_superseded = superseded.count()
+    clean_rows, by_reason = _count_by_reason(staged)
+    clean = staged.where(F.col("reason").isNull())
+    rejects = staged.where(F.col("reason").isNotNull()).select("source_file", "line_number", "raw", "reason")
+    if n_superseded:
+        clean_rows -= n_superseded
+        by_reason = dict(sorted({**by_reason, dedup.SUPERSEDED: n_superseded}.items()))
+        clean = clean.join(superseded, dedup.ROW_ID, "left_anti")
+        lines = parsed.select(*dedup.ROW_ID, "raw").join(superseded, dedup.ROW_ID, "left_semi")
+        rejects = rejects.unionByName(lines.withColumn("reason", F.lit(dedup.SUPERSEDED)))
+    clean = clean.select("user_id", "item_id", F.col("rating").cast("float").alias("rating"), "timestamp")
+    return StagedRatings(clean, rejects, clean_rows, by_reason, superseded)
 
 
 def _rejects(parsed: DataFrame, source: str, table: str) -> DataFrame:
@@ -38,76 +167,114 @@ def _rejects(parsed: DataFrame, source: str, table: str) -> DataFrame:
     )
 
 
-def _write_parquet(df: DataFrame, path: Path, partitions: int | None = None) -> None:
-    if partitions:
-        df = df.coalesce(partitions)
-    publish(path, lambda tmp: df.write.mode("overwrite").parquet(str(tmp)))
+def _check_same_source(wh: Warehouse, source: str) -> None:
+    path = wh.table("datasets")
+    if path.exists():
+        recorded = pd.read_parquet(path, columns=["source"])["source"]
+        if len(recorded) and recorded.iloc[0] != source:
+            raise CfrecError(f"warehouse {wh.root} holds '{recorded.iloc[0]}' data; ingesting '{source}' into it "
+                             "would mix two id spaces (use another warehouse)")
 
 
-def ingest(spark: SparkSession, source: str, input_dir: str | Path, warehouse: str | Path, run_date: str) -> dict:
-    layout = sources.get_layout(source)
-    root = sources.check_input(layout, input_dir)
+def _ingest_items(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str):
+    """Parse and publish this run's items increment; returns (parsed items or None, report fields)."""
+    partition = wh.partition(increments.ITEMS_INCREMENTS, run_date)
+    if plan.items is None:
+        shutil.rmtree(partition, ignore_errors=True)  # a re-run without an items file keeps no stale items
+        log.warning("no items file in %s: ratings are kept, item titles unknown", plan.root)
+        return None, {"item_files": [], "item_input_rows": 0, "item_rows": 0, "item_rejects": 0,
+                      "item_rejects_by_reason": {}}
+    parsed, input_rows = parse_item_files(spark, plan)
+    parsed = dedup.resolve(parsed, ["item_id"], dedup.file_order_newest_first()).cache()
+    clean, by_reason = _count_by_reason(parsed)
+    _check_accounted("item rows", input_rows, clean, by_reason)
+    _write(parsed.where(F.col("reason").isNull()).select(*increments.ITEMS_COLUMNS), partition, files=1)
+    return parsed, {"item_files": [f.name for f in plan.items.files], "item_input_rows": input_rows,
+                    "item_rows": clean, "item_rejects": sum(by_reason.values()), "item_rejects_by_reason": by_reason}
+
+
+def _record_scale(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str) -> tuple[float, float]:
+    scale = plan.scale
+    if scale.known:
+        low, high = float(scale.min), float(scale.max)
+        origin = "options" if plan.source == CSV_SOURCE else "layout"
+    else:
+        # The generic source without a stated scale: the observed range over all current ratings.
+        row = increments.read_ratings(spark, wh.table("ratings")).agg(F.min("rating"), F.max("rating")).first()
+        low, high, origin = float(row[0]), float(row[1]), "inferred"
+    step = None if scale.step is None else float(scale.step)
+    dataset = spark.createDataFrame([(plan.source, low, high, step, origin, run_date)], DATASETS_SCHEMA)
+    _write(dataset, wh.table("datasets"), files=1)
+    return low, high
+
+
+def ingest(spark: SparkSession, source: str, input_dir: str | Path, warehouse: str | Path, run_date: str,
+           **options) -> dict:
+    """Ingest `source` files from `input_dir` as the increment of `run_date`; returns the report.
+
+    `options`: `ratings_file`, `items_file` (name or glob in `input_dir`), `encoding` for every
+    source; the column and scale options of `cfmodel.layouts.CSV_DEFAULTS` for `csv`.
+    """
+    started = time.perf_counter()
+    plan = planning.plan_ingest(source, input_dir, **options)
     wh = Warehouse.open(warehouse)
+    _check_same_source(wh, plan.source)
 
-    ratings_parsed = sources.parse_ratings(
-        sources.read_lines(spark, root / layout.ratings_file, layout.encoding),
-        layout.ratings_sep,
-        layout.rating_min,
-        layout.rating_max,
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    items_parsed = sources.parse_movielens_items(
-        sources.read_lines(spark, root / layout.items_file, layout.encoding),
-        layout.items_sep,
-        sources.read_genre_names(root),
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    parsed, input_rows = parse_rating_files(spark, plan)
+    staging = wh.root / ".staging" / f"ratings-{run_date}-{uuid.uuid4().hex[:12]}"
+    items_parsed = staged = None
     try:
-        by_reason = {
-            (row["reason"] or "clean"): row["count"]
-            for row in ratings_parsed.groupBy("reason").count().collect()
-        }
-        clean_rows = by_reason.pop("clean", 0)
-        input_rows = ratings_parsed.count()
-        rejected_rows = sum(by_reason.values())
-        if input_rows != clean_rows + rejected_rows:
-            raise CfrecError(
-                f"ingest lost rows: {input_rows} input != {clean_rows} clean + {rejected_rows} rejected"
-            )
+        staged = stage_ratings(spark, parsed, staging)
+        clean_rows, by_reason = staged.clean_rows, staged.by_reason
+        _check_accounted("rating rows", input_rows, clean_rows, by_reason)
         if clean_rows == 0:
-            raise CfrecError(f"no clean ratings in {root / layout.ratings_file} ({input_rows} lines read)")
+            files = ", ".join(f.name for f in plan.ratings.files)
+            raise CfrecError(f"no clean ratings in {files} ({input_rows} rows read; rejects by reason: {by_reason})")
 
-        ratings = ratings_parsed.where(F.col("reason").isNull()).select(
-            "user_id", "item_id", F.col("rating").cast("float").alias("rating"), "timestamp"
-        )
-        items = items_parsed.where(F.col("reason").isNull()).select("item_id", "title", "year", "genres")
-        item_rows = items.count()
-        item_rejects = items_parsed.count() - item_rows
-        unknown_items = ratings.join(items, "item_id", "left_anti").count()
+        _write(staged.clean, wh.partition(increments.RATINGS_INCREMENTS, run_date))
+        items_parsed, item_report = _ingest_items(spark, plan, wh, run_date)
+
+        rejected = sum(by_reason.values()) + item_report["item_rejects"]
+        rejects = _rejects(staged.rejects, plan.source, "ratings")
+        if items_parsed is not None:
+            rejects = rejects.unionByName(_rejects(items_parsed, plan.source, "items"))
+        _write(rejects, wh.partition("rejects", run_date), files=max(1, -(-rejected // REJECTS_PER_FILE)))
+
+        ratings_rows, increment_rows = increments.materialise_ratings(spark, wh)
+        increments.materialise_items(spark, wh)
+        items = increments.read_items(spark, wh.table("items"))
+        this_run = increments.read_ratings(spark, wh.partition(increments.RATINGS_INCREMENTS, run_date))
+        unknown_items = this_run.join(items, "item_id", "left_anti").count()
         if unknown_items:
-            log.warning("%d clean ratings are on items missing from %s", unknown_items, layout.items_file)
-
-        _write_parquet(ratings, wh.table("ratings"))
-        _write_parquet(items, wh.table("items"), partitions=1)
-        rejects = _rejects(ratings_parsed, source, "ratings").unionByName(_rejects(items_parsed, source, "items"))
-        _write_parquet(rejects, wh.partition("rejects", run_date), partitions=1)
+            log.warning("%d clean ratings are on items missing from the items table", unknown_items)
+        index_summary = indices.update_indices(spark, wh, increments.read_ratings(spark, wh.table("ratings")))
+        rating_min, rating_max = _record_scale(spark, plan, wh, run_date)
 
         report = {
-            "source": source,
+            "source": plan.source,
+            "input_files": [f.name for f in plan.ratings.files],
             "input_rows": input_rows,
             "clean_rows": clean_rows,
-            "rejected_rows": rejected_rows,
+            "rejected_rows": sum(by_reason.values()),
             "rejects_by_reason": by_reason,
-            "item_rows": item_rows,
-            "item_rejects": item_rejects,
+            **item_report,
             "ratings_on_unknown_items": unknown_items,
+            "ratings_rows": ratings_rows,
+            "superseded_earlier_rows": increment_rows - ratings_rows,
+            "users": index_summary["user_index"]["ids"],
+            "new_users": index_summary["user_index"]["new_ids"],
+            "items": index_summary["item_index"]["ids"],
+            "new_items": index_summary["item_index"]["new_ids"],
+            "rating_min": rating_min,
+            "rating_max": rating_max,
+            "seconds": round(time.perf_counter() - started, 3),
         }
-        _write_parquet(spark.createDataFrame([report], REPORT_SCHEMA), wh.partition("ingest_report", run_date), 1)
-        dataset = spark.createDataFrame(
-            [(source, layout.rating_min, layout.rating_max, run_date)],
-            "source string, rating_min double, rating_max double, run_date string",
-        )
-        _write_parquet(dataset, wh.table("datasets"), partitions=1)
+        _write(spark.createDataFrame([report], REPORT_SCHEMA), wh.partition("ingest_report", run_date), files=1)
     finally:
-        ratings_parsed.unpersist()
-        items_parsed.unpersist()
-    log.info("ingest %s: %s", source, report)
+        if staged is not None:
+            staged.superseded.unpersist()
+        if items_parsed is not None:
+            items_parsed.unpersist()
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("ingest %s %s: %s", source, run_date, report)
     return report

@@ -1,9 +1,29 @@
-"""Embedding models as plain PyTorch modules."""
+"""The embedding models, as plain PyTorch modules.
+
+    dot   fastai's EmbeddingDotBias: rating = sigmoid_range(u . i + b_u + b_i, *y_range)
+    nn    fastai's EmbeddingNN: [u, i] through an MLP (Linear, ReLU, BatchNorm, Dropout blocks)
+    rank  the dot architecture without the y-range, trained to rank: score = u . i + b_i
+
+Every model has `model_type`, `hparams()` (the keyword arguments that rebuild it, stored in the
+artifact's config.json), `score_all(users)` ([users, n_items] scores to rank items by, vectorised
+and CPU-friendly for the Spark scoring job), `factor_tables()` (vectors and biases for the factor
+tables), and names its per-user and per-item tables (`user_tables`, `item_tables`) so warm start
+and fold-in can treat all models alike.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from cfmodel.errors import CfrecError
+
+MODEL_TYPES = ("dot", "nn", "rank")
+# Pairs (user, item) pushed through the MLP at once by EmbeddingNN.score_all: bounds its
+# activations to ~[pairs x widest layer] floats whatever the catalog size.
+NN_PAIRS_PER_CHUNK = 1 << 18
 
 
 def sigmoid_range(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -15,20 +35,243 @@ def default_y_range(rating_min: float, rating_max: float) -> tuple[float, float]
     return (min(0.0, rating_min), rating_max + (rating_max - rating_min) / 8)
 
 
+def emb_sz_rule(n_categories: int) -> int:
+    """fastai's embedding-size rule of thumb."""
+    return min(600, round(1.6 * n_categories**0.56))
+
+
+def _embedding(n: int, dim: int) -> nn.Embedding:
+    emb = nn.Embedding(n, dim)
+    nn.init.trunc_normal_(emb.weight, std=0.01)  # fastai's init for collab embeddings
+    return emb
+
+
 class EmbeddingDotBias(nn.Module):
     """fastai's `EmbeddingDotBias`: rating = sigmoid_range(u . i + b_u + b_i, *y_range)."""
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int = 50, y_range: tuple[float, float] = (0.0, 5.5)):
+    model_type = "dot"
+    predicts_ratings = True
+    user_tables = ("u_weight", "u_bias")
+    item_tables = ("i_weight", "i_bias")
+    bias_tables = ("u_bias", "i_bias")
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 50, y_range: Sequence[float] = (0.0, 5.5)):
         super().__init__()
+        self.n_factors = int(n_factors)
         self.y_range = tuple(float(v) for v in y_range)
-        self.u_weight = nn.Embedding(n_users, n_factors)
-        self.i_weight = nn.Embedding(n_items, n_factors)
-        self.u_bias = nn.Embedding(n_users, 1)
-        self.i_bias = nn.Embedding(n_items, 1)
-        for emb in (self.u_weight, self.i_weight, self.u_bias, self.i_bias):
-            nn.init.trunc_normal_(emb.weight, std=0.01)
+        self.u_weight = _embedding(n_users, n_factors)
+        self.i_weight = _embedding(n_items, n_factors)
+        self.u_bias = _embedding(n_users, 1)
+        self.i_bias = _embedding(n_items, 1)
+
+    @property
+    def n_users(self) -> int:
+        return self.u_weight.num_embeddings
+
+    @property
+    def n_items(self) -> int:
+        return self.i_weight.num_embeddings
+
+    def hparams(self) -> dict:
+        return {"n_users": self.n_users, "n_items": self.n_items, "n_factors": self.n_factors, "y_range": list(self.y_range)}
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         dot = (self.u_weight(users) * self.i_weight(items)).sum(dim=1)
         logits = dot + self.u_bias(users).squeeze(1) + self.i_bias(items).squeeze(1)
         return sigmoid_range(logits, *self.y_range)
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """Predicted ratings of `users` for every item: [len(users), n_items]."""
+        logits = torch.addmm(self.i_bias.weight[:, 0], self.u_weight(users), self.i_weight.weight.T)
+        return sigmoid_range(logits + self.u_bias(users), *self.y_range)
+
+    def factor_tables(self) -> dict[str, torch.Tensor]:
+        return {
+            "user_vectors": self.u_weight.weight,
+            "user_bias": self.u_bias.weight[:, 0],
+            "item_vectors": self.i_weight.weight,
+            "item_bias": self.i_bias.weight[:, 0],
+        }
+
+
+class EmbeddingNN(nn.Module):
+    """fastai's `EmbeddingNN` (a TabularModel over the user and item embeddings).
+
+    [u, i] -> embedding dropout -> per hidden layer: Linear (no bias when batch-normed), ReLU,
+    BatchNorm1d, Dropout -> Linear to one output -> sigmoid_range. Embedding widths default to
+    fastai's `emb_sz_rule`.
+    """
+
+    model_type = "nn"
+    predicts_ratings = True
+    user_tables = ("u_weight",)
+    item_tables = ("i_weight",)
+    bias_tables = ()
+    score_pairs_per_block = 4 * NN_PAIRS_PER_CHUNK  # read by the scoring job to size its user blocks
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        user_size: int | None = None,
+        item_size: int | None = None,
+        layers: Sequence[int] = (100, 50),
+        ps: float | Sequence[float] = 0.0,
+        embed_p: float = 0.0,
+        use_bn: bool = True,
+        y_range: Sequence[float] = (0.0, 5.5),
+    ):
+        super().__init__()
+        self.user_size = int(user_size or emb_sz_rule(n_users))
+        self.item_size = int(item_size or emb_sz_rule(n_items))
+        self.layer_sizes = [int(n) for n in layers]
+        if not self.layer_sizes or min(self.layer_sizes) < 1:
+            raise CfrecError(f"nn layers must be one or more positive sizes, got {list(layers)}")
+        ps = [float(ps)] * len(self.layer_sizes) if isinstance(ps, (int, float)) else [float(p) for p in ps]
+        if len(ps) != len(self.layer_sizes):
+            raise CfrecError(f"nn dropout needs one value per layer ({len(self.layer_sizes)}), got {ps}")
+        self.ps, self.embed_p, self.use_bn = ps, float(embed_p), bool(use_bn)
+        self.y_range = tuple(float(v) for v in y_range)
+        self.u_weight = _embedding(n_users, self.user_size)
+        self.i_weight = _embedding(n_items, self.item_size)
+        self.emb_drop = nn.Dropout(self.embed_p)
+        blocks, width = [], self.user_size + self.item_size
+        for size, p in zip(self.layer_sizes, ps):
+            block = [nn.Linear(width, size, bias=not use_bn), nn.ReLU(inplace=True)]
+            if use_bn:
+                block.append(nn.BatchNorm1d(size))
+            if p:
+                block.append(nn.Dropout(p))
+            blocks.append(nn.Sequential(*block))
+            width = size
+        self.hidden = nn.Sequential(*blocks)
+        self.out = nn.Linear(width, 1)
+
+    @property
+    def n_users(self) -> int:
+        return self.u_weight.num_embeddings
+
+    @property
+    def n_items(self) -> int:
+        return self.i_weight.num_embeddings
+
+    def hparams(self) -> dict:
+        return {
+            "n_users": self.n_users, "n_items": self.n_items, "user_size": self.user_size,
+            "item_size": self.item_size, "layers": self.layer_sizes, "ps": self.ps, "embed_p": self.embed_p,
+            "use_bn": self.use_bn, "y_range": list(self.y_range),
+        }
+
+    def _head(self, first: torch.Tensor) -> torch.Tensor:
+        """The network after the first Linear layer's matrix product."""
+        x = first
+        for i, block in enumerate(self.hidden):
+            x = block[1:](x) if i == 0 else block(x)
+        return sigmoid_range(self.out(x).squeeze(-1), *self.y_range)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        x = self.emb_drop(torch.cat([self.u_weight(users), self.i_weight(items)], dim=1))
+        return self._head(self.hidden[0][0](x))
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """Predicted ratings of `users` for every item: [len(users), n_items].
+
+        The first layer acts on [u, i], so it splits into W_u u + W_i i: each user and each item
+        is projected once and the pairs only add, instead of concatenating every pair.
+        """
+        first = self.hidden[0][0]
+        w_user, w_item = first.weight[:, : self.user_size], first.weight[:, self.user_size :]
+        user_part = self.u_weight(users) @ w_user.T
+        item_part = self.i_weight.weight @ w_item.T
+        if first.bias is not None:
+            item_part = item_part + first.bias
+        out = torch.empty(len(users), self.n_items, dtype=user_part.dtype, device=user_part.device)
+        step = max(1, NN_PAIRS_PER_CHUNK // max(self.n_items, 1))
+        for start in range(0, len(users), step):
+            pairs = user_part[start : start + step, None, :] + item_part[None, :, :]
+            out[start : start + step] = self._head(pairs.reshape(-1, pairs.shape[-1])).view(-1, self.n_items)
+        return out
+
+    def factor_tables(self) -> dict[str, torch.Tensor]:
+        """The user and item embeddings (of different widths: not meant for dot products) and zero
+        biases: the network has no per-user or per-item bias."""
+        return {
+            "user_vectors": self.u_weight.weight,
+            "user_bias": torch.zeros(self.n_users),
+            "item_vectors": self.i_weight.weight,
+            "item_bias": torch.zeros(self.n_items),
+        }
+
+
+class EmbeddingDotRank(nn.Module):
+    """The dot architecture trained for top-N: score = u . i + b_i, no y-range.
+
+    A user bias would not change any user's ranking, so there is none; scores are logits of a
+    softmax over the catalog, comparable within a user only.
+    """
+
+    model_type = "rank"
+    predicts_ratings = False
+    user_tables = ("u_weight",)
+    item_tables = ("i_weight", "i_bias")
+    bias_tables = ("i_bias",)
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 64):
+        super().__init__()
+        self.n_factors = int(n_factors)
+        self.u_weight = _embedding(n_users, n_factors)
+        self.i_weight = _embedding(n_items, n_factors)
+        self.i_bias = _embedding(n_items, 1)
+
+    @property
+    def n_users(self) -> int:
+        return self.u_weight.num_embeddings
+
+    @property
+    def n_items(self) -> int:
+        return self.i_weight.num_embeddings
+
+    def hparams(self) -> dict:
+        return {"n_users": self.n_users, "n_items": self.n_items, "n_factors": self.n_factors}
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (self.u_weight(users) * self.i_weight(items)).sum(dim=1) + self.i_bias(items).squeeze(1)
+
+    def item_logits(self, user_vectors: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of every user vector against `items` (all items when None): [users, items]."""
+        if items is None:
+            return torch.addmm(self.i_bias.weight[:, 0], user_vectors, self.i_weight.weight.T)
+        return torch.addmm(self.i_bias(items)[:, 0], user_vectors, self.i_weight(items).T)
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return self.item_logits(self.u_weight(users))
+
+    def factor_tables(self) -> dict[str, torch.Tensor]:
+        return {
+            "user_vectors": self.u_weight.weight,
+            "user_bias": torch.zeros(self.n_users),
+            "item_vectors": self.i_weight.weight,
+            "item_bias": self.i_bias.weight[:, 0],
+        }
+
+
+MODEL_CLASSES = {cls.model_type: cls for cls in (EmbeddingDotBias, EmbeddingNN, EmbeddingDotRank)}
+
+
+def check_model_type(model_type: str) -> str:
+    if model_type not in MODEL_CLASSES:
+        raise CfrecError(f"unknown model type '{model_type}' (known: {', '.join(MODEL_TYPES)})")
+    return model_type
+
+
+def build_model(model_type: str, **hparams) -> nn.Module:
+    """A fresh model of `model_type` from its hyper-parameters (as `hparams()` returns them)."""
+    return MODEL_CLASSES[check_model_type(model_type)](**hparams)
+
+
+def model_from_config(config: dict) -> nn.Module:
+    """Rebuild an untrained model from an artifact's config.json (any model type)."""
+    if "hparams" in config:
+        return build_model(config["model_type"], **config["hparams"])
+    # config.json written before the model registry: dot models with their sizes at the top level.
+    return EmbeddingDotBias(config["n_users"], config["n_items"], config["n_factors"], tuple(config["y_range"]))

@@ -1,108 +1,74 @@
-"""cfrec_nightly: ingest -> train -> score, once a day.
+"""cfrec_nightly: the night's rating files -> ingest -> quality gate -> warm-started training ->
+evaluation -> model gate -> scoring -> published tables and a `cfrec_recommendations` Asset event.
 
-Spark steps go through SparkSubmitOperator on the `spark_default` connection, so pointing that
-connection at a cluster (spark://, yarn, k8s://) moves them there unchanged. Locally, set
-AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "local[*]"}'.
-Only declarations live here: torch and pyspark are imported inside the tasks.
+Every task is keyed on the logical date and overwrites what it wrote for that date, so backfills
+and re-runs reproduce the same tables.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
-from pathlib import Path
 
 import pendulum
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.sensors.python import PythonSensor
 from airflow.sdk import Param, dag, task
 
-JOBS_DIR = os.environ.get("CFREC_JOBS_DIR", str(Path(__file__).resolve().parent.parent / "jobs"))
+from cfmodel.dag_tasks import default_args, model_params, model_steps, spark_job
 
-DEFAULT_ARGS = {
-    "owner": "cfrec",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=30),
-    "execution_timeout": timedelta(hours=2),
-}
 
-SPARK_CONF = {
-    "spark.sql.shuffle.partitions": "{{ params.shuffle_partitions }}",
-    "spark.sql.session.timeZone": "UTC",
-    "spark.ui.showConsoleProgress": "false",
-}
+def _input_ready(source: str, input_path: str, ds: str) -> bool:
+    from cfmodel.nightly import input_ready
+
+    return input_ready(source, input_path, ds)
 
 
 @dag(
     dag_id="cfrec_nightly",
-    description="Nightly ratings ingest, embedding-model training and top-N scoring",
-    schedule="@daily",
+    description="Nightly ratings ingest, warm-started training, gated promotion and top-N scoring",
+    schedule=os.environ.get("CFREC_NIGHTLY_SCHEDULE", "@daily"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(),
     tags=["cfrec"],
     params={
         "source": Param("movielens-100k", type="string", description="layout of the input files"),
         "input_path": Param(os.environ.get("CFREC_INPUT_PATH", "/data/cfrec/input"), type="string",
-                            description="folder holding the night's rating files"),
-        "warehouse": Param(os.environ.get("CFREC_WAREHOUSE", "/data/cfrec/warehouse"), type="string",
-                           description="root folder of the Parquet tables and models"),
-        "top_n": Param(10, type="integer", minimum=1, description="recommendations per user"),
-        "n_factors": Param(50, type="integer", minimum=1),
-        "epochs": Param(5, type="integer", minimum=1),
-        "lr": Param(5e-3, type="number", exclusiveMinimum=0),
-        "wd": Param(0.1, type="number", minimum=0),
-        "bs": Param(256, type="integer", minimum=1),
-        "device": Param("auto", type="string", description="auto, cpu, cuda or cuda:N"),
-        "shuffle_partitions": Param(8, type="integer", minimum=1),
+                            description="folder of the night's files; {ds} is replaced by the run date"),
+        "max_reject_fraction": Param(0.01, type="number", minimum=0, maximum=1,
+                                     description="quality gate: most rows that may be rejected"),
+        "max_drop_fraction": Param(0.5, type="number", minimum=0, maximum=1,
+                                   description="quality gate: largest drop in clean rows against the previous run"),
+        "input_timeout_hours": Param(12, type="number", minimum=0),
+        **model_params(),
     },
 )
 def cfrec_nightly():
-    ingest = SparkSubmitOperator(
-        task_id="ingest",
-        conn_id="spark_default",
-        application=f"{JOBS_DIR}/ingest.py",
-        name="cfrec-ingest-{{ ds }}",
-        conf=SPARK_CONF,
-        application_args=[
-            "--source", "{{ params.source }}",
-            "--input", "{{ params.input_path }}",
-            "--warehouse", "{{ params.warehouse }}",
-            "--run-date", "{{ ds }}",
-        ],
+    wait_for_input = PythonSensor(
+        task_id="wait_for_input",
+        python_callable=_input_ready,
+        op_kwargs={"source": "{{ params.source }}", "input_path": "{{ params.input_path }}", "ds": "{{ ds }}"},
+        mode="reschedule",
+        poke_interval=300,
+        timeout=timedelta(hours=12),
+        retries=0,
     )
+    ingest = spark_job("ingest", "ingest", [
+        "--source", "{{ params.source }}",
+        "--input", "{{ params.input_path | replace('{ds}', ds) }}",
+        "--warehouse", "{{ params.warehouse }}",
+        "--run-date", "{{ ds }}",
+    ])
 
-    @task(task_id="train")
-    def train(params=None, ds=None) -> str:
-        from cfmodel.promotion import promote
-        from cfmodel.train import train as train_model
-        from cfmodel.training import TrainConfig
-        from cfmodel.warehouse import Warehouse
+    @task(task_id="quality_gate")
+    def quality_gate(params=None, ds=None) -> dict:
+        from cfmodel.quality import check_quality
 
-        config = TrainConfig(
-            n_factors=params["n_factors"], epochs=params["epochs"], lr=params["lr"], wd=params["wd"], bs=params["bs"]
-        )
-        trained = train_model(params["warehouse"], ds, config, device=params["device"])
-        promote(Warehouse.open(params["warehouse"]).models, trained)
-        return trained.version
+        return check_quality(params["warehouse"], ds, params["max_reject_fraction"], params["max_drop_fraction"])
 
-    score = SparkSubmitOperator(
-        task_id="score",
-        conn_id="spark_default",
-        application=f"{JOBS_DIR}/score.py",
-        name="cfrec-score-{{ ds }}",
-        conf=SPARK_CONF,
-        application_args=[
-            "--warehouse", "{{ params.warehouse }}",
-            "--run-date", "{{ ds }}",
-            "--top-n", "{{ params.top_n }}",
-            "--model-version", "{{ ti.xcom_pull(task_ids='train') }}",
-        ],
-    )
-
-    ingest >> train() >> score
+    candidate, _ = model_steps()
+    wait_for_input >> ingest >> quality_gate() >> candidate
 
 
 cfrec_nightly()

@@ -3,7 +3,17 @@ import math
 import numpy as np
 import pytest
 
-from cfmodel.evaluation import mae, popularity_scores, ranking_metrics, rmse, top_k_excluding
+from cfmodel.evaluation import (
+    holdout_metrics,
+    mae,
+    popularity_score_fn,
+    popularity_scores,
+    ranking_metrics,
+    rmse,
+    top_k_excluding,
+    top_k_scored,
+)
+from cfmodel.interactions import Interactions
 
 
 def test_rmse_and_mae_by_hand():
@@ -43,3 +53,93 @@ def test_popularity_top_k_skips_each_users_items():
 def test_top_k_with_per_user_scores():
     scores = np.array([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1]])
     assert top_k_excluding(scores, [np.array([1]), np.array([], int)], k=2).tolist() == [[2, 0], [0, 1]]
+
+
+def csr(per_user):
+    indptr = np.cumsum([0] + [len(items) for items in per_user])
+    return indptr, np.concatenate([np.asarray(items, np.int64) for items in per_user])
+
+
+def test_top_k_scored_skips_seen_and_never_items_and_fills_with_minus_one():
+    import torch
+
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6], [0.1, 0.2, 0.3, 0.4], [1.0, 1.0, 1.0, 1.0]])
+    seen = csr([[0], [], [0, 1, 2]])
+    top = top_k_scored(lambda users: scores[users], np.array([0, 1, 2]), seen, k=3, n_items=4, never=np.array([3]))
+    assert top[0].tolist() == [1, 2, -1]
+    assert top[1].tolist() == [2, 1, 0]
+    assert top[2].tolist() == [-1, -1, -1]
+
+
+def test_popularity_score_fn_breaks_ties_by_lower_index():
+    score = popularity_score_fn(np.array([2, 2, 1, 1, 0]), n_items=4)
+    top = top_k_scored(score, np.array([0]), csr([[]]), k=4, n_items=4)
+    assert top[0].tolist() == [1, 2, 0, 3]
+
+
+class FixedScores:
+    """A stand-in rating model: predicted rating = a fixed [users, items] table."""
+
+    predicts_ratings = True
+
+    def __init__(self, table):
+        import torch
+
+        self.table = torch.as_tensor(table, dtype=torch.float32)
+
+    def eval(self):
+        return self
+
+    def __call__(self, users, items):
+        return self.table[users, items]
+
+    def score_all(self, users):
+        return self.table[users]
+
+
+def test_holdout_metrics_by_hand():
+    # 2 users, 6 items; nobody rated item 4 in train, so it is never recommended, and user 1's
+    # test rating of it is left out of rmse.
+    train = Interactions([0, 1, 1, 0, 1, 0], [0, 0, 1, 3, 2, 5], [5, 4, 3, 2, 4, 3])
+    test = Interactions([0, 0, 1, 1], [1, 2, 3, 4], [4, 2, 5, 1])
+    table = np.array([[9, 4.5, 1.0, 0.0, 8.0, 0.0],
+                      [9, 9.0, 4.0, 4.0, 8.0, 6.0]])
+    m = holdout_metrics(FixedScores(table), train, test, n_items=6, k=2)
+    model, pop = m["model"], m["popularity"]
+    # rmse over (0,1), (0,2), (1,3): errors 0.5, -1.0, -1.0
+    assert model["rmse"] == pytest.approx(math.sqrt((0.25 + 1 + 1) / 3)) and model["mae"] == pytest.approx(2.5 / 3)
+    assert model["unseen_rows"] == 1
+    # model: user 0 -> [1, 2], both relevant; user 1 -> [5, 3], a hit at rank 2 of 2 relevant
+    ideal = 1 + 1 / math.log2(3)
+    assert model["precision@2"] == pytest.approx(0.75) and model["recall@2"] == pytest.approx(0.75)
+    assert model["ndcg@2"] == pytest.approx((1 + (1 / math.log2(3)) / ideal) / 2)
+    assert model["map@2"] == pytest.approx((1 + 0.25) / 2)
+    assert model["coverage@2"] == pytest.approx(4 / 6)
+    # popularity: counts [2, 1, 1, 1, 0, 1], ties to the lower index: user 1 -> [3, 5], hit at rank 1
+    assert pop["precision@2"] == pytest.approx(0.75)
+    assert pop["ndcg@2"] == pytest.approx((1 + 1 / ideal) / 2)
+    assert pop["map@2"] == pytest.approx((1 + 0.5) / 2)
+    assert "rmse" not in pop and model["users"] == 2 == pop["users"]
+
+
+def test_holdout_metrics_can_sample_users():
+    train = Interactions(np.arange(40) % 20, np.arange(40) % 7, np.ones(40))
+    test = Interactions(np.arange(20), np.full(20, 3), np.ones(20))
+    sampled = holdout_metrics(FixedScores(np.random.default_rng(0).random((20, 7))), train, test, 7, max_users=5, seed=1)
+    assert sampled["model"]["users"] == 5 and sampled["popularity"]["users"] == 5
+
+
+def test_popularity_baseline_on_movielens_u1_matches_the_published_protocol(ml100k):
+    """Most-popular on u1.base -> u1.test: NDCG@10 0.325, P@10 0.305 (the figures of the spec)."""
+    import pandas as pd
+
+    names = ["user", "item", "rating", "ts"]
+    base = pd.read_csv(ml100k / "u1.base", sep="\t", names=names)
+    test = pd.read_csv(ml100k / "u1.test", sep="\t", names=names)
+    train = Interactions(base.user - 1, base.item - 1, base.rating)
+    held = Interactions(test.user - 1, test.item - 1, test.rating)
+    m = holdout_metrics(FixedScores(np.zeros((943, 1682))), train, held, n_items=1682)["popularity"]
+    assert m["users"] == 459
+    assert m["ndcg@10"] == pytest.approx(0.3254, abs=5e-4)
+    assert m["precision@10"] == pytest.approx(0.3048, abs=5e-4)
+    assert m["map@10"] == pytest.approx(0.1992, abs=5e-4)

@@ -1,0 +1,149 @@
+"""Spark ingest throughput on a synthetic ratings file in the MovieLens 25M `ratings.csv` layout.
+
+    .venv/bin/python bench/bench_ingest.py                   # 25M rows under /tmp/cfrec-bench
+    .venv/bin/python bench/bench_ingest.py --rows 2000000    # a quicker run
+
+Writes `ratings.csv` (header userId,movieId,rating,timestamp; sorted by user then movie; half-star
+ratings; ~162k users and ~59k movies at 25M rows, as in ML-25M) unless an equal one is there,
+then times:
+
+- pyarrow.csv.read_csv of the file: just reading it into memory on one node, the lower bound;
+- cfmodel.ingest.ingest(source='movielens-latest'): parse, validate, deduplicate, write the
+  increment, rejects, report, current table and id indices (SparkSession start not included).
+
+and prints both, rows per second, and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+ML25M_ROWS, ML25M_USERS, ML25M_MOVIES = 25_000_095, 162_541, 59_047
+HALF_STARS = np.array([f"{0.5 * k:.1f}" for k in range(1, 11)])
+CHUNK_ROWS = 2_000_000
+
+
+def synth_pairs(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (user, movie) pairs sorted by user then movie: skewed activity and popularity."""
+    rng = np.random.default_rng(seed)
+    n_users = max(10, round(ML25M_USERS * rows / ML25M_ROWS))
+    n_movies = max(10, round(ML25M_MOVIES * rows / ML25M_ROWS))
+    popularity = 1.0 / np.arange(1, n_movies + 1) ** 0.9
+    popularity /= popularity.sum()
+    activity = rng.lognormal(0.0, 1.2, n_users)
+    for _ in range(3):  # no user rates more than a third of the catalogue
+        activity = np.minimum(activity / activity.sum(), n_movies / 3 / rows)
+    activity /= activity.sum()
+    users = rng.choice(n_users, rows, p=activity).astype(np.int64) + 1
+    movies = rng.choice(n_movies, rows, p=popularity).astype(np.int64) + 1
+    keys = np.unique(users * 1_000_000 + movies)
+    while len(keys) < rows:  # replace repeated pairs with uniform draws, which rarely repeat
+        need = rows - len(keys)
+        extra = rng.integers(1, n_users + 1, need) * 1_000_000 + rng.integers(1, n_movies + 1, need)
+        keys = np.unique(np.concatenate([keys, extra]))
+    if len(keys) > rows:
+        keys = np.delete(keys, rng.choice(len(keys), len(keys) - rows, replace=False))
+    return keys // 1_000_000, keys % 1_000_000
+
+
+def write_ratings(path: Path, rows: int, seed: int = 0) -> None:
+    users, movies = synth_pairs(rows, seed)
+    rng = np.random.default_rng(seed + 1)
+    tmp = path.with_suffix(".tmp")
+    schema = pa.schema([("userId", pa.int64()), ("movieId", pa.int64()),
+                        ("rating", pa.dictionary(pa.int8(), pa.string())), ("timestamp", pa.int64())])
+    with open(tmp, "wb") as sink:
+        sink.write(b"userId,movieId,rating,timestamp\n")  # unquoted, as GroupLens writes it
+        writer = pacsv.CSVWriter(sink, schema, write_options=pacsv.WriteOptions(include_header=False,
+                                                                                 quoting_style="none"))
+        for start in range(0, rows, CHUNK_ROWS):
+            n = min(CHUNK_ROWS, rows - start)
+            stars = pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 10, n, dtype=np.int8)),
+                                                   pa.array(HALF_STARS))
+            writer.write_batch(pa.record_batch([
+                pa.array(users[start:start + n]), pa.array(movies[start:start + n]), stars,
+                pa.array(rng.integers(789_652_009, 1_574_327_703, n)),
+            ], names=["userId", "movieId", "rating", "timestamp"]))
+        writer.close()
+    tmp.rename(path)
+
+
+def ensure_input(folder: Path, rows: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path, marker = folder / "ratings.csv", folder / "rows.json"
+    if not (path.exists() and marker.exists() and json.loads(marker.read_text()) == {"rows": rows}):
+        started = time.perf_counter()
+        write_ratings(path, rows)
+        marker.write_text(json.dumps({"rows": rows}))
+        print(f"wrote {path} ({rows:,} rows) in {time.perf_counter() - started:.0f}s")
+    return path
+
+
+def time_pyarrow(path: Path, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        table = pacsv.read_csv(path)
+        best = min(best, time.perf_counter() - started)
+        del table
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=25_000_000, help="rows in the synthetic file (default 25M)")
+    parser.add_argument("--dir", default="/tmp/cfrec-bench", help="work folder, outside the repository")
+    parser.add_argument("--repeats", type=int, default=2, help="pyarrow reads to take the best of (default 2)")
+    parser.add_argument("--keep-warehouse", action="store_true", help="keep the warehouse the ingest wrote")
+    args = parser.parse_args()
+
+    work = Path(args.dir)
+    path = ensure_input(work / "input", args.rows)
+    size_mb = path.stat().st_size / 1e6
+    load = os.getloadavg()[0]
+
+    arrow_s = time_pyarrow(path, args.repeats)
+
+    from cfmodel.ingest import ingest
+    from cfmodel.spark import get_spark
+
+    started = time.perf_counter()
+    spark = get_spark("cfrec-bench-ingest")
+    spark_start_s = time.perf_counter() - started
+    warehouse = work / "warehouse"
+    shutil.rmtree(warehouse, ignore_errors=True)
+    started = time.perf_counter()
+    report = ingest(spark, "movielens-latest", path.parent, warehouse, "2026-01-01")
+    ingest_s = time.perf_counter() - started
+    spark.stop()
+    if not args.keep_warehouse:
+        shutil.rmtree(warehouse, ignore_errors=True)
+
+    assert report["input_rows"] == report["clean_rows"] == args.rows, report
+    rows = report["input_rows"]
+    print(json.dumps({
+        "file": str(path), "rows": rows, "megabytes": round(size_mb, 1), "cpus": os.cpu_count(),
+        "load_average_before": round(load, 2), "load_average_after": round(os.getloadavg()[0], 2),
+        "pyarrow_read_csv_s": round(arrow_s, 2), "pyarrow_rows_per_s": round(rows / arrow_s),
+        "spark_session_start_s": round(spark_start_s, 1),
+        "spark_ingest_s": round(ingest_s, 1), "spark_ingest_rows_per_s": round(rows / ingest_s),
+        "spark_over_pyarrow_time": round(ingest_s / arrow_s, 1),
+        "users": report["users"], "items": report["items"],
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

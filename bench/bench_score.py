@@ -1,0 +1,289 @@
+"""Scoring benchmark: every user's top-N on local Spark, beside Spark ALS's recommendForAllUsers.
+
+    python bench/bench_score.py --ml100k /data/ml-100k                      # MovieLens 100k only
+    python bench/bench_score.py --ml100k /data/ml-100k --synthetic --als    # + 25M-shaped set and ALS
+
+Models have random weights (timing does not depend on them): the dot model with 64 factors
+unless --factors says otherwise, and with --nn fastai's default EmbeddingNN.
+
+What is timed (wall clock, after one untimed warm-up job so JVM and Python-worker start-up are
+not counted):
+
+- cfrec `score()`: the nightly step as it runs: read the ratings table, gather each user's rated
+  items, score every user against every item in `mapInArrow`, mask rated items, keep the top N,
+  write the partition, check it and swap it in.
+- cfrec `recommend()` into Spark's `noop` sink: the same computation without the Parquet write.
+- ALS `recommendForAllUsers(N)` into the `noop` sink, on an ALSModel holding the very same user and
+  item vectors: a rank-64 model fitted with maxIter=1 on a small sample, whose factor tables are
+  then replaced with the benchmark's. ALS does not exclude rated items; cfrec does.
+
+The synthetic set has MovieLens 25M's shape: 162,541 users, 62,423 items, 64 factors, random
+normal vectors, and 25,000,095 ratings drawn with a popularity skew (item = n_items * u^2).
+Figures print as a table; nothing is written outside --workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cfmodel import artifact  # noqa: E402
+from cfmodel.ids import IdIndex  # noqa: E402
+from cfmodel.models import EmbeddingDotBias  # noqa: E402
+from cfmodel.score import recommend, score  # noqa: E402
+from cfmodel.spark import get_spark  # noqa: E402
+from cfmodel.warehouse import Warehouse, publish  # noqa: E402
+
+ALS_WHAT = "Spark ALS recommendForAllUsers -> noop (no exclusion)"
+ML25M_SHAPE = {"users": 162_541, "items": 62_423, "ratings": 25_000_095, "factors": 64}
+
+
+def timed(fn):
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def write_frame(frame: pd.DataFrame):
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
+        frame.to_parquet(tmp / "part-0.parquet", index=False)
+
+    return write
+
+
+def load_avg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def bench_ml100k(spark, data: Path, workdir: Path, top_n: int, n_factors: int, seed: int, with_als: bool) -> list[dict]:
+    wh = Warehouse.open(workdir / "ml100k")
+    ratings = pd.read_csv(data / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"],
+                          dtype={"user_id": str, "item_id": str, "rating": "float32", "timestamp": "int64"})
+    items = pd.read_csv(data / "u.item", sep="|", encoding="latin-1", header=None, usecols=[0, 1],
+                        names=["item_id", "title"], dtype=str)
+    publish(wh.table("ratings"), write_frame(ratings))
+    publish(wh.table("items"), write_frame(items))
+    model = random_artifact(ratings["user_id"].nunique(), ratings["item_id"].nunique(), n_factors, seed)
+    model.users, model.items = IdIndex.from_values(ratings["user_id"]), IdIndex.from_values(ratings["item_id"])
+    artifact.save(model, wh.models)
+    artifact.set_current(wh.models, model.version)
+    score(spark, wh.root, "2026-01-01", top_n)  # warm-up
+    _, nightly = timed(lambda: score(spark, wh.root, "2026-01-02", top_n))
+    frame = spark.read.parquet(str(wh.table("ratings")))
+    _, compute = timed(lambda: recommend(spark, frame, model, top_n).write.format("noop").mode("overwrite").save())
+    shape = f"{len(model.users)} users x {len(model.items)} items, {model.config['n_factors']} factors, 100k ratings"
+    rows = [
+        {"data": "ml-100k", "what": "cfrec score() (read, score, write, check, publish)", "shape": shape, "seconds": nightly},
+        {"data": "ml-100k", "what": "cfrec recommend() -> noop", "shape": shape, "seconds": compute},
+    ]
+    if with_als:
+        # ALS ids are ints: the positions of the same vectors.
+        als = als_with_factors(spark, model, workdir / "ml100k-als")
+        als.recommendForAllUsers(top_n).write.format("noop").mode("overwrite").save()  # warm-up
+        _, als_seconds = timed(lambda: als.recommendForAllUsers(top_n).write.format("noop").mode("overwrite").save())
+        rows.append({"data": "ml-100k", "what": ALS_WHAT, "shape": shape, "seconds": als_seconds})
+    return rows
+
+
+def random_artifact(n_users: int, n_items: int, n_factors: int, seed: int) -> artifact.ModelArtifact:
+    torch.manual_seed(seed)
+    model = EmbeddingDotBias(n_users, n_items, n_factors)
+    with torch.no_grad():
+        for emb in (model.u_weight, model.i_weight):
+            emb.weight.normal_(0.0, 1.0 / np.sqrt(n_factors))
+        for emb in (model.u_bias, model.i_bias):
+            emb.weight.normal_(0.0, 0.1)
+    return artifact.ModelArtifact(
+        version="bench-random",
+        model=model.eval(),
+        users=IdIndex([str(u) for u in range(n_users)]),
+        items=IdIndex([str(i) for i in range(n_items)]),
+        config={"model_type": "dot", "n_users": n_users, "n_items": n_items, "n_factors": n_factors, "y_range": [0.0, 5.5]},
+        metrics={},
+    )
+
+
+def synthetic_ratings(spark, n_users: int, n_items: int, n_ratings: int, seed: int):
+    from pyspark.sql import functions as F
+
+    return (
+        spark.range(n_ratings)
+        .select(
+            (F.floor(F.rand(seed) * n_users)).cast("string").alias("user_id"),
+            (F.floor(F.pow(F.rand(seed + 1), 2) * n_items)).cast("string").alias("item_id"),
+            (F.floor(F.rand(seed + 2) * 5) + 1).cast("float").alias("rating"),
+            F.lit(0).cast("long").alias("timestamp"),
+        )
+    )
+
+
+def als_with_factors(spark, model: artifact.ModelArtifact, workdir: Path):
+    """An ALSModel whose factors are exactly `model`'s: fit a tiny rank-k ALS, swap its factor tables."""
+    from pyspark.ml.recommendation import ALS, ALSModel
+
+    rank = model.config["n_factors"]
+    tiny = spark.createDataFrame([(u, i, float((u + i) % 5 + 1)) for u in range(30) for i in range(20)],
+                                 "user int, item int, rating float")
+    path = workdir / "als-model"
+    ALS(rank=rank, maxIter=1, userCol="user", itemCol="item", ratingCol="rating", seed=0).fit(tiny) \
+        .write().overwrite().save(str(path))
+    f = model.factors()
+    for table, vectors in (("userFactors", f["user_vectors"]), ("itemFactors", f["item_vectors"])):
+        frame = pd.DataFrame({"id": np.arange(len(vectors), dtype=np.int32), "features": list(vectors.astype(np.float32))})
+        shutil.rmtree(path / table)
+        spark.createDataFrame(frame, "id int, features array<float>").repartition(8).write.parquet(str(path / table))
+    return ALSModel.load(str(path))
+
+
+def bench_synthetic(spark, workdir: Path, top_n: int, shape: dict, with_als: bool, seed: int) -> list[dict]:
+    wh = Warehouse.open(workdir / "synthetic")
+    model, build = timed(lambda: random_artifact(shape["users"], shape["items"], shape["factors"], seed))
+    artifact.save(model, wh.models)
+    artifact.set_current(wh.models, model.version)
+    ratings = synthetic_ratings(spark, shape["users"], shape["items"], shape["ratings"], seed)
+    _, generate = timed(lambda: publish(wh.table("ratings"), lambda tmp: ratings.write.parquet(str(tmp))))
+    print(f"  synthetic set written in {generate:.0f}s (model built in {build:.0f}s)", flush=True)
+    label = (f"{shape['users']} users x {shape['items']} items, {shape['factors']} factors, "
+             f"{shape['ratings'] / 1e6:.1f}M ratings")
+    frame = spark.read.parquet(str(wh.table("ratings")))
+    rows = []
+    report, nightly = timed(lambda: score(spark, wh.root, "2026-01-01", top_n))
+    rows.append({"data": "synthetic 25M-shaped", "what": "cfrec score() (read, score, write, check, publish)",
+                 "shape": label, "seconds": nightly, "rows": report["rows"]})
+    print(f"  cfrec score(): {nightly:.1f}s", flush=True)
+    _, compute = timed(lambda: recommend(spark, frame, model, top_n).write.format("noop").mode("overwrite").save())
+    rows.append({"data": "synthetic 25M-shaped", "what": "cfrec recommend() -> noop", "shape": label, "seconds": compute})
+    print(f"  cfrec recommend() -> noop: {compute:.1f}s", flush=True)
+    if with_als:
+        als = als_with_factors(spark, model, workdir)
+        _, als_seconds = timed(lambda: als.recommendForAllUsers(top_n).write.format("noop").mode("overwrite").save())
+        rows.append({"data": "synthetic 25M-shaped", "what": ALS_WHAT, "shape": label, "seconds": als_seconds})
+        print(f"  ALS recommendForAllUsers -> noop: {als_seconds:.1f}s", flush=True)
+    return rows
+
+
+def nn_artifact(n_users: int, n_items: int, seed: int) -> artifact.ModelArtifact:
+    """fastai-default EmbeddingNN (emb_sz_rule widths, layers 100-50); random weights time the same."""
+    from cfmodel.models import EmbeddingNN
+
+    torch.manual_seed(seed)
+    return artifact.ModelArtifact(
+        version="bench-nn", model=EmbeddingNN(n_users, n_items).eval(),
+        users=IdIndex([str(u) for u in range(n_users)]), items=IdIndex([str(i) for i in range(n_items)]),
+        config={"model_type": "nn"}, metrics={},
+    )
+
+
+def bench_nn(spark, data: Path | None, shape: dict, sample_users: int, top_n: int, seed: int) -> list[dict]:
+    """The nn model scores every (user, item) pair in vectorised chunks: time it on ml-100k through
+    Spark, and on the 25M shape on a sample of users in one process, extrapolated."""
+    import pyarrow as pa
+
+    from cfmodel.popularity import Popularity
+    from cfmodel.score import ScoringContext, recommend_batch
+    from cfmodel.scorers import scorer_for
+
+    rows = []
+    if data is not None:
+        ratings = pd.read_csv(data / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"], dtype=str)
+        frame = spark.createDataFrame(ratings[["user_id", "item_id"]])
+        model = nn_artifact(ratings["user_id"].nunique(), ratings["item_id"].nunique(), seed)
+        model.users, model.items = IdIndex.from_values(ratings["user_id"]), IdIndex.from_values(ratings["item_id"])
+        recommend(spark, frame, model, top_n).write.format("noop").mode("overwrite").save()  # warm-up
+        _, seconds = timed(lambda: recommend(spark, frame, model, top_n).write.format("noop").mode("overwrite").save())
+        rows.append({"data": "ml-100k", "what": "cfrec recommend() -> noop, nn model (all pairs)",
+                     "shape": f"{len(model.users)} users x {len(model.items)} items", "seconds": seconds})
+
+    model = nn_artifact(shape["users"], shape["items"], seed)
+    n_items = shape["items"]
+    ids = model.items.ids
+    ctx = ScoringContext(scorer=scorer_for(model), users=model.users, catalog_ids=ids,
+                         titles=np.full(n_items, None, dtype=object),
+                         popularity=Popularity.from_counts(ids, np.zeros(n_items, np.int64)), n=top_n)
+    rng = np.random.default_rng(seed)
+    per_user = shape["ratings"] // shape["users"]
+    rated = [np.unique((rng.random(rng.poisson(per_user)) ** 2 * n_items).astype(np.int32)) for _ in range(sample_users)]
+    users = [str(u) for u in rng.choice(shape["users"], sample_users, replace=False)]
+    batch = pa.RecordBatch.from_arrays([pa.array(users), pa.array(rated, pa.list_(pa.int32()))], names=["user_id", "rated"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a Spark task
+    try:
+        _, seconds = timed(lambda: list(recommend_batch(ctx, batch)))
+    finally:
+        torch.set_num_threads(threads)
+    cores = spark.sparkContext.defaultParallelism
+    estimate = seconds / sample_users * shape["users"] / cores
+    rows.append({"data": "synthetic 25M-shaped",
+                 "what": f"nn model (all pairs): {sample_users} users on 1 core, extrapolated to all users on {cores} cores",
+                 "shape": f"{shape['users']} users x {n_items} items", "seconds": estimate,
+                 "sample_seconds": seconds})
+    print(f"  nn: {sample_users} users in {seconds:.1f}s on one core -> ~{estimate / 60:.0f} min for all users", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ml100k", type=Path, help="folder with MovieLens 100k's u.data and u.item")
+    parser.add_argument("--synthetic", action="store_true", help="also time the MovieLens-25M-shaped synthetic set")
+    parser.add_argument("--als", action="store_true", help="also time Spark ALS recommendForAllUsers on the same vectors")
+    parser.add_argument("--users", type=int, default=ML25M_SHAPE["users"], help="synthetic users (default: ML-25M's)")
+    parser.add_argument("--items", type=int, default=ML25M_SHAPE["items"], help="synthetic items (default: ML-25M's)")
+    parser.add_argument("--ratings", type=int, default=ML25M_SHAPE["ratings"], help="synthetic ratings (default: ML-25M's)")
+    parser.add_argument("--factors", type=int, default=ML25M_SHAPE["factors"], help="factors (default 64)")
+    parser.add_argument("--nn", action="store_true", help="also time the nn model (all pairs, vectorised chunks)")
+    parser.add_argument("--nn-sample-users", type=int, default=500,
+                        help="users of the 25M shape the nn timing scores before extrapolating (default 500)")
+    parser.add_argument("--top-n", type=int, default=10, help="recommendations per user (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic set (default 0)")
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    if not args.ml100k and not args.synthetic and not args.nn:
+        parser.error("nothing to time: pass --ml100k DIR, --synthetic and/or --nn")
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cfrec-bench-"))
+    spark = get_spark("cfrec-bench-score")
+    cores = spark.sparkContext.defaultParallelism
+    print(f"local Spark, {cores} cores, torch {torch.__version__}, load average before: {load_avg()}", flush=True)
+    rows = []
+    try:
+        if args.ml100k:
+            rows += bench_ml100k(spark, args.ml100k, workdir, args.top_n, args.factors, args.seed, args.als)
+        if args.synthetic:
+            shape = {"users": args.users, "items": args.items, "ratings": args.ratings, "factors": args.factors}
+            rows += bench_synthetic(spark, workdir, args.top_n, shape, args.als, args.seed)
+        if args.nn:
+            shape = {"users": args.users, "items": args.items, "ratings": args.ratings, "factors": args.factors}
+            rows += bench_nn(spark, args.ml100k, shape, args.nn_sample_users, args.top_n, args.seed)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"load average after: {load_avg()}\n")
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.1f}"))
+    print()
+    for data in ("ml-100k", "synthetic 25M-shaped"):
+        by_what = {r["what"]: r["seconds"] for r in rows if r["data"] == data}
+        if ALS_WHAT in by_what:
+            ratio = by_what[ALS_WHAT] / by_what["cfrec recommend() -> noop"]
+            print(f"{data}: ALS recommendForAllUsers / cfrec recommend(), same vectors and sink: {ratio:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "cores": cores}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Example downstream DAG: runs whenever fresh recommendations are published, and writes the day's
+most recommended items with DuckDB (no cluster needed)."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+from cfmodel.dag_tasks import RECOMMENDATIONS, default_args
+
+
+@dag(
+    dag_id="cfrec_recommendations_consumer",
+    description="Most recommended items of each fresh recommendations partition",
+    schedule=[RECOMMENDATIONS],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args=default_args(),
+    tags=["cfrec", "example"],
+)
+def cfrec_recommendations_consumer():
+    @task
+    def most_recommended(triggering_asset_events=None) -> list[dict]:
+        from cfmodel.analytics import write_most_recommended
+
+        results = []
+        for event in triggering_asset_events[RECOMMENDATIONS]:
+            results.append(write_most_recommended(event.extra["warehouse"], event.extra["run_date"]))
+        return results
+
+    most_recommended()
+
+
+cfrec_recommendations_consumer()

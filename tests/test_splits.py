@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from cfmodel.errors import CfrecError
+from cfmodel.interactions import Interactions
+from cfmodel.splits import latest_split, random_split, split
+
+
+def test_random_split_is_reproducible_disjoint_and_complete():
+    train, valid = random_split(1000, 0.2, seed=7)
+    again_train, again_valid = random_split(1000, 0.2, seed=7)
+    assert len(valid) == 200 and len(train) == 800
+    assert np.array_equal(valid, again_valid) and np.array_equal(train, again_train)
+    assert not set(train) & set(valid)
+    assert sorted([*train, *valid]) == list(range(1000))
+    assert not np.array_equal(valid, random_split(1000, 0.2, seed=8)[1])
+
+
+def test_latest_split_holds_out_each_users_latest_ratings():
+    #            user 0: 5 ratings        user 1: 2     user 2: 1
+    users = np.array([0, 0, 0, 0, 0, 1, 1, 2])
+    stamps = np.array([50, 10, 40, 20, 30, 7, 9, 1])
+    train, valid = latest_split(users, stamps, 0.4)
+    # user 0 keeps its 3 earliest (t=10,20,30), holds out t=40,50; user 1 holds out 1 of 2 (t=9);
+    # user 2's only rating stays in train.
+    assert valid.tolist() == [0, 2, 6]
+    assert train.tolist() == [1, 3, 4, 5, 7]
+
+
+def test_latest_split_breaks_time_ties_by_row_order():
+    train, valid = latest_split(np.array([0, 0, 0]), np.array([5, 5, 5]), 0.34)
+    assert valid.tolist() == [2] and train.tolist() == [0, 1]
+
+
+def test_split_dispatches_and_checks():
+    data = Interactions(np.arange(10) % 3, np.arange(10), np.ones(10), np.arange(10))
+    train, valid = split(data, 0.3, seed=0, strategy="time")
+    assert len(train) + len(valid) == 10
+    assert all(data.timestamps[data.users == u].max() in valid.timestamps for u in range(3))
+    with pytest.raises(CfrecError, match="needs rating timestamps"):
+        split(Interactions(data.users, data.items, data.ratings), 0.2, 0, "time")
+    with pytest.raises(CfrecError, match="unknown split"):
+        split(data, 0.2, 0, "alphabetical")
+    with pytest.raises(CfrecError, match=r"valid_pct must be in \[0, 1\)"):
+        random_split(10, 1.0, 0)
