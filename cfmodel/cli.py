@@ -204,7 +204,7 @@ def cmd_train(args) -> dict:
     from cfmodel.promotion import promote
     from cfmodel.warehouse import Warehouse
 
-    if args.nproc > 1:
+    if getattr(args, "nproc", 1) > 1:
         return train_distributed(args)
     trained = train(args.warehouse, args.run_date, train_config(args), device=args.device,
                     warm_start_from=args.warm_start)

@@ -16,6 +16,9 @@ from pyspark.sql import functions as F
 SUPERSEDED = "duplicate_superseded"
 ROW_ID = ["source_file", "line_number"]
 RATING_KEY = ["user_id", "item_id"]
+SUPERSEDED_SCHEMA = "source_file string, line_number bigint"
+# Repeated key hashes up to this many (8 bytes each) are broadcast to the join with the rows.
+BROADCAST_HASHES = 2_000_000
 
 
 def ratings_newest_first() -> list[Column]:
@@ -28,13 +31,27 @@ def file_order_newest_first() -> list[Column]:
 
 
 def superseded_rows(rows: DataFrame, key: list[str], newest_first: list[Column]) -> DataFrame:
-    """(source_file, line_number) of the clean rows (`reason` null) that a newer row with the same key supersedes."""
+    """(source_file, line_number) of the clean rows (`reason` null) that a newer row with the same
+    key supersedes; cached, release with `unpersist()`.
+
+    Runs a job at once: the repeated hashes are settled first so that, in the usual case of none,
+    the rows are never shuffled for a join, and when there are few the join broadcasts them.
+    """
     clean = rows.where(F.col("reason").isNull())
     key_hash = F.xxhash64(*key).alias("_key_hash")
-    repeated = clean.groupBy(key_hash).count().where(F.col("count") > 1).select("_key_hash")
-    suspects = clean.withColumn("_key_hash", key_hash).join(repeated, "_key_hash", "left_semi")
-    rank = F.row_number().over(Window.partitionBy(*key).orderBy(*newest_first))
-    return suspects.withColumn("_rank", rank).where(F.col("_rank") > 1).select(*ROW_ID)
+    repeated = clean.groupBy(key_hash).count().where(F.col("count") > 1).select("_key_hash").cache()
+    n_repeated = repeated.count()
+    try:
+        if n_repeated == 0:
+            return rows.sparkSession.createDataFrame([], SUPERSEDED_SCHEMA).cache()
+        hashes = F.broadcast(repeated) if n_repeated <= BROADCAST_HASHES else repeated
+        suspects = clean.withColumn("_key_hash", key_hash).join(hashes, "_key_hash", "left_semi")
+        rank = F.row_number().over(Window.partitionBy(*key).orderBy(*newest_first))
+        superseded = suspects.withColumn("_rank", rank).where(F.col("_rank") > 1).select(*ROW_ID).cache()
+        superseded.count()
+        return superseded
+    finally:
+        repeated.unpersist()
 
 
 def apply_superseded(rows: DataFrame, superseded: DataFrame | None) -> DataFrame:
@@ -49,6 +66,12 @@ def apply_superseded(rows: DataFrame, superseded: DataFrame | None) -> DataFrame
 
 
 def resolve(rows: DataFrame, key: list[str], newest_first: list[Column]) -> DataFrame:
-    """`rows` with every superseded duplicate marked, in one lazy plan (for small inputs and tests;
-    the ingest materialises `superseded_rows` once and reuses it)."""
-    return apply_superseded(rows, superseded_rows(rows, key, newest_first))
+    """`rows` with every superseded duplicate marked, cached (release with `unpersist()`). For small
+    inputs such as item files; the ratings ingest applies `superseded_rows` to its staged rows."""
+    superseded = superseded_rows(rows, key, newest_first)
+    try:
+        resolved = apply_superseded(rows, superseded).cache()
+        resolved.count()
+        return resolved
+    finally:
+        superseded.unpersist()

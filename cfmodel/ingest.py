@@ -146,7 +146,7 @@ def stage_ratings(spark: SparkSession, parsed: DataFrame, staging: Path) -> Stag
         F.when(F.col("reason").isNotNull(), F.col("raw")).alias("raw"),
     ).write.parquet(str(staging))
     staged = spark.read.schema(STAGING_SCHEMA).parquet(str(staging))
-    superseded = dedup.superseded_rows(staged, dedup.RATING_KEY, dedup.ratings_newest_first()).cache()
+    superseded = dedup.superseded_rows(staged, dedup.RATING_KEY, dedup.ratings_newest_first())
     n_superseded = superseded.count()
     clean_rows, by_reason = _count_by_reason(staged)
     clean = staged.where(F.col("reason").isNull())
@@ -185,7 +185,7 @@ def _ingest_items(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse,
         return None, {"item_files": [], "item_input_rows": 0, "item_rows": 0, "item_rejects": 0,
                       "item_rejects_by_reason": {}}
     parsed, input_rows = parse_item_files(spark, plan)
-    parsed = dedup.resolve(parsed, ["item_id"], dedup.file_order_newest_first()).cache()
+    parsed = dedup.resolve(parsed, ["item_id"], dedup.file_order_newest_first())
     clean, by_reason = _count_by_reason(parsed)
     _check_accounted("item rows", input_rows, clean, by_reason)
     _write(parsed.where(F.col("reason").isNull()).select(*increments.ITEMS_COLUMNS), partition, files=1)

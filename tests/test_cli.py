@@ -18,7 +18,7 @@ def run_cli(capsys, *argv):
         (["ingest", "--source", "movielens-100k", "--input", "{tmp}/nowhere", "--warehouse", "{tmp}/wh"],
          "input folder {tmp}/nowhere does not exist"),
         (["ingest", "--source", "netflix-prize", "--input", "{tmp}", "--warehouse", "{tmp}/wh"],
-         "unknown source 'netflix-prize' (known: movielens-100k)"),
+         "unknown source 'netflix-prize' (known: csv, goodbooks, movielens-100k, movielens-10m, movielens-1m, movielens-latest, movietweetings)"),
         (["ingest", "--source", "movielens-100k", "--input", "{tmp}", "--warehouse", "{tmp}/wh"],
          "has no u.data"),
         (["train", "--warehouse", "{tmp}/blocker/wh"], "is not writable"),
