@@ -55,16 +55,26 @@ def latest_per_key(rows: DataFrame, keys: list[str], newest_first: list) -> Data
     return rows.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") == 1).drop("_rank")
 
 
-def materialise_ratings(spark: SparkSession, wh: Warehouse) -> tuple[int, int]:
-    """Rebuild `ratings` from every increment: per (user, item), the latest rating by timestamp,
-    then by run date. Returns the rows of the table and the rows over all increments."""
-    parts = partitions(wh, RATINGS_INCREMENTS)
+def as_of(parts: list[Path], run_date: str | None) -> list[Path]:
+    """The partitions of run dates up to `run_date`: re-running an old date rebuilds the table as it
+    was then, so its training and scoring reproduce the first run's."""
+    return [p for p in parts if run_date is None or p.name.split("=", 1)[1] <= run_date]
+
+
+def _up_to(rows: DataFrame, run_date: str | None) -> DataFrame:
+    return rows if run_date is None else rows.where(F.col("run_date").cast("string") <= run_date)
+
+
+def materialise_ratings(spark: SparkSession, wh: Warehouse, run_date: str | None = None) -> tuple[int, int]:
+    """Rebuild `ratings` from every increment up to `run_date`: per (user, item), the latest rating
+    by timestamp, then by run date. Returns the rows of the table and the rows over the increments."""
+    parts = as_of(partitions(wh, RATINGS_INCREMENTS), run_date)
     if len(parts) == 1:
         # A single increment is already deduplicated: copying its files skips a shuffle.
         publish(wh.table("ratings"), _copy_partition(parts[0]))
         rows = read_ratings(spark, wh.table("ratings")).count()
         return rows, rows
-    increments = read_ratings(spark, wh.table(RATINGS_INCREMENTS))
+    increments = _up_to(read_ratings(spark, wh.table(RATINGS_INCREMENTS)), run_date)
     current = latest_per_key(
         increments,
         ["user_id", "item_id"],
@@ -76,15 +86,15 @@ def materialise_ratings(spark: SparkSession, wh: Warehouse) -> tuple[int, int]:
     return read_ratings(spark, wh.table("ratings")).count(), increments.count()
 
 
-def materialise_items(spark: SparkSession, wh: Warehouse) -> None:
-    """Rebuild `items` from every items increment: per item id, the row from the latest run."""
-    parts = partitions(wh, ITEMS_INCREMENTS)
+def materialise_items(spark: SparkSession, wh: Warehouse, run_date: str | None = None) -> None:
+    """Rebuild `items` from every items increment up to `run_date`: per item id, the latest run's row."""
+    parts = as_of(partitions(wh, ITEMS_INCREMENTS), run_date)
     if len(parts) == 1:
         publish(wh.table("items"), _copy_partition(parts[0]))
         return
     if not parts:
         current = spark.createDataFrame([], ITEMS_SCHEMA)
     else:
-        increments = read_items(spark, wh.table(ITEMS_INCREMENTS))
+        increments = _up_to(read_items(spark, wh.table(ITEMS_INCREMENTS)), run_date)
         current = latest_per_key(increments, ["item_id"], [F.col("run_date").desc()]).select(*ITEMS_COLUMNS)
     publish(wh.table("items"), lambda tmp: current.coalesce(1).write.parquet(str(tmp)))

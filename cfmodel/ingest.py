@@ -240,8 +240,8 @@ def ingest(spark: SparkSession, source: str, input_dir: str | Path, warehouse: s
             rejects = rejects.unionByName(_rejects(items_parsed, plan.source, "items"))
         _write(rejects, wh.partition("rejects", run_date), files=max(1, -(-rejected // REJECTS_PER_FILE)))
 
-        ratings_rows, increment_rows = increments.materialise_ratings(spark, wh)
-        increments.materialise_items(spark, wh)
+        ratings_rows, increment_rows = increments.materialise_ratings(spark, wh, run_date)
+        increments.materialise_items(spark, wh, run_date)
         items = increments.read_items(spark, wh.table("items"))
         this_run = increments.read_ratings(spark, wh.partition(increments.RATINGS_INCREMENTS, run_date))
         unknown_items = this_run.join(items, "item_id", "left_anti").count()

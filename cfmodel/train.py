@@ -63,11 +63,15 @@ def id_index(wh: Warehouse, ratings: pd.DataFrame, column: str) -> tuple[IdIndex
         index = IdIndex.from_frame(pd.read_parquet(table, columns=["id", "index"]))
     except ValueError as exc:
         raise CfrecError(f"table {INDEX_TABLES[column]} in {wh.root} is not usable: {exc}") from None
-    missing = pd.unique(ratings[column][index.encode(ratings[column]) < 0])
+    codes = index.encode(ratings[column])
+    missing = pd.unique(ratings[column][codes < 0])
     if len(missing):
         raise CfrecError(f"{len(missing)} {column}s of the ratings table are missing from {INDEX_TABLES[column]} "
                          f"(e.g. '{missing[0]}'); re-run ingest")
-    return index, INDEX_TABLES[column]
+    # Ids are appended in ingest order: a re-run of an older date sees ids that only later dates
+    # added at the end. Leaving them out keeps the model exactly as that date first built it.
+    used = int(codes.max()) + 1 if len(codes) else 0
+    return (IdIndex(index.ids[:used]) if used < len(index) else index), INDEX_TABLES[column]
 
 
 def train(
