@@ -8,7 +8,7 @@ still belongs to the same user or item.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cfmodel.errors import CfrecError
@@ -36,14 +36,28 @@ def check_index(index: DataFrame, name: str) -> int:
 
 
 def _numbered(ids: DataFrame, start: int) -> DataFrame:
-    """Distinct `ids` numbered start, start+1, ... in sorted id order.
+    """Distinct `ids` numbered start, start+1, ... in sorted id order, cached (release with
+    `unpersist()`).
 
-    One ordered partition: the ids new in a night are few next to the ratings (a first ingest of
-    25M ratings has ~220k), and a single sort costs fewer Spark jobs than a distributed numbering.
-    The constant partition key makes that choice explicit (Spark warns about a window without one).
+    A global sort leaves the ids range-partitioned, each partition in order, and
+    `monotonically_increasing_id` numbers the rows within a partition (the partition number sits
+    above bit 33); a small job counts each partition's ids, which turns those numbers into
+    contiguous indices without funnelling every id through one task.
     """
-    order = Window.partitionBy(F.lit(0)).orderBy("id")
-    return ids.select("id", (F.row_number().over(order) + F.lit(start - 1)).cast("long").alias("index"))
+    ordered = ids.orderBy("id").select("id", F.monotonically_increasing_id().alias("_ordinal")).cache()
+    partition = F.shiftright(F.col("_ordinal"), 33)
+    sizes = ordered.groupBy(partition.alias("part")).agg(F.count(F.lit(1)).alias("n")).collect()
+    offsets, seen = [], start
+    for row in sorted(sizes, key=lambda r: r["part"]):
+        offsets += [F.lit(row["part"]), F.lit(seen - (row["part"] << 33))]
+        seen += row["n"]
+    if not offsets:
+        return ordered.select("id", F.col("_ordinal").alias("index"))
+    index = F.col("_ordinal") + F.element_at(F.create_map(*offsets), partition)
+    numbered = ordered.select("id", index.cast("long").alias("index")).cache()
+    numbered.count()
+    ordered.unpersist()
+    return numbered
 
 
 def update_indices(spark: SparkSession, wh: Warehouse, ratings: DataFrame) -> dict[str, dict[str, int]]:
@@ -58,7 +72,7 @@ def update_indices(spark: SparkSession, wh: Warehouse, ratings: DataFrame) -> di
             existing = spark.createDataFrame([], INDEX_SCHEMA)
         before = check_index(existing, table) if path.exists() else 0
         ids = ratings.select(F.col(column).alias("id")).where(F.col("id").isNotNull()).distinct()
-        new = _numbered(ids.join(existing.select("id"), "id", "left_anti"), before).cache()
+        new = _numbered(ids.join(existing.select("id"), "id", "left_anti"), before)
         try:
             n_new = new.count()
             if n_new or not path.exists():
