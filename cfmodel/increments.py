@@ -86,15 +86,31 @@ def materialise_ratings(spark: SparkSession, wh: Warehouse, run_date: str | None
     return read_ratings(spark, wh.table("ratings")).count(), increments.count()
 
 
-def materialise_items(spark: SparkSession, wh: Warehouse, run_date: str | None = None) -> None:
-    """Rebuild `items` from every items increment up to `run_date`: per item id, the latest run's row."""
-    parts = as_of(partitions(wh, ITEMS_INCREMENTS), run_date)
+def increments_table(table: str) -> str:
+    return f"{table}_increments"
+
+
+def materialise_latest(spark: SparkSession, wh: Warehouse, table: str, keys: list[str], run_date: str | None = None,
+                       schema: str | None = None) -> None:
+    """Rebuild `table` from its increments up to `run_date`: per key, the latest run's row. Without
+    increments, the table is empty when `schema` is given, and absent otherwise."""
+    parts = as_of(partitions(wh, increments_table(table)), run_date)
     if len(parts) == 1:
-        publish(wh.table("items"), _copy_partition(parts[0]))
+        publish(wh.table(table), _copy_partition(parts[0]))
         return
     if not parts:
-        current = spark.createDataFrame([], ITEMS_SCHEMA)
+        if schema is None:
+            shutil.rmtree(wh.table(table), ignore_errors=True)
+            return
+        current = spark.createDataFrame([], schema)
     else:
-        increments = _up_to(read_items(spark, wh.table(ITEMS_INCREMENTS)), run_date)
-        current = latest_per_key(increments, ["item_id"], [F.col("run_date").desc()]).select(*ITEMS_COLUMNS)
-    publish(wh.table("items"), lambda tmp: current.coalesce(1).write.parquet(str(tmp)))
+        reader = spark.read if schema is None else spark.read.schema(schema)
+        rows = _up_to(reader.parquet(str(wh.table(increments_table(table)))), run_date)
+        columns = [c for c in rows.columns if c != "run_date"]
+        current = latest_per_key(rows, keys, [F.col("run_date").desc()]).select(*columns)
+    publish(wh.table(table), lambda tmp: current.coalesce(1).write.parquet(str(tmp)))
+
+
+def materialise_items(spark: SparkSession, wh: Warehouse, run_date: str | None = None) -> None:
+    """Rebuild `items` from every items increment up to `run_date`: per item id, the latest run's row."""
+    materialise_latest(spark, wh, "items", ["item_id"], run_date, ITEMS_SCHEMA)

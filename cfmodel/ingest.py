@@ -31,7 +31,7 @@ from pyspark.sql import types as T
 
 from cfmodel import dedup, increments, indices, planning, sources
 from cfmodel.errors import CfrecError
-from cfmodel.layouts import CSV_SOURCE
+from cfmodel.layouts import CSV_SOURCE, get_layout
 from cfmodel.warehouse import Warehouse, publish
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ REPORT_SCHEMA = T.StructType(
         T.StructField("item_rows", T.LongType()),
         T.StructField("item_rejects", T.LongType()),
         T.StructField("item_rejects_by_reason", T.MapType(T.StringType(), T.LongType())),
+        T.StructField("extra_rows", T.MapType(T.StringType(), T.LongType())),
+        T.StructField("extra_rejects_by_reason", T.MapType(T.StringType(), T.MapType(T.StringType(), T.LongType()))),
         T.StructField("ratings_on_unknown_items", T.LongType()),
         T.StructField("ratings_rows", T.LongType()),
         T.StructField("superseded_earlier_rows", T.LongType()),
@@ -193,6 +195,26 @@ def _ingest_items(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse,
                     "item_rows": clean, "item_rejects": sum(by_reason.values()), "item_rejects_by_reason": by_reason}
 
 
+def _ingest_extras(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str):
+    """Parse and publish this run's increment of each side table (users, to_read, ...); returns the
+    parsed frames (cached) and the report fields. A side file absent from this run's input leaves
+    no partition for the date."""
+    for table in plan.missing_extras:
+        shutil.rmtree(wh.partition(increments.increments_table(table), run_date), ignore_errors=True)
+    parsed_frames, rows, rejects = [], {}, {}
+    for extra in plan.extras:
+        lines, input_rows = _data_lines(sources.read_lines(spark, extra.files, extra.text.encoding), extra.text.header)
+        parsed = dedup.resolve(sources.parse_extra(lines, extra), list(extra.key), dedup.file_order_newest_first())
+        parsed_frames.append((extra.table, parsed))
+        clean, by_reason = _count_by_reason(parsed)
+        _check_accounted(f"{extra.table} rows", input_rows, clean, by_reason)
+        columns = [c.name for c in extra.columns]
+        _write(parsed.where(F.col("reason").isNull()).select(*columns).orderBy(*extra.key),
+               wh.partition(increments.increments_table(extra.table), run_date), files=1)
+        rows[extra.table], rejects[extra.table] = clean, by_reason
+    return parsed_frames, {"extra_rows": rows, "extra_rejects_by_reason": rejects}
+
+
 def _record_scale(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str) -> tuple[float, float]:
     scale = plan.scale
     if scale.known:
@@ -223,6 +245,7 @@ def ingest(spark: SparkSession, source: str, input_dir: str | Path, warehouse: s
     parsed, input_rows = parse_rating_files(spark, plan)
     staging = wh.root / ".staging" / f"ratings-{run_date}-{uuid.uuid4().hex[:12]}"
     items_parsed = staged = None
+    extras_parsed = []
     try:
         staged = stage_ratings(spark, parsed, staging)
         clean_rows, by_reason = staged.clean_rows, staged.by_reason
@@ -233,15 +256,21 @@ def ingest(spark: SparkSession, source: str, input_dir: str | Path, warehouse: s
 
         _write(staged.clean, wh.partition(increments.RATINGS_INCREMENTS, run_date))
         items_parsed, item_report = _ingest_items(spark, plan, wh, run_date)
+        extras_parsed, extra_report = _ingest_extras(spark, plan, wh, run_date)
 
-        rejected = sum(by_reason.values()) + item_report["item_rejects"]
+        rejected = (sum(by_reason.values()) + item_report["item_rejects"]
+                    + sum(sum(r.values()) for r in extra_report["extra_rejects_by_reason"].values()))
         rejects = _rejects(staged.rejects, plan.source, "ratings")
         if items_parsed is not None:
             rejects = rejects.unionByName(_rejects(items_parsed, plan.source, "items"))
+        for table, parsed_extra in extras_parsed:
+            rejects = rejects.unionByName(_rejects(parsed_extra, plan.source, table))
         _write(rejects, wh.partition("rejects", run_date), files=max(1, -(-rejected // REJECTS_PER_FILE)))
 
         ratings_rows, increment_rows = increments.materialise_ratings(spark, wh, run_date)
         increments.materialise_items(spark, wh, run_date)
+        for spec in get_layout(plan.source).extras:
+            increments.materialise_latest(spark, wh, spec.table, list(spec.key), run_date)
         items = increments.read_items(spark, wh.table("items"))
         this_run = increments.read_ratings(spark, wh.partition(increments.RATINGS_INCREMENTS, run_date))
         unknown_items = this_run.join(items, "item_id", "left_anti").count()
@@ -258,6 +287,7 @@ def ingest(spark: SparkSession, source: str, input_dir: str | Path, warehouse: s
             "rejected_rows": sum(by_reason.values()),
             "rejects_by_reason": by_reason,
             **item_report,
+            **extra_report,
             "ratings_on_unknown_items": unknown_items,
             "ratings_rows": ratings_rows,
             "superseded_earlier_rows": increment_rows - ratings_rows,
@@ -275,6 +305,8 @@ def ingest(spark: SparkSession, source: str, input_dir: str | Path, warehouse: s
             staged.superseded.unpersist()
         if items_parsed is not None:
             items_parsed.unpersist()
+        for _, parsed_extra in extras_parsed:
+            parsed_extra.unpersist()
         shutil.rmtree(staging, ignore_errors=True)
     log.info("ingest %s %s: %s", source, run_date, report)
     return report

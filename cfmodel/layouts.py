@@ -89,16 +89,45 @@ class ItemsSpec:
 
 
 @dataclass(frozen=True)
+class ExtraColumn:
+    name: str  # as stored in the warehouse
+    source: Column  # header name or 0-based position
+    type: str = "string"  # or "int": a value that is not a whole number is rejected
+
+
+@dataclass(frozen=True)
+class ExtraSpec:
+    """A side file a source ships beside its ratings (user demographics, a want-to-read list),
+    ingested as its own table when present. `key` names the columns that identify a row: a
+    later line with the same key supersedes an earlier one, and a key left empty is rejected."""
+
+    table: str
+    pattern: str
+    text: TextFormat
+    columns: tuple[ExtraColumn, ...]
+    key: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SourceLayout:
     name: str
     ratings: RatingsSpec
     items: ItemsSpec | None
     scale: RatingScale
     description: str
+    extras: tuple[ExtraSpec, ...] = ()
+
+
+def _users(pattern: str, text: TextFormat, *columns: ExtraColumn) -> ExtraSpec:
+    return ExtraSpec("users", pattern, text, (ExtraColumn("user_id", 0), *columns), key=("user_id",))
 
 
 def _ml_dat(name: str, items_encoding: str, scale: RatingScale, description: str) -> SourceLayout:
     dat = TextFormat(sep="::")
+    # 1M's users.dat (UserID::Gender::Age::Occupation::Zip-code; age and occupation are codes).
+    # 10M has no users.dat, so nothing is ingested for it.
+    users = _users("users.dat", replace(dat, encoding=items_encoding), ExtraColumn("gender", 1),
+                   ExtraColumn("age", 2, "int"), ExtraColumn("occupation", 3), ExtraColumn("zip_code", 4))
     return SourceLayout(
         name=name,
         ratings=RatingsSpec("ratings.dat", dat, user=0, item=1, rating=2, timestamp=3, n_fields=4),
@@ -106,6 +135,7 @@ def _ml_dat(name: str, items_encoding: str, scale: RatingScale, description: str
                         genres=GenreSpec("list", column=2), min_fields=3, max_fields=3),
         scale=scale,
         description=description,
+        extras=(users,),
     )
 
 
@@ -121,6 +151,8 @@ SOURCES: dict[str, SourceLayout] = {
                             max_fields=5 + len(MOVIELENS_100K_GENRES)),
             scale=RatingScale(1, 5, 1),
             description="u.data (TAB: user item rating timestamp), u.item ('|', latin-1, 19 genre flags named by u.genre)",
+            extras=(_users("u.user", TextFormat("|", encoding=LATIN1), ExtraColumn("age", 1, "int"),
+                           ExtraColumn("gender", 2), ExtraColumn("occupation", 3), ExtraColumn("zip_code", 4)),),
         ),
         _ml_dat("movielens-1m", LATIN1, RatingScale(1, 5, 1),
                 "ratings.dat (UserID::MovieID::Rating::Timestamp), movies.dat (MovieID::Title::Genres, latin-1)"),
@@ -142,6 +174,7 @@ SOURCES: dict[str, SourceLayout] = {
                             min_fields=2, max_fields=3),
             scale=RatingScale(0, 10, 1),
             description="ratings.dat (user_id::movie_id::rating::rating_timestamp, 0-10), movies.dat (UTF-8)",
+            extras=(_users("users.dat", TextFormat("::"), ExtraColumn("twitter_id", 1)),),
         ),
         SourceLayout(
             name="goodbooks",
@@ -151,6 +184,9 @@ SOURCES: dict[str, SourceLayout] = {
                             year="original_publication_year"),
             scale=RatingScale(1, 5, 1),
             description="ratings.csv (user_id,book_id,rating; no timestamp, file order is time order), books.csv",
+            extras=(ExtraSpec("to_read", "to_read.csv", TextFormat(",", quoted=True, header=True),
+                              (ExtraColumn("user_id", "user_id"), ExtraColumn("item_id", "book_id")),
+                              key=("user_id", "item_id")),),
         ),
     ]
 }
@@ -198,6 +234,8 @@ def _with_overrides(layout: SourceLayout, options: dict) -> SourceLayout:
             ratings = replace(ratings, text=replace(ratings.text, encoding=encoding))
         if items is not None:
             items = replace(items, text=replace(items.text, encoding=encoding))
+        extras = tuple(replace(e, text=replace(e.text, encoding=encoding)) for e in layout.extras)
+        layout = replace(layout, extras=extras)
     return replace(layout, ratings=ratings, items=items)
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from cfmodel.errors import CfrecError
 from cfmodel.layouts import (
-    MOVIELENS_100K_GENRES, Column, GenreSpec, ItemsSpec, RatingScale, TextFormat, get_layout,
+    MOVIELENS_100K_GENRES, Column, ExtraColumn, ExtraSpec, GenreSpec, ItemsSpec, RatingScale, TextFormat, get_layout,
 )
+
 
 @dataclass(frozen=True)
 class InputFile:
@@ -49,12 +50,24 @@ class ItemsPlan:
 
 
 @dataclass(frozen=True)
+class ExtraPlan:
+    table: str
+    files: list[InputFile]
+    text: TextFormat
+    columns: tuple[ExtraColumn, ...]  # with `source` resolved to a position
+    key: tuple[str, ...]
+    n_fields: int
+
+
+@dataclass(frozen=True)
 class IngestPlan:
     source: str
     root: Path
     ratings: RatingsPlan
     items: ItemsPlan | None
     scale: RatingScale
+    extras: list[ExtraPlan] = field(default_factory=list)
+    missing_extras: list[str] = field(default_factory=list)  # tables whose file is not in the input
 
 
 def find_files(root: Path, pattern: str, folders: bool = False) -> list[InputFile]:
@@ -155,7 +168,23 @@ def plan_ingest(source: str, input_dir: str | Path, **options) -> IngestPlan:
     items = None
     if layout.items is not None:
         items = _plan_items(root, layout.items)
-    return IngestPlan(layout.name, root, ratings, items, layout.scale)
+    extras = {spec.table: _plan_extra(root, spec) for spec in layout.extras}
+    return IngestPlan(layout.name, root, ratings, items, layout.scale,
+                      extras=[plan for plan in extras.values() if plan is not None],
+                      missing_extras=[table for table, plan in extras.items() if plan is None])
+
+
+def _plan_extra(root: Path, spec: ExtraSpec) -> ExtraPlan | None:
+    files = find_files(root, spec.pattern)
+    if not files:
+        return None
+    wanted = {c.name: c.source for c in spec.columns}
+    if spec.text.header:
+        wanted, n_fields = resolve_columns(files, spec.text, wanted)
+    else:
+        n_fields = max(wanted.values()) + 1
+    columns = tuple(replace(c, source=wanted[c.name]) for c in spec.columns)
+    return ExtraPlan(spec.table, files, spec.text, columns, spec.key, n_fields)
 
 
 def _plan_items(root: Path, spec: ItemsSpec) -> ItemsPlan | None:

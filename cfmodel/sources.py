@@ -18,10 +18,10 @@ from pyspark.sql import types as T
 
 from cfmodel.errors import CfrecError
 from cfmodel.layouts import LATIN1, MOVIELENS_100K_GENRES, UTF8, RatingScale, TextFormat
-from cfmodel.planning import InputFile, ItemsPlan, RatingsPlan
+from cfmodel.planning import ExtraPlan, InputFile, ItemsPlan, RatingsPlan
 
 __all__ = ["MOVIELENS_100K_GENRES", "LINE_SCHEMA", "read_lines", "read_parquet_rows", "parse_ratings",
-           "parse_items", "title_year"]
+           "parse_items", "parse_extra", "title_year"]
 
 LINE_SCHEMA = T.StructType(
     [
@@ -305,3 +305,23 @@ def parse_items(lines: DataFrame, plan: ItemsPlan) -> DataFrame:
         _genres(fields, plan).alias("genres"),
         F.coalesce(F.col("_structural"), F.when(item == "", F.lit("missing_item"))).alias("reason"),
     )
+
+
+def parse_extra(lines: DataFrame, plan: ExtraPlan) -> DataFrame:
+    """Lines of a side file -> source_file, line_number, raw, its columns (empty values null), reason.
+    An empty key column is `missing_<name>` (`missing_user` for user_id); an `int` column holding
+    something else is `<name>_not_numeric`. Duplicated keys are left to `cfmodel.dedup`."""
+    split = _split(lines, plan.text, plan.n_fields, plan.n_fields)
+    fields = F.col("_fields")
+    values, reason = [], F.col("_structural")
+    for column in plan.columns:
+        text = _field(fields, column.source)
+        if column.name in plan.key:
+            reason = F.coalesce(reason, F.when(text == "", F.lit("missing_" + column.name.removesuffix("_id"))))
+        if column.type == "int":
+            number = text.try_cast("int")
+            reason = F.coalesce(reason, F.when((text != "") & number.isNull(), F.lit(column.name + "_not_numeric")))
+            values.append(number.alias(column.name))
+        else:
+            values.append(F.when(text != "", text).alias(column.name))
+    return split.select("source_file", "line_number", "raw", *values, reason.alias("reason"))

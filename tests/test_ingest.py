@@ -186,8 +186,37 @@ def test_real_movielens_100k(spark, ml100k, tmp_path):
     assert list(items.loc["1", "genres"]) == ["Animation", "Children's", "Comedy"]
     users = index_of(wh / "user_index")
     assert users["1"] == 0 and users["10"] == 1  # sorted as strings, like IdIndex
+    assert (report["extra_rows"], report["extra_rejects_by_reason"]) == ({"users": 943}, {"users": {}})
+    demographics = pd.read_parquet(wh / "users").set_index("user_id")
+    assert len(demographics) == 943 and demographics.index.is_monotonic_increasing
+    assert demographics.loc["1"].tolist() == [24, "M", "technician", "85711"]
+    assert demographics.loc["2", "zip_code"] == "94043" and demographics["age"].between(7, 73).all()
 
     # The matching test split arrives the next night: same users, more items, more ratings.
     report = ingest(spark, "movielens-100k", ml100k, wh, "2026-02-02", ratings_file="u1.test")
     assert (report["clean_rows"], report["ratings_rows"], report["new_users"]) == (20_000, 100_000, 0)
     assert report["items"] == 1682 and index_of(wh / "user_index") == users
+
+
+def test_side_tables_are_increments_with_rejects_and_follow_reruns(spark, tmp_path):
+    night1, night2, wh = tmp_path / "n1", tmp_path / "n2", tmp_path / "wh"
+    write_lines(night1 / "ratings.csv", ["user_id,book_id,rating", "1,10,5", "2,10,4"])
+    write_lines(night1 / "to_read.csv", ["user_id,book_id", "1,20", "1,20", "2,", "3,30"])
+    write_lines(night2 / "ratings.csv", ["user_id,book_id,rating", "3,10,2"])
+    write_lines(night2 / "to_read.csv", ["user_id,book_id", "1,20", "4,40"])
+
+    report = ingest(spark, "goodbooks", night1, wh, "2026-03-01")
+    assert report["extra_rows"] == {"to_read": 2}
+    assert report["extra_rejects_by_reason"] == {"to_read": {"duplicate_superseded": 1, "missing_item": 1}}
+    rejects = pd.read_parquet(wh / "rejects/run_date=2026-03-01")
+    assert sorted(zip(rejects["table"], rejects["line_number"], rejects["raw"], rejects["reason"])) == [
+        ("to_read", 2, "1,20", "duplicate_superseded"), ("to_read", 4, "2,", "missing_item")]
+    pairs = lambda: sorted(pd.read_parquet(wh / "to_read").itertuples(index=False, name=None))  # noqa: E731
+    assert pairs() == [("1", "20"), ("3", "30")]
+
+    ingest(spark, "goodbooks", night2, wh, "2026-03-02")
+    assert pairs() == [("1", "20"), ("3", "30"), ("4", "40")]  # the union of the nights, each pair once
+    (night2 / "to_read.csv").unlink()
+    report = ingest(spark, "goodbooks", night2, wh, "2026-03-02")
+    assert report["extra_rows"] == {} and not (wh / "to_read_increments/run_date=2026-03-02").exists()
+    assert pairs() == [("1", "20"), ("3", "30")]

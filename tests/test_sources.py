@@ -306,3 +306,60 @@ def test_unreadable_parquet_gives_a_clear_error(spark, tmp_path):
                   "at": pd.to_datetime(["2024-01-01"])}).to_parquet(tmp_path / "ratings.parquet")
     with pytest.raises(CfrecError, match="cannot read ratings.parquet as Parquet: .*microseconds"):
         parse(spark, "csv", tmp_path, ratings_file="ratings.parquet")
+
+
+def parse_extras(spark, source, root):
+    plan = plan_ingest(source, root)
+    out = {}
+    for extra in plan.extras:
+        lines = sources.read_lines(spark, extra.files, extra.text.encoding).frame
+        if extra.text.header:
+            lines = lines.where("line_number > 1")
+        out[extra.table] = by_line(dedup.resolve(sources.parse_extra(lines, extra), list(extra.key),
+                                                 dedup.file_order_newest_first()))
+    return out, plan.missing_extras
+
+
+def test_movielens_user_files(spark, tmp_path):
+    ml100k, ml1m = tmp_path / "100k", tmp_path / "1m"
+    write_lines(ml100k / "u.data", ["1\t1\t5\t1"])
+    write_lines(ml100k / "u.user", [
+        "1|24|M|technician|85711",
+        "2|53|F|other|06405\r",                 # leading zero in the zip code, CRLF
+        "3|old|M|writer|32067",
+        "|30|F|artist|10001",
+        "4|25|M|student",
+        "5|33|F|médecin|H3Z 2Y7|",              # latin-1 text, trailing delimiter
+        "2|54|F|other|06405",                   # later line for user 2 supersedes line 2
+    ], encoding="latin-1")
+    users = parse_extras(spark, "movielens-100k", ml100k)[0]["users"]
+    assert reasons(users) == {1: None, 2: "duplicate_superseded", 3: "age_not_numeric", 4: "missing_user",
+                              5: "unparseable", 6: None, 7: None}
+    assert (users[1]["user_id"], users[1]["age"], users[1]["gender"], users[1]["zip_code"]) == ("1", 24, "M", "85711")
+    assert users[7]["age"] == 54 and users[7]["zip_code"] == "06405"
+    assert (users[6]["occupation"], users[6]["zip_code"]) == ("médecin", "H3Z 2Y7")
+
+    write_lines(ml1m / "ratings.dat", ["1::1::5::1"])
+    write_lines(ml1m / "users.dat", ["1::F::1::10::48067", "2::M::56::16::70072", "3::M::25::15::"])
+    users = parse_extras(spark, "movielens-1m", ml1m)[0]["users"]
+    assert reasons(users) == {1: None, 2: None, 3: None}
+    assert (users[2]["gender"], users[2]["age"], users[2]["occupation"], users[2]["zip_code"]) == ("M", 56, "16", "70072")
+    assert users[3]["zip_code"] is None
+
+
+def test_movietweetings_users_and_goodbooks_to_read(spark, tmp_path):
+    tweets, books = tmp_path / "mt", tmp_path / "gb"
+    write_lines(tweets / "ratings.dat", ["1::0114508::8::1381006850"])
+    write_lines(tweets / "users.dat", ["1::177651718", "2::0042", "3"])
+    users = parse_extras(spark, "movietweetings", tweets)[0]["users"]
+    assert reasons(users) == {1: None, 2: None, 3: "unparseable"}
+    assert users[2]["twitter_id"] == "0042"
+
+    write_lines(books / "ratings.csv", ["user_id,book_id,rating", "1,258,5"])
+    extras, missing = parse_extras(spark, "goodbooks", books)
+    assert extras == {} and missing == ["to_read"]
+    write_lines(books / "to_read.csv", ["\ufeffuser_id,book_id", "9,8", "9,8", "1,", "11,12,", '"12","0013"'],
+                newline="\r\n")
+    to_read = parse_extras(spark, "goodbooks", books)[0]["to_read"]
+    assert reasons(to_read) == {2: "duplicate_superseded", 3: None, 4: "missing_item", 5: None, 6: None}
+    assert [(to_read[n]["user_id"], to_read[n]["item_id"]) for n in (3, 5, 6)] == [("9", "8"), ("11", "12"), ("12", "0013")]
