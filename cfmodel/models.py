@@ -46,7 +46,19 @@ def _embedding(n: int, dim: int) -> nn.Embedding:
     return emb
 
 
-class EmbeddingDotBias(nn.Module):
+class _CollabModel(nn.Module):
+    """What every model has: a `u_weight` and an `i_weight` embedding, whose rows are the users and items."""
+
+    @property
+    def n_users(self) -> int:
+        return self.u_weight.num_embeddings
+
+    @property
+    def n_items(self) -> int:
+        return self.i_weight.num_embeddings
+
+
+class EmbeddingDotBias(_CollabModel):
     """fastai's `EmbeddingDotBias`: rating = sigmoid_range(u . i + b_u + b_i, *y_range)."""
 
     model_type = "dot"
@@ -63,14 +75,6 @@ class EmbeddingDotBias(nn.Module):
         self.i_weight = _embedding(n_items, n_factors)
         self.u_bias = _embedding(n_users, 1)
         self.i_bias = _embedding(n_items, 1)
-
-    @property
-    def n_users(self) -> int:
-        return self.u_weight.num_embeddings
-
-    @property
-    def n_items(self) -> int:
-        return self.i_weight.num_embeddings
 
     def hparams(self) -> dict:
         return {"n_users": self.n_users, "n_items": self.n_items, "n_factors": self.n_factors, "y_range": list(self.y_range)}
@@ -94,7 +98,7 @@ class EmbeddingDotBias(nn.Module):
         }
 
 
-class EmbeddingNN(nn.Module):
+class EmbeddingNN(_CollabModel):
     """fastai's `EmbeddingNN` (a TabularModel over the user and item embeddings).
 
     [u, i] -> embedding dropout -> per hidden layer: Linear (no bias when batch-normed), ReLU,
@@ -147,14 +151,6 @@ class EmbeddingNN(nn.Module):
         self.hidden = nn.Sequential(*blocks)
         self.out = nn.Linear(width, 1)
 
-    @property
-    def n_users(self) -> int:
-        return self.u_weight.num_embeddings
-
-    @property
-    def n_items(self) -> int:
-        return self.i_weight.num_embeddings
-
     def hparams(self) -> dict:
         return {
             "n_users": self.n_users, "n_items": self.n_items, "user_size": self.user_size,
@@ -203,7 +199,7 @@ class EmbeddingNN(nn.Module):
         }
 
 
-class EmbeddingDotRank(nn.Module):
+class EmbeddingDotRank(_CollabModel):
     """The dot architecture trained for top-N: score = u . i + b_i, no y-range.
 
     A user bias would not change any user's ranking, so there is none; scores are logits of a
@@ -222,14 +218,6 @@ class EmbeddingDotRank(nn.Module):
         self.u_weight = _embedding(n_users, n_factors)
         self.i_weight = _embedding(n_items, n_factors)
         self.i_bias = _embedding(n_items, 1)
-
-    @property
-    def n_users(self) -> int:
-        return self.u_weight.num_embeddings
-
-    @property
-    def n_items(self) -> int:
-        return self.i_weight.num_embeddings
 
     def hparams(self) -> dict:
         return {"n_users": self.n_users, "n_items": self.n_items, "n_factors": self.n_factors}
