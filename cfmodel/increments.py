@@ -17,8 +17,14 @@ from pyspark.sql import functions as F
 
 from cfmodel.warehouse import Warehouse, publish
 
-RATINGS_INCREMENTS = "ratings_increments"
-ITEMS_INCREMENTS = "items_increments"
+
+def increments_table(table: str) -> str:
+    """Where a table's nightly increments live: `<table>_increments/run_date=D`."""
+    return f"{table}_increments"
+
+
+RATINGS_INCREMENTS = increments_table("ratings")
+ITEMS_INCREMENTS = increments_table("items")
 RATINGS_COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
 ITEMS_COLUMNS = ["item_id", "title", "year", "genres"]
 RATINGS_SCHEMA = "user_id string, item_id string, rating float, timestamp bigint"
@@ -84,10 +90,6 @@ def materialise_ratings(spark: SparkSession, wh: Warehouse, run_date: str | None
     # publish only swaps folders once the write has finished.
     publish(wh.table("ratings"), lambda tmp: current.write.parquet(str(tmp)))
     return read_ratings(spark, wh.table("ratings")).count(), increments.count()
-
-
-def increments_table(table: str) -> str:
-    return f"{table}_increments"
 
 
 def materialise_latest(spark: SparkSession, wh: Warehouse, table: str, keys: list[str], run_date: str | None = None,

@@ -51,9 +51,7 @@ def _numbered(ids: DataFrame, start: int) -> DataFrame:
     for row in sorted(sizes, key=lambda r: r["part"]):
         offsets += [F.lit(row["part"]), F.lit(seen - (row["part"] << 33))]
         seen += row["n"]
-    if not offsets:
-        return ordered.select("id", F.col("_ordinal").alias("index"))
-    index = F.col("_ordinal") + F.element_at(F.create_map(*offsets), partition)
+    index = F.col("_ordinal") + F.element_at(F.create_map(*offsets), partition) if offsets else F.col("_ordinal")
     numbered = ordered.select("id", index.cast("long").alias("index")).cache()
     numbered.count()
     ordered.unpersist()

@@ -31,7 +31,7 @@ from pyspark.sql import types as T
 
 from cfmodel import dedup, increments, indices, planning, sources
 from cfmodel.errors import CfrecError
-from cfmodel.layouts import CSV_SOURCE, get_layout
+from cfmodel.layouts import CSV_SOURCE
 from cfmodel.warehouse import Warehouse, publish
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,12 @@ def parse_item_files(spark: SparkSession, plan: planning.IngestPlan) -> tuple[Da
     return sources.parse_items(lines, plan.items), input_rows
 
 
+def parse_extra_files(spark: SparkSession, extra: planning.ExtraPlan) -> tuple[DataFrame, int]:
+    """Every input row of a side file with its reason, duplicates not yet resolved, and the input row count."""
+    lines, input_rows = _data_lines(sources.read_lines(spark, extra.files, extra.text.encoding), extra.text.header)
+    return sources.parse_extra(lines, extra), input_rows
+
+
 @dataclass
 class StagedRatings:
     clean: DataFrame  # user_id, item_id, rating (float), timestamp
@@ -199,12 +205,12 @@ def _ingest_extras(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse
     """Parse and publish this run's increment of each side table (users, to_read, ...); returns the
     parsed frames (cached) and the report fields. A side file absent from this run's input leaves
     no partition for the date."""
-    for table in plan.missing_extras:
-        shutil.rmtree(wh.partition(increments.increments_table(table), run_date), ignore_errors=True)
+    for missing in plan.missing_extras:
+        shutil.rmtree(wh.partition(increments.increments_table(missing.table), run_date), ignore_errors=True)
     parsed_frames, rows, rejects = [], {}, {}
     for extra in plan.extras:
-        lines, input_rows = _data_lines(sources.read_lines(spark, extra.files, extra.text.encoding), extra.text.header)
-        parsed = dedup.resolve(sources.parse_extra(lines, extra), list(extra.key), dedup.file_order_newest_first())
+        parsed, input_rows = parse_extra_files(spark, extra)
+        parsed = dedup.resolve(parsed, list(extra.key), dedup.file_order_newest_first())
         parsed_frames.append((extra.table, parsed))
         clean, by_reason = _count_by_reason(parsed)
         _check_accounted(f"{extra.table} rows", input_rows, clean, by_reason)
@@ -269,8 +275,8 @@ def ingest(spark: SparkSession, source: str, input_dir: str | Path, warehouse: s
 
         ratings_rows, increment_rows = increments.materialise_ratings(spark, wh, run_date)
         increments.materialise_items(spark, wh, run_date)
-        for spec in get_layout(plan.source).extras:
-            increments.materialise_latest(spark, wh, spec.table, list(spec.key), run_date)
+        for extra in [*plan.extras, *plan.missing_extras]:  # earlier nights may have had the file
+            increments.materialise_latest(spark, wh, extra.table, list(extra.key), run_date)
         items = increments.read_items(spark, wh.table("items"))
         this_run = increments.read_ratings(spark, wh.partition(increments.RATINGS_INCREMENTS, run_date))
         unknown_items = this_run.join(items, "item_id", "left_anti").count()

@@ -67,7 +67,7 @@ class IngestPlan:
     items: ItemsPlan | None
     scale: RatingScale
     extras: list[ExtraPlan] = field(default_factory=list)
-    missing_extras: list[str] = field(default_factory=list)  # tables whose file is not in the input
+    missing_extras: list[ExtraSpec] = field(default_factory=list)  # side files not in the input
 
 
 def find_files(root: Path, pattern: str, folders: bool = False) -> list[InputFile]:
@@ -168,10 +168,10 @@ def plan_ingest(source: str, input_dir: str | Path, **options) -> IngestPlan:
     items = None
     if layout.items is not None:
         items = _plan_items(root, layout.items)
-    extras = {spec.table: _plan_extra(root, spec) for spec in layout.extras}
+    extras = [(spec, _plan_extra(root, spec)) for spec in layout.extras]
     return IngestPlan(layout.name, root, ratings, items, layout.scale,
-                      extras=[plan for plan in extras.values() if plan is not None],
-                      missing_extras=[table for table, plan in extras.items() if plan is None])
+                      extras=[plan for _, plan in extras if plan is not None],
+                      missing_extras=[spec for spec, plan in extras if plan is None])
 
 
 def _plan_extra(root: Path, spec: ExtraSpec) -> ExtraPlan | None:

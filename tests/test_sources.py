@@ -5,7 +5,7 @@ import gzip
 import pytest
 
 from cfmodel import dedup, sources
-from cfmodel.ingest import parse_item_files, parse_rating_files
+from cfmodel.ingest import parse_extra_files, parse_item_files, parse_rating_files
 from cfmodel.layouts import LATIN1, RatingScale, TextFormat
 from cfmodel.planning import InputFile, RatingsPlan, plan_ingest
 from tests.conftest import write_lines
@@ -312,12 +312,10 @@ def parse_extras(spark, source, root):
     plan = plan_ingest(source, root)
     out = {}
     for extra in plan.extras:
-        lines = sources.read_lines(spark, extra.files, extra.text.encoding).frame
-        if extra.text.header:
-            lines = lines.where("line_number > 1")
-        out[extra.table] = by_line(dedup.resolve(sources.parse_extra(lines, extra), list(extra.key),
-                                                 dedup.file_order_newest_first()))
-    return out, plan.missing_extras
+        parsed, n_rows = parse_extra_files(spark, extra)
+        out[extra.table] = by_line(dedup.resolve(parsed, list(extra.key), dedup.file_order_newest_first()))
+        assert n_rows == len(out[extra.table])
+    return out, [spec.table for spec in plan.missing_extras]
 
 
 def test_movielens_user_files(spark, tmp_path):
