@@ -30,7 +30,9 @@ def describe_output(warehouse: Path, run_date: str) -> str:
     users = recs["user_id"].drop_duplicates().head(SHOW_USERS)
     for user in users:
         liked = ratings[ratings["user_id"] == user].nlargest(3, ["rating", "timestamp"]).merge(items, on="item_id")
-        top = recs[recs["user_id"] == user].nsmallest(SHOW_ITEMS, "rank").merge(items, on="item_id")
+        # Recommendations carry their own title (null when the item is unknown); only genres are looked up.
+        top = recs[recs["user_id"] == user].nsmallest(SHOW_ITEMS, "rank").merge(
+            items[["item_id", "genres"]], on="item_id", how="left")
         lines.append(f"\nUser {user} rated highly:")
         lines += [f"    {r.rating:.0f}*  {r.title}  [{r.genres}]" for r in liked.itertuples()]
         lines.append("  and is recommended:")

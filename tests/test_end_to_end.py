@@ -8,6 +8,7 @@ import pytest
 
 from cfmodel import airflow_local
 from cfmodel.cli import main
+from cfmodel.demo import describe_output
 
 pytestmark = pytest.mark.slow
 
@@ -89,3 +90,9 @@ def test_nightly_dag_on_movielens_100k(airflow_db, ml100k, tmp_path):
     assert (warehouse / "models" / "CURRENT").read_text().strip() == "dot-2026-11-21"
     for table in ("similar_items", "item_factors", "user_factors", "model_runs", "metrics/run_date=2026-11-21"):
         assert (warehouse / table / "_SUCCESS").exists(), table
+
+    # What `make demo` prints at the end: each shown user's recommendations with titles and scores.
+    shown = describe_output(warehouse, "2026-11-21")
+    recs = pd.read_parquet(warehouse / "recommendations" / "run_date=2026-11-21")
+    best = recs[(recs["user_id"] == recs["user_id"].iloc[0]) & (recs["rank"] == 1)].iloc[0]
+    assert f" 1. {best['title']}  [" in shown and f"predicted {best['score']:.2f}" in shown
