@@ -10,7 +10,7 @@ then times:
 - pyarrow.csv.read_csv of the file: just reading it into memory on one node, the lower bound;
 - Spark's own CSV reader converting the file to Parquet with nothing checked (no line numbers,
   rejects, duplicates, increments or indices): what the Spark part costs by itself;
-- cfmodel.ingest.ingest(source='movielens-latest'): parse, validate, deduplicate, write the
+- cfmodel.ingest.job.ingest(source='movielens-latest'): parse, validate, deduplicate, write the
   increment, rejects, report, current table and id indices (SparkSession start not included).
 
 and prints both, rows per second, and their ratio.
@@ -118,7 +118,7 @@ def main() -> int:
 
     arrow_s = time_pyarrow(path, args.repeats)
 
-    from cfmodel.ingest import ingest
+    from cfmodel.ingest.job import ingest
     from cfmodel.spark import get_spark
 
     started = time.perf_counter()

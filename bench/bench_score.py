@@ -39,12 +39,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cfmodel import artifact  # noqa: E402
-from cfmodel.ids import IdIndex  # noqa: E402
-from cfmodel.models import EmbeddingDotBias  # noqa: E402
-from cfmodel.score import recommend, score  # noqa: E402
+from cfmodel.registry import artifact  # noqa: E402
+from cfmodel.training.ids import IdIndex  # noqa: E402
+from cfmodel.training.models import EmbeddingDotBias  # noqa: E402
+from cfmodel.scoring.recommend import recommend, score  # noqa: E402
 from cfmodel.spark import get_spark  # noqa: E402
-from cfmodel.warehouse import Warehouse, publish  # noqa: E402
+from cfmodel.warehouse.store import Warehouse, publish  # noqa: E402
 
 ALS_WHAT = "Spark ALS recommendForAllUsers -> noop (no exclusion)"
 ML25M_SHAPE = {"users": 162_541, "items": 62_423, "ratings": 25_000_095, "factors": 64}
@@ -178,7 +178,7 @@ def bench_synthetic(spark, workdir: Path, top_n: int, shape: dict, with_als: boo
 
 def nn_artifact(n_users: int, n_items: int, seed: int) -> artifact.ModelArtifact:
     """fastai-default EmbeddingNN (emb_sz_rule widths, layers 100-50); random weights time the same."""
-    from cfmodel.models import EmbeddingNN
+    from cfmodel.training.models import EmbeddingNN
 
     torch.manual_seed(seed)
     return artifact.ModelArtifact(
@@ -193,9 +193,9 @@ def bench_nn(spark, data: Path | None, shape: dict, sample_users: int, top_n: in
     Spark, and on the 25M shape on a sample of users in one process, extrapolated."""
     import pyarrow as pa
 
-    from cfmodel.popularity import Popularity
-    from cfmodel.score import ScoringContext, recommend_batch
-    from cfmodel.scorers import scorer_for
+    from cfmodel.scoring.popularity import Popularity
+    from cfmodel.scoring.recommend import ScoringContext, recommend_batch
+    from cfmodel.scoring.scorers import scorer_for
 
     rows = []
     if data is not None:

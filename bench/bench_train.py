@@ -4,7 +4,7 @@
     python bench/bench_train.py --synthetic-25m [--device cuda] [--bs 256,8192]
 
 The first form trains every model on SPLIT.base, measures it on SPLIT.test by the protocol of
-`cfrec evaluate` (cfmodel.evaluate) and prints a table with ratios against ALS and popularity.
+`cfrec evaluate` (cfmodel.evaluation.files) and prints a table with ratios against ALS and popularity.
 The second times one epoch of the dot model on synthetic ratings of MovieLens-25M shape (25M
 ratings, 162k users, 62k items), on the GPU when there is one.
 """
@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cfmodel.evaluate import evaluate_files, read_ratings_file  # noqa: E402
-from cfmodel.training import TrainConfig  # noqa: E402
+from cfmodel.evaluation.files import evaluate_files, read_ratings_file  # noqa: E402
+from cfmodel.training.loop import TrainConfig  # noqa: E402
 
 TARGETS = {"dot": ("rmse", 0.910), "nn": ("rmse", 0.930), "rank": ("ndcg@10", 0.40)}
 
@@ -33,10 +33,10 @@ def spark_als(train_path: Path, test_path: Path, rank: int, seed: int) -> dict:
     import torch
     from pyspark.ml.recommendation import ALS
 
-    from cfmodel.evaluation import holdout_metrics
-    from cfmodel.ids import IdIndex
-    from cfmodel.interactions import Interactions
-    from cfmodel.layouts import get_layout
+    from cfmodel.evaluation.metrics import holdout_metrics
+    from cfmodel.training.ids import IdIndex
+    from cfmodel.training.interactions import Interactions
+    from cfmodel.ingest.layouts import get_layout
     from cfmodel.spark import get_spark
 
     layout = get_layout("movielens-100k")
@@ -84,8 +84,8 @@ def synthetic_25m_epoch(device: str, batch_sizes: list[int], n: int = 25_000_095
     162,541 users and 62,423 items (the full 25M by default)."""
     import torch
 
-    from cfmodel.interactions import Interactions
-    from cfmodel.training import fit, model_for, resolve_device
+    from cfmodel.training.interactions import Interactions
+    from cfmodel.training.loop import fit, model_for, resolve_device
 
     n_users, n_items = 162_541, 62_423
     rng = np.random.default_rng(seed)

@@ -30,7 +30,7 @@ def add_run_date(p: argparse.ArgumentParser) -> None:
 
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
-    from cfmodel.layouts import KNOWN_SOURCES
+    from cfmodel.ingest.layouts import KNOWN_SOURCES
 
     p.add_argument("--source", required=True,
                    help=f"layout of the input files: {', '.join(KNOWN_SOURCES)} (README, 'Sources', describes each)")
@@ -73,8 +73,8 @@ def add_warehouse(p: argparse.ArgumentParser) -> None:
 
 
 def add_train_args(p: argparse.ArgumentParser, valid_pct: float | None = None, warm_start: bool = False) -> None:
-    from cfmodel.models import MODEL_TYPES
-    from cfmodel.training import MODEL_DEFAULTS, TrainConfig
+    from cfmodel.training.models import MODEL_TYPES
+    from cfmodel.training.loop import MODEL_DEFAULTS, TrainConfig
 
     d = TrainConfig()
 
@@ -123,7 +123,7 @@ def add_top_n(p: argparse.ArgumentParser) -> None:
 
 
 def add_gate_args(p: argparse.ArgumentParser) -> None:
-    from cfmodel.promotion import DEFAULT_TOLERANCE, GATE_METRICS
+    from cfmodel.registry.gate import DEFAULT_TOLERANCE, GATE_METRICS
 
     g = p.add_argument_group("model gate")
     g.add_argument("--gate-tolerance", type=float, default=DEFAULT_TOLERANCE,
@@ -134,7 +134,7 @@ def add_gate_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_table_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
-    from cfmodel.tables import DEFAULT_SIMILAR_K
+    from cfmodel.reporting.tables import DEFAULT_SIMILAR_K
 
     g = p.add_argument_group("analytics tables")
     g.add_argument("--similar-k", type=int, default=DEFAULT_SIMILAR_K,
@@ -145,7 +145,7 @@ def add_table_args(p: argparse.ArgumentParser, optional: bool = True) -> None:
 
 
 def train_config(args: argparse.Namespace):
-    from cfmodel.training import TrainConfig
+    from cfmodel.training.loop import TrainConfig
 
     try:
         layers = tuple(int(n) for n in str(args.layers).split(",") if n.strip())
@@ -168,16 +168,16 @@ def check_top_n(n: int) -> None:
 
 
 def cmd_synth(args) -> dict:
-    from cfmodel.synth import SynthSpec, generate
+    from cfmodel.datasets.synth import SynthSpec, generate
 
     return generate(args.dest, SynthSpec(n_users=args.users, n_items=args.items, n_ratings=args.ratings, seed=args.seed))
 
 
 def cmd_ingest(args) -> dict:
-    from cfmodel.ingest import ingest
-    from cfmodel.planning import plan_ingest
+    from cfmodel.ingest.job import ingest
+    from cfmodel.ingest.planning import plan_ingest
     from cfmodel.spark import get_spark
-    from cfmodel.warehouse import Warehouse
+    from cfmodel.warehouse.store import Warehouse
 
     options = ingest_options(args)
     plan_ingest(args.source, args.input, **options)  # bad input fails here, before a JVM starts
@@ -186,23 +186,23 @@ def cmd_ingest(args) -> dict:
 
 
 def cmd_quality(args) -> dict:
-    from cfmodel.quality import check_quality
+    from cfmodel.ingest.quality import check_quality
 
     return check_quality(args.warehouse, args.run_date, max_reject_fraction=args.max_reject_fraction,
                          max_drop_fraction=None if args.max_drop_fraction < 0 else args.max_drop_fraction)
 
 
 def cmd_fetch(args) -> dict:
-    from cfmodel.fetch import fetch
+    from cfmodel.datasets.fetch import fetch
 
     return fetch(args.name, args.dest, base_url=args.base_url, retries=args.retries)
 
 
 def cmd_train(args) -> dict:
-    from cfmodel.train import train
+    from cfmodel.training.trainer import train
 
-    from cfmodel.promotion import promote
-    from cfmodel.warehouse import Warehouse
+    from cfmodel.registry.gate import promote
+    from cfmodel.warehouse.store import Warehouse
 
     if getattr(args, "nproc", 1) > 1:
         return train_distributed(args)
@@ -223,7 +223,7 @@ def train_distributed(args) -> dict:
         del argv[argv.index("--nproc"): argv.index("--nproc") + 2]
     argv = [a for a in argv if not a.startswith("--nproc=")]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "cfmodel.distributed", *argv]
+               "-m", "cfmodel.training.distributed", *argv]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise CfrecError(f"distributed training failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}")
@@ -231,10 +231,10 @@ def train_distributed(args) -> dict:
 
 
 def cmd_score(args) -> dict:
-    from cfmodel import artifact
-    from cfmodel.score import score
+    from cfmodel.registry import artifact
+    from cfmodel.scoring.recommend import score
     from cfmodel.spark import get_spark
-    from cfmodel.warehouse import Warehouse
+    from cfmodel.warehouse.store import Warehouse
 
     check_top_n(args.top_n)
     wh = Warehouse.open(args.warehouse)
@@ -246,7 +246,7 @@ def cmd_score(args) -> dict:
 
 def cmd_tables(args) -> dict:
     from cfmodel.spark import get_spark
-    from cfmodel.tables import publish_tables
+    from cfmodel.reporting.tables import publish_tables
 
     if args.similar_k < 1:
         raise CfrecError(f"--similar-k must be at least 1, got {args.similar_k}")
@@ -254,7 +254,7 @@ def cmd_tables(args) -> dict:
 
 
 def cmd_sql(args) -> None:
-    from cfmodel.sql import query, render
+    from cfmodel.warehouse.sql import query, render
 
     import os
 
@@ -279,13 +279,13 @@ def cmd_run(args) -> dict:
 
 
 def cmd_demo(args) -> dict:
-    from cfmodel.demo import run_demo
+    from cfrec_airflow.demo import run_demo
 
     return run_demo(args.workdir, users=args.users, items=args.items, ratings=args.ratings, top_n=args.top_n)
 
 
 def cmd_airflow(args) -> dict:
-    from cfmodel import airflow_server
+    from cfrec_airflow import server as airflow_server
 
     if args.action == "start":
         info = airflow_server.start(args.home, port=args.port, data_dir=args.data_dir)
@@ -296,7 +296,7 @@ def cmd_airflow(args) -> dict:
 
 
 def cmd_evaluate(args) -> None:
-    from cfmodel.evaluate import evaluate_files
+    from cfmodel.evaluation.files import evaluate_files
 
     result = evaluate_files(args.source, args.train, args.test, train_config(args), device=args.device)
     print(json.dumps(result, default=str))
@@ -305,13 +305,13 @@ def cmd_evaluate(args) -> None:
 def cmd_lr_find(args) -> dict:
     from pathlib import Path
 
-    from cfmodel.interactions import Interactions
-    from cfmodel.lr_find import lr_find
-    from cfmodel.models import default_y_range
-    from cfmodel.splits import split
-    from cfmodel.train import id_index, rating_scale, read_ratings
-    from cfmodel.training import model_for, resolve_device
-    from cfmodel.warehouse import Warehouse
+    from cfmodel.training.interactions import Interactions
+    from cfmodel.training.lr_find import lr_find
+    from cfmodel.training.models import default_y_range
+    from cfmodel.training.splits import split
+    from cfmodel.training.trainer import id_index, rating_scale, read_ratings
+    from cfmodel.training.loop import model_for, resolve_device
+    from cfmodel.warehouse.store import Warehouse
 
     config = train_config(args)
     wh = Warehouse.open(args.warehouse)
@@ -333,9 +333,9 @@ def cmd_lr_find(args) -> dict:
 def cmd_fold_in(args) -> dict:
     from pathlib import Path
 
-    from cfmodel import artifact
-    from cfmodel.foldin import fold_in, read_new_ratings, recommend
-    from cfmodel.warehouse import Warehouse
+    from cfmodel.registry import artifact
+    from cfmodel.scoring.foldin import fold_in, read_new_ratings, recommend
+    from cfmodel.warehouse.store import Warehouse
 
     check_top_n(args.top_n)
     wh = Warehouse.open(args.warehouse)
@@ -360,7 +360,7 @@ def cmd_fold_in(args) -> dict:
 
 
 def cmd_interpret(args) -> dict:
-    from cfmodel.interpret import interpret
+    from cfmodel.reporting.interpret import interpret
 
     return interpret(args.warehouse, args.model_version, args.out, n=args.n, popular=args.popular,
                      plot_items=args.plot_items, similar_to=args.similar_to)
@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_date(p)
     p.set_defaults(func=cmd_ingest)
 
-    from cfmodel.quality import DEFAULT_MAX_DROP_FRACTION, DEFAULT_MAX_REJECT_FRACTION
+    from cfmodel.ingest.quality import DEFAULT_MAX_DROP_FRACTION, DEFAULT_MAX_REJECT_FRACTION
 
     p = sub.add_parser("quality", help="data-quality gate on a night's ingest (fails on too many rejects)",
                        description="Check the ingest report of RUN_DATE: fail when the fraction of rejected rows "
@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {DEFAULT_MAX_DROP_FRACTION}; negative disables the check)")
     p.set_defaults(func=cmd_quality)
 
-    from cfmodel.fetch import DATASETS
+    from cfmodel.datasets.fetch import DATASETS
 
     p = sub.add_parser("fetch", help="download a public rating data set (MovieLens, goodbooks-10k, MovieTweetings)",
                        description="Download a public data set from its official address, verify it, and unpack "

@@ -14,11 +14,11 @@ import pendulum
 from airflow.providers.standard.sensors.python import PythonSensor
 from airflow.sdk import Param, dag, task
 
-from cfmodel.dag_tasks import default_args, model_params, model_steps, spark_job
+from cfrec_airflow.tasks import default_args, model_params, model_steps, spark_job
 
 
 def _input_ready(source: str, input_path: str, ds: str) -> bool:
-    from cfmodel.nightly import input_ready
+    from cfmodel.pipeline import input_ready
 
     return input_ready(source, input_path, ds)
 
@@ -63,7 +63,7 @@ def cfrec_nightly():
 
     @task(task_id="quality_gate")
     def quality_gate(params=None, ds=None) -> dict:
-        from cfmodel.quality import check_quality
+        from cfmodel.ingest.quality import check_quality
 
         return check_quality(params["warehouse"], ds, params["max_reject_fraction"], params["max_drop_fraction"])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from cfmodel.dag_tasks import RECOMMENDATIONS, default_args
+from cfrec_airflow.tasks import RECOMMENDATIONS, default_args
 
 
 @dag(
@@ -21,7 +21,7 @@ from cfmodel.dag_tasks import RECOMMENDATIONS, default_args
 def cfrec_recommendations_consumer():
     @task
     def most_recommended(triggering_asset_events=None) -> list[dict]:
-        from cfmodel.analytics import write_most_recommended
+        from cfmodel.reporting.analytics import write_most_recommended
 
         results = []
         for event in triggering_asset_events[RECOMMENDATIONS]:

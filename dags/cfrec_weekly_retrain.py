@@ -8,7 +8,7 @@ import os
 import pendulum
 from airflow.sdk import dag
 
-from cfmodel.dag_tasks import default_args, model_params, model_steps
+from cfrec_airflow.tasks import default_args, model_params, model_steps
 
 
 @dag(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cfmodel import airflow_local
+from cfrec_airflow import local as airflow_local
 
 # Airflow reads its configuration on first import: point it at a throwaway home before any test
 # module imports it.

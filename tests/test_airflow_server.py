@@ -4,7 +4,7 @@ import urllib.request
 
 import pytest
 
-from cfmodel import airflow_server
+from cfrec_airflow import server as airflow_server
 from tests.spark_standalone import free_port
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cfmodel import alerts
+from cfrec_airflow import alerts
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from cfmodel import artifact
+from cfmodel.registry import artifact
 from cfmodel.errors import CfrecError
-from cfmodel.ids import IdIndex
-from cfmodel.models import MODEL_TYPES, EmbeddingDotBias
-from cfmodel.training import TrainConfig, model_for
+from cfmodel.training.ids import IdIndex
+from cfmodel.training.models import MODEL_TYPES, EmbeddingDotBias
+from cfmodel.training.loop import TrainConfig, model_for
 
 
 def make_artifact(model_type="dot", version=None):

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from cfmodel import airflow_local
+from cfrec_airflow import local as airflow_local
 
 pytestmark = pytest.mark.slow
 

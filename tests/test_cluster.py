@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from cfmodel import airflow_local
+from cfrec_airflow import local as airflow_local
 from tests.spark_standalone import standalone_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from cfmodel.airflow_local import DAGS_FOLDER
+from cfrec_airflow.local import DAGS_FOLDER
 
 NIGHTLY_ORDER = ["wait_for_input", "ingest", "quality_gate", "train", "evaluate", "gate", "score", "publish_tables", "publish"]
 
@@ -45,7 +45,7 @@ def test_training_lands_in_the_gpu_pool(dagbag):
 
 
 def test_every_task_retries_with_backoff_times_out_and_alerts(dagbag):
-    from cfmodel.alerts import on_failure
+    from cfrec_airflow.alerts import on_failure
 
     for dag in dagbag.dags.values():
         for task in dag.tasks:
@@ -59,7 +59,7 @@ def test_every_task_retries_with_backoff_times_out_and_alerts(dagbag):
 
 
 def test_publish_emits_the_recommendations_asset(dagbag):
-    from cfmodel.dag_tasks import RECOMMENDATIONS
+    from cfrec_airflow.tasks import RECOMMENDATIONS
 
     assert RECOMMENDATIONS in dagbag.dags["cfrec_nightly"].get_task("publish").outlets
     assert RECOMMENDATIONS.name == "cfrec_recommendations"

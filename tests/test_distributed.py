@@ -24,7 +24,7 @@ def test_two_process_ddp_matches_single_process(ml100k, tmp_path, capsys):
 
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "cfmodel.distributed", *common, "--run-date", "2026-01-02"],
+         "-m", "cfmodel.training.distributed", *common, "--run-date", "2026-01-02"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from cfmodel import airflow_local
+from cfrec_airflow import local as airflow_local
 from cfmodel.cli import main
-from cfmodel.demo import describe_output
+from cfrec_airflow.demo import describe_output
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ from tiny_warehouse import planted_choices
 
 from cfmodel.cli import main
 from cfmodel.errors import CfrecError
-from cfmodel.evaluate import evaluate_files, read_ratings_file
-from cfmodel.layouts import get_layout
-from cfmodel.training import TrainConfig
+from cfmodel.evaluation.files import evaluate_files, read_ratings_file
+from cfmodel.ingest.layouts import get_layout
+from cfmodel.training.loop import TrainConfig
 
 RANKING_KEYS = {"precision@10", "recall@10", "ndcg@10", "map@10", "coverage@10"}
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from cfmodel.evaluation import (
+from cfmodel.evaluation.metrics import (
     holdout_metrics,
     mae,
     popularity_score_fn,
@@ -13,7 +13,7 @@ from cfmodel.evaluation import (
     top_k_excluding,
     top_k_scored,
 )
-from cfmodel.interactions import Interactions
+from cfmodel.training.interactions import Interactions
 
 
 def test_rmse_and_mae_by_hand():

@@ -12,7 +12,7 @@ import pytest
 
 from cfmodel.cli import main
 from cfmodel.errors import CfrecError
-from cfmodel.fetch import DATASETS, DatasetSpec, Download, fetch, fetch_dataset
+from cfmodel.datasets.fetch import DATASETS, DatasetSpec, Download, fetch, fetch_dataset
 
 U_DATA = "".join(f"{u}\t{i}\t{(u + i) % 5 + 1}\t{880000000 + u * 100 + i}\n" for u in range(1, 30) for i in range(1, 20))
 U_ITEM = "".join(f"{i}|Film {i} (199{i % 10})|01-Jan-1995||http://x|" + "|".join("0" * 19) + "\n" for i in range(1, 20))

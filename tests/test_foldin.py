@@ -6,12 +6,12 @@ import pytest
 import torch
 from tiny_warehouse import planted_choices, write_warehouse
 
-from cfmodel import artifact
+from cfmodel.registry import artifact
 from cfmodel.cli import main
 from cfmodel.errors import CfrecError
-from cfmodel.foldin import fold_in, read_new_ratings, recommend
-from cfmodel.train import train
-from cfmodel.training import TrainConfig
+from cfmodel.scoring.foldin import fold_in, read_new_ratings, recommend
+from cfmodel.training.trainer import train
+from cfmodel.training.loop import TrainConfig
 
 
 @pytest.fixture(scope="module")

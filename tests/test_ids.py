@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfmodel.ids import IdIndex
+from cfmodel.training.ids import IdIndex
 
 
 def test_from_values_is_sorted_distinct_and_keeps_spelling():

@@ -1,9 +1,9 @@
 import pytest
 from pyspark.sql import functions as F
 
-from cfmodel import indices
+from cfmodel.ingest import indices
 from cfmodel.errors import CfrecError
-from cfmodel.warehouse import Warehouse
+from cfmodel.warehouse.store import Warehouse
 
 
 def test_numbering_is_contiguous_and_sorted_across_partitions(spark):

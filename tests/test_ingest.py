@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from cfmodel.errors import CfrecError
-from cfmodel.ingest import ingest, parse_item_files
-from cfmodel.planning import plan_ingest
-from cfmodel.quality import check_quality
+from cfmodel.ingest.job import ingest, parse_item_files
+from cfmodel.ingest.planning import plan_ingest
+from cfmodel.ingest.quality import check_quality
 from tests.conftest import test_data_dir as data_dir
 from tests.conftest import write_lines
 

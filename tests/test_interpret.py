@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from tiny_warehouse import write_warehouse
 
-from cfmodel import artifact
+from cfmodel.registry import artifact
 from cfmodel.cli import main
 from cfmodel.errors import CfrecError
-from cfmodel.interpret import interpret, pca
-from cfmodel.train import train
-from cfmodel.training import TrainConfig
+from cfmodel.reporting.interpret import interpret, pca
+from cfmodel.training.trainer import train
+from cfmodel.training.loop import TrainConfig
 
 
 def test_pca_finds_the_direction_of_largest_variance():

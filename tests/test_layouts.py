@@ -3,8 +3,8 @@
 import pytest
 
 from cfmodel.errors import CfrecError
-from cfmodel.layouts import KNOWN_SOURCES, LATIN1, SOURCES, UTF8, get_layout
-from cfmodel.planning import plan_ingest, read_genre_names
+from cfmodel.ingest.layouts import KNOWN_SOURCES, LATIN1, SOURCES, UTF8, get_layout
+from cfmodel.ingest.planning import plan_ingest, read_genre_names
 from tests.conftest import write_lines
 
 

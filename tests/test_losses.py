@@ -2,10 +2,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cfmodel.interactions import Interactions
-from cfmodel.losses import BprLoss, RatingLoss, SoftmaxLoss, make_loss
-from cfmodel.models import EmbeddingDotBias, EmbeddingDotRank
-from cfmodel.training import TrainConfig
+from cfmodel.training.interactions import Interactions
+from cfmodel.training.losses import BprLoss, RatingLoss, SoftmaxLoss, make_loss
+from cfmodel.training.models import EmbeddingDotBias, EmbeddingDotRank
+from cfmodel.training.loop import TrainConfig
 
 
 def rank_model(n_users=5, n_items=8):

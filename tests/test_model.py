@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cfmodel.errors import CfrecError
-from cfmodel.models import (
+from cfmodel.training.models import (
     MODEL_TYPES,
     EmbeddingDotBias,
     EmbeddingDotRank,
@@ -12,7 +12,7 @@ from cfmodel.models import (
     emb_sz_rule,
     model_from_config,
 )
-from cfmodel.training import TrainConfig, model_for
+from cfmodel.training.loop import TrainConfig, model_for
 
 N_USERS, N_ITEMS = 7, 11
 
@@ -50,7 +50,7 @@ def test_score_all_matches_forward_on_every_pair(model_type):
 
 
 def test_nn_score_all_in_chunks_equals_one_pass(monkeypatch):
-    import cfmodel.models as models
+    import cfmodel.training.models as models
 
     model = make("nn").eval()
     users = torch.arange(N_USERS)

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from cfmodel import runs
+from cfmodel.registry import registry as runs
 from cfmodel.errors import CfrecError
-from cfmodel.promotion import decide, promote
+from cfmodel.registry.gate import decide, promote
 
 
 def nested(split="valid", **model):

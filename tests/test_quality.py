@@ -7,8 +7,8 @@ import pytest
 
 from cfmodel.cli import main
 from cfmodel.errors import CfrecError
-from cfmodel.quality import check_quality, read_reports
-from cfmodel.warehouse import Warehouse
+from cfmodel.ingest.quality import check_quality, read_reports
+from cfmodel.warehouse.store import Warehouse
 
 REASONS = pa.map_(pa.string(), pa.int64())
 

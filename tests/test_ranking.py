@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cfmodel.popularity import Popularity
-from cfmodel.ranking import csr_pairs, sigmoid_range, top_n, top_n_from_scores, top_n_masked
+from cfmodel.scoring.popularity import Popularity
+from cfmodel.scoring.topk import csr_pairs, sigmoid_range, top_n, top_n_from_scores, top_n_masked
 
 
 def brute_force(uv, ub, iv, ib, exclude, n):

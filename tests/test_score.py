@@ -7,11 +7,11 @@ import pyarrow as pa
 import pytest
 import torch
 
-from cfmodel.ids import IdIndex
-from cfmodel.models import EmbeddingDotBias, sigmoid_range
-from cfmodel.popularity import Popularity
-from cfmodel.score import ScoringContext, recommend_batch
-from cfmodel.scorers import FactorScorer, ModuleScorer, scorer_for
+from cfmodel.training.ids import IdIndex
+from cfmodel.training.models import EmbeddingDotBias, sigmoid_range
+from cfmodel.scoring.popularity import Popularity
+from cfmodel.scoring.recommend import ScoringContext, recommend_batch
+from cfmodel.scoring.scorers import FactorScorer, ModuleScorer, scorer_for
 
 
 class DotWithScoreAll(EmbeddingDotBias):

@@ -13,15 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfmodel import artifact, score as score_module
+from cfmodel.registry import artifact
+
+from cfmodel.scoring import recommend as score_module
 from cfmodel.cli import main
-from cfmodel.promotion import promote
-from cfmodel.score import RECS_COLUMNS, score
-from cfmodel.sql import query, register_spark_views
-from cfmodel.tables import publish_metrics, publish_tables, recommendations_summary
-from cfmodel.train import train
-from cfmodel.training import TrainConfig
-from cfmodel.warehouse import Warehouse, publish
+from cfmodel.registry.gate import promote
+from cfmodel.scoring.recommend import RECS_COLUMNS, score
+from cfmodel.warehouse.sql import query, register_spark_views
+from cfmodel.reporting.tables import publish_metrics, publish_tables, recommendations_summary
+from cfmodel.training.trainer import train
+from cfmodel.training.loop import TrainConfig
+from cfmodel.warehouse.store import Warehouse, publish
 
 D1, D2 = "2026-03-01", "2026-03-02"
 TOP_N, SIMILAR_K = 10, 5
@@ -287,8 +289,8 @@ def test_model_version_argument_and_unknown_version(nightly, spark):
 def test_other_model_types_score_through_score_all(nightly, spark, model_type):
     import torch
 
-    from cfmodel.models import build_model
-    from cfmodel.score import recommend
+    from cfmodel.training.models import build_model
+    from cfmodel.scoring.recommend import recommend
 
     users, items = nightly.good.users, nightly.good.items
     torch.manual_seed(0)

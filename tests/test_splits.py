@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from cfmodel.errors import CfrecError
-from cfmodel.interactions import Interactions
-from cfmodel.splits import latest_split, random_split, split
+from cfmodel.training.interactions import Interactions
+from cfmodel.training.splits import latest_split, random_split, split
 
 
 def test_random_split_is_reproducible_disjoint_and_complete():

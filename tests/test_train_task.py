@@ -8,11 +8,11 @@ import pytest
 import torch
 from tiny_warehouse import write_warehouse
 
-from cfmodel import artifact
+from cfmodel.registry import artifact
 from cfmodel.errors import CfrecError
-from cfmodel.models import MODEL_TYPES
-from cfmodel.train import train
-from cfmodel.training import TrainConfig
+from cfmodel.training.models import MODEL_TYPES
+from cfmodel.training.trainer import train
+from cfmodel.training.loop import TrainConfig
 
 RANKING_KEYS = {"precision@10", "recall@10", "ndcg@10", "map@10", "coverage@10"}
 

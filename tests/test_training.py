@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from cfmodel.errors import CfrecError
-from cfmodel.evaluation import holdout_metrics
-from cfmodel.interactions import Interactions
-from cfmodel.splits import split
-from cfmodel.training import MODEL_DEFAULTS, TrainConfig, cpu_threads, fit, model_for, one_cycle, resolve_device
+from cfmodel.evaluation.metrics import holdout_metrics
+from cfmodel.training.interactions import Interactions
+from cfmodel.training.splits import split
+from cfmodel.training.loop import MODEL_DEFAULTS, TrainConfig, cpu_threads, fit, model_for, one_cycle, resolve_device
 
 
 def planted(n_users=200, n_items=150, n=20000, k=3, seed=0) -> Interactions:
@@ -143,7 +143,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch():
     assert result.stopped_early and len(result.history) < 30
     best = min(result.history, key=lambda h: h["valid_rmse"])
     assert result.best_epoch == best["epoch"]
-    from cfmodel.evaluation import predict, rmse
+    from cfmodel.evaluation.metrics import predict, rmse
 
     restored = rmse(predict(model, valid.users, valid.items), valid.ratings)
     assert restored == pytest.approx(best["valid_rmse"], abs=1e-5)
@@ -157,7 +157,7 @@ def test_small_models_train_on_one_thread_and_the_setting_is_restored():
 
 
 def test_batches_cover_every_row_and_never_leave_a_single_row_for_batch_norm():
-    from cfmodel.training import batch_bounds
+    from cfmodel.training.loop import batch_bounds
 
     assert batch_bounds(10, 4) == [0, 4, 8, 10]
     assert batch_bounds(9, 4) == [0, 4, 9]

@@ -7,9 +7,9 @@ import time
 import pandas as pd
 import pytest
 
-from cfmodel import warehouse
+from cfmodel.warehouse import store as warehouse
 from cfmodel.errors import CfrecError
-from cfmodel.warehouse import Warehouse, publish
+from cfmodel.warehouse.store import Warehouse, publish
 
 
 def write_file(content):
@@ -105,7 +105,7 @@ KILLED_WRITER = """
 import sys, time
 from pathlib import Path
 import pandas as pd
-from cfmodel.warehouse import publish
+from cfmodel.warehouse.store import publish
 
 def write(tmp):
     tmp.mkdir()
@@ -119,7 +119,7 @@ publish(Path(sys.argv[1]), write)
 
 
 def test_writer_killed_midway_leaves_previous_partition_intact_and_readable(tmp_path):
-    from cfmodel.sql import query
+    from cfmodel.warehouse.sql import query
 
     final = tmp_path / "wh" / "recommendations" / "run_date=2026-01-01"
     publish(final, write_frame(pd.DataFrame({"user_id": ["old", "old"]})))

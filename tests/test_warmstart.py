@@ -3,12 +3,12 @@ import pytest
 import torch
 from tiny_warehouse import planted_ratings, write_warehouse
 
-from cfmodel import artifact
+from cfmodel.registry import artifact
 from cfmodel.errors import CfrecError
-from cfmodel.ids import IdIndex
-from cfmodel.train import train
-from cfmodel.training import TrainConfig, model_for
-from cfmodel.warmstart import previous_model, warm_start
+from cfmodel.training.ids import IdIndex
+from cfmodel.training.trainer import train
+from cfmodel.training.loop import TrainConfig, model_for
+from cfmodel.training.warmstart import previous_model, warm_start
 
 
 def saved(tmp_path, model_type="dot", users=("a", "b", "c"), items=("x", "y"), version="dot-1", **overrides):

@@ -1,0 +1,1 @@
+"""Evaluation: rating and top-N metrics on held-out ratings, beside the most-popular baseline."""

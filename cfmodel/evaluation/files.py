@@ -1,0 +1,129 @@
+"""`cfrec evaluate`: train on one rating file, measure on another, by the ranking protocol.
+
+Protocol (as in cfmodel.evaluation.metrics): the catalog is every item of either file; users = every user
+with at least one test rating; candidates = the catalog minus the items that user rated in train
+and minus items nobody rated in train; relevant = the user's test items (any rating); top 10 by
+score. Rating models also report rmse and mae over the test ratings whose user and item appear in
+train (the rest are counted, never silently dropped). The model trains on the whole train file
+unless `valid_pct` carves a validation part out of it (for early stopping); the test file is
+never used for any decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cfmodel.errors import CfrecError
+from cfmodel.training.ids import IdIndex
+from cfmodel.training.interactions import Interactions
+from cfmodel.training.models import default_y_range
+
+log = logging.getLogger(__name__)
+
+
+def _column(frame: pd.DataFrame, column, path: Path, what: str) -> pd.Series:
+    try:
+        return frame[column] if isinstance(column, str) else frame.iloc[:, column]
+    except (KeyError, IndexError):
+        raise CfrecError(f"{path}: no {what} column '{column}'") from None
+
+
+def read_ratings_file(path: str | Path, layout) -> pd.DataFrame:
+    """A rating file in `layout` (cfmodel.ingest.layouts.SourceLayout) -> user_id, item_id, rating[, timestamp].
+
+    Strict: a line that does not give a user, an item and a numeric rating within the source's
+    scale is an error naming its line, since an evaluation on silently thinned data would mislead.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CfrecError(f"rating file {path} does not exist")
+    spec = layout.ratings
+    if spec.text is None:
+        raw = pd.read_parquet(path)
+        first_line = 0
+    else:
+        text = spec.text
+        try:
+            raw = pd.read_csv(
+                path, sep=text.sep, header=0 if text.header else None, dtype=str, keep_default_na=False,
+                encoding=text.encoding, engine="python" if len(text.sep) > 1 else "c",
+                quoting=0 if text.quoted else 3,
+            )
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise CfrecError(f"{path}: cannot be read as the {layout.name} layout: {str(exc).splitlines()[0]}") from None
+        first_line = 2 if text.header else 1
+    frame = pd.DataFrame({
+        "user_id": _column(raw, spec.user, path, "user").astype(str).str.strip(),
+        "item_id": _column(raw, spec.item, path, "item").astype(str).str.strip(),
+        "rating": pd.to_numeric(_column(raw, spec.rating, path, "rating"), errors="coerce"),
+    })
+    if spec.timestamp is not None:
+        frame["timestamp"] = pd.to_numeric(_column(raw, spec.timestamp, path, "timestamp"), errors="coerce")
+    scale = layout.scale
+    problems = {
+        "missing user": frame["user_id"].isin(["", "nan"]),
+        "missing item": frame["item_id"].isin(["", "nan"]),
+        "rating not numeric": frame["rating"].isna(),
+        "rating out of scale": (frame["rating"] < scale.min) | (frame["rating"] > scale.max) if scale.known else None,
+        "timestamp not numeric": frame["timestamp"].isna() if "timestamp" in frame else None,
+    }
+    for reason, bad in problems.items():
+        if bad is not None and bad.any():
+            where = np.flatnonzero(bad.to_numpy())
+            raise CfrecError(f"{path}: {reason} on line {where[0] + first_line} ({len(where)} such lines)")
+    if frame.empty:
+        raise CfrecError(f"rating file {path} holds no ratings")
+    if "timestamp" in frame:
+        frame["timestamp"] = frame["timestamp"].astype(np.int64)
+    return frame
+
+
+def _interactions(frame: pd.DataFrame, users: IdIndex, items: IdIndex) -> Interactions:
+    ts = frame["timestamp"].to_numpy() if "timestamp" in frame else None
+    return Interactions(users.encode(frame["user_id"]), items.encode(frame["item_id"]), frame["rating"].to_numpy(), ts)
+
+
+def evaluate_frames(train: pd.DataFrame, test: pd.DataFrame, config, device: str = "auto",
+                    scale: tuple[float, float] | None = None, progress: bool | None = None) -> dict:
+    """Fit `config.model` on `train` and measure it and the most-popular baseline on `test`."""
+    from cfmodel.evaluation.metrics import holdout_metrics
+    from cfmodel.training.splits import split
+    from cfmodel.training.loop import fit, model_for, resolve_device
+
+    dev = resolve_device(device)
+    users = IdIndex.from_values(pd.concat([train["user_id"], test["user_id"]]))
+    items = IdIndex.from_values(pd.concat([train["item_id"], test["item_id"]]))
+    train_data, test_data = _interactions(train, users, items), _interactions(test, users, items)
+    scale = scale or (float(train["rating"].min()), float(train["rating"].max()))
+    model = model_for(config, len(users), len(items), default_y_range(*scale))
+    fit_data, valid = train_data, None
+    if config.valid_pct > 0:
+        fit_data, valid = split(train_data, config.valid_pct, config.seed, config.split)
+    result = fit(model, fit_data, valid, config, dev, progress)
+    measured = holdout_metrics(model, train_data, test_data, len(items), device=dev)
+    return {
+        "model": config.model,
+        **measured["model"],
+        "train_seconds": round(result.seconds, 3),
+        "device": str(dev),
+        "epochs_run": len(result.history),
+        "train_rows": len(train_data),
+        "test_rows": len(test_data),
+        "catalog": len(items),
+        "popularity": measured["popularity"],
+        "config": config.as_dict(),
+    }
+
+
+def evaluate_files(source: str, train_path: str | Path, test_path: str | Path, config, device: str = "auto",
+                   progress: bool | None = None) -> dict:
+    from cfmodel.ingest.layouts import get_layout
+
+    layout = get_layout(source)
+    train, test = read_ratings_file(train_path, layout), read_ratings_file(test_path, layout)
+    scale = (float(layout.scale.min), float(layout.scale.max)) if layout.scale.known else None
+    return evaluate_frames(train, test, config, device, scale, progress)

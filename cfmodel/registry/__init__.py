@@ -1,0 +1,1 @@
+"""The model registry: versioned artifacts, `CURRENT`, run records and the promotion gate."""

@@ -1,0 +1,1 @@
+"""Reporting: the analytics tables beside the recommendations, model interpretation, plots."""

@@ -1,0 +1,102 @@
+"""Training objectives: squared error for the rating models, softmax or BPR for the ranking model.
+
+The ranking objectives treat every rating (at or above `min_rating`) as a positive for its user
+and every other item as a negative, so the model learns which items a user chooses to rate,
+which is what a top-N list has to predict. With a catalog no larger than `n_negatives` the
+softmax runs over all items; beyond that it samples `n_negatives` items per batch, shared by the
+batch, with probability ~ popularity^0.75 and the logQ correction that keeps the sampled softmax
+an unbiased estimate of the full one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cfmodel.errors import CfrecError
+from cfmodel.training.interactions import Interactions
+
+RANKING_LOSSES = ("softmax", "bpr")
+NEGATIVE_SAMPLING_POWER = 0.75
+
+
+class RatingLoss:
+    """Mean squared error between predicted and actual ratings."""
+
+    def prepare(self, data: Interactions) -> Interactions:
+        return data
+
+    def __call__(self, model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(model(users, items).float(), ratings)
+
+
+class _RankingLoss:
+    def __init__(self, n_items: int, min_rating: float | None, weight_by_rating: bool, generator: torch.Generator):
+        self.n_items = n_items
+        self.min_rating = min_rating
+        self.weight_by_rating = weight_by_rating
+        self.generator = generator
+
+    def prepare(self, data: Interactions) -> Interactions:
+        """The positives: ratings at or above `min_rating` (all of them when None)."""
+        if self.min_rating is None:
+            return data
+        kept = data.subset(np.flatnonzero(data.ratings >= self.min_rating))
+        if len(kept) == 0:
+            raise CfrecError(f"no rating is >= min_rating {self.min_rating}: nothing to train the ranking model on")
+        return kept
+
+    def _mean(self, losses: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        if self.weight_by_rating:
+            return (losses * ratings).sum() / ratings.sum()
+        return losses.mean()
+
+
+class SoftmaxLoss(_RankingLoss):
+    """Cross-entropy of the rated item against the catalog (full, or sampled with logQ correction)."""
+
+    def __init__(self, n_items: int, n_negatives: int, item_counts: torch.Tensor, min_rating: float | None = None,
+                 weight_by_rating: bool = False, generator: torch.Generator | None = None):
+        super().__init__(n_items, min_rating, weight_by_rating, generator)
+        self.n_negatives = int(n_negatives)
+        self.full = self.n_negatives <= 0 or self.n_negatives >= n_items
+        if not self.full:
+            weights = item_counts.double().clamp(min=1).pow(NEGATIVE_SAMPLING_POWER)
+            self.sampling = (weights / weights.sum()).float()
+            self.log_expected = torch.log(self.sampling * self.n_negatives)
+
+    def __call__(self, model, users, items, ratings):
+        user_vectors = model.u_weight(users)
+        if self.full:
+            losses = F.cross_entropy(model.item_logits(user_vectors).float(), items, reduction="none")
+            return self._mean(losses, ratings)
+        negatives = torch.multinomial(self.sampling, self.n_negatives, replacement=True, generator=self.generator)
+        positive = (model(users, items).float() - self.log_expected[items])[:, None]
+        negative = model.item_logits(user_vectors, negatives).float() - self.log_expected[negatives]
+        negative = negative.masked_fill(negatives[None, :] == items[:, None], float("-inf"))  # accidental hits
+        logits = torch.cat([positive, negative], dim=1)
+        losses = -F.log_softmax(logits, dim=1)[:, 0]
+        return self._mean(losses, ratings)
+
+
+class BprLoss(_RankingLoss):
+    """Bayesian personalised ranking: log-sigmoid of (rated item - one uniformly drawn item)."""
+
+    def __call__(self, model, users, items, ratings):
+        negatives = torch.randint(0, self.n_items, items.shape, device=items.device, generator=self.generator)
+        margin = (model(users, items) - model(users, negatives)).float()
+        return self._mean(-F.logsigmoid(margin), ratings)
+
+
+def make_loss(model: nn.Module, config, train: Interactions, device: torch.device, generator: torch.Generator):
+    """The objective that trains `model` under `config` (a TrainConfig)."""
+    if model.predicts_ratings:
+        return RatingLoss()
+    if config.loss == "softmax":
+        counts = torch.as_tensor(train.item_counts(model.n_items), device=device)
+        return SoftmaxLoss(model.n_items, config.n_negatives, counts, config.min_rating, config.weight_by_rating, generator)
+    if config.loss == "bpr":
+        return BprLoss(model.n_items, config.min_rating, config.weight_by_rating, generator)
+    raise CfrecError(f"unknown ranking loss '{config.loss}' (use {' or '.join(RANKING_LOSSES)})")

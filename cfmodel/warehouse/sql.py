@@ -1,0 +1,111 @@
+"""SQL over the warehouse: DuckDB for analysts without a cluster, Spark SQL for everything else.
+
+Every table folder becomes a view of the same name. Partitioned tables (run_date=D folders) get
+their partition column back as a DATE in both engines, and partitions written before a column
+was added read as null in it (schemas are merged by name).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from cfmodel.errors import CfrecError
+from cfmodel.warehouse.store import Warehouse
+
+OUTPUT_FORMATS = ("table", "csv", "json")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def parquet_source(files: list[Path], partitioned: bool) -> str:
+    """The DuckDB table function reading one warehouse table from its visible files.
+
+    Files are listed rather than globbed: a glob would also match hidden folders of writes in
+    progress, which every other reader skips.
+    """
+    listed = "[" + ", ".join(_literal(str(f)) for f in files) + "]"
+    if partitioned:
+        # DuckDB refuses a hive type for a column that is not a partition of this table.
+        dated = any(part.startswith("run_date=") for f in files for part in f.parts)
+        types = ", hive_types = {'run_date': DATE}" if dated else ""
+        return f"read_parquet({listed}, hive_partitioning = true, union_by_name = true{types})"
+    return f"read_parquet({listed}, union_by_name = true)"
+
+
+def connect(warehouse: str | Path):
+    """A DuckDB connection with one view per warehouse table."""
+    import duckdb
+
+    wh = Warehouse.open(warehouse, create=False)
+    tables = wh.tables()
+    if not tables:
+        raise CfrecError(f"warehouse {wh.root} has no tables yet; run 'cfrec run' or the nightly DAG first")
+    con = duckdb.connect()
+    for name, partitioned in tables.items():
+        source = parquet_source(wh.table_files(name), partitioned)
+        con.execute(f"CREATE VIEW {_identifier(name)} AS SELECT * FROM {source}")
+    return con
+
+
+def _arrow(relation):
+    # DuckDB >= 1.4 names it to_arrow_table; older releases call the same thing arrow().
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+    return fetch()
+
+
+def query(warehouse: str | Path, sql: str) -> pd.DataFrame:
+    """Run one SQL statement over the warehouse's views; errors come back as one-line CfrecErrors.
+
+    DATE columns (run_date) come back as datetime.date, as Spark and pyarrow give them.
+    """
+    import duckdb
+
+    con = connect(warehouse)
+    try:
+        relation = con.sql(sql)
+        return pd.DataFrame() if relation is None else _arrow(relation).to_pandas(date_as_object=True)
+    except duckdb.Error as exc:
+        raise CfrecError(str(exc).strip().splitlines()[0]) from None
+    finally:
+        con.close()
+
+
+def render(frame: pd.DataFrame, fmt: str = "table") -> str:
+    if fmt == "csv":
+        return frame.to_csv(index=False).rstrip("\n")
+    if fmt == "json":
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        return json.dumps(records, indent=2, default=_json_value)
+    if fmt == "table":
+        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
+                               "display.max_colwidth", 60):
+            return frame.to_string(index=False)
+    raise CfrecError(f"unknown output format '{fmt}' (use {', '.join(OUTPUT_FORMATS)})")
+
+
+def _json_value(value):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars (factors, counts)
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def register_spark_views(spark, warehouse: str | Path) -> list[str]:
+    """Register every warehouse table as a Spark temporary view of the same name; returns their names."""
+    wh = Warehouse.open(warehouse, create=False)
+    names = []
+    for name, partitioned in wh.tables().items():
+        reader = spark.read.option("mergeSchema", "true") if partitioned else spark.read
+        reader.parquet(str(wh.table(name))).createOrReplaceTempView(name)
+        names.append(name)
+    return names
