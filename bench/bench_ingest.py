@@ -64,20 +64,35 @@ def write_ratings(path: Path, rows: int, seed: int = 0) -> None:
     users, movies = synth_pairs(rows, seed)
     rng = np.random.default_rng(seed + 1)
     tmp = path.with_suffix(".tmp")
-    schema = pa.schema([("userId", pa.int64()), ("movieId", pa.int64()),
-                        ("rating", pa.dictionary(pa.int8(), pa.string())), ("timestamp", pa.int64())])
+    schema = pa.schema(
+        [
+            ("userId", pa.int64()),
+            ("movieId", pa.int64()),
+            ("rating", pa.dictionary(pa.int8(), pa.string())),
+            ("timestamp", pa.int64()),
+        ]
+    )
     with open(tmp, "wb") as sink:
         sink.write(b"userId,movieId,rating,timestamp\n")  # unquoted, as GroupLens writes it
-        writer = pacsv.CSVWriter(sink, schema, write_options=pacsv.WriteOptions(include_header=False,
-                                                                                 quoting_style="none"))
+        writer = pacsv.CSVWriter(
+            sink, schema, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none")
+        )
         for start in range(0, rows, CHUNK_ROWS):
             n = min(CHUNK_ROWS, rows - start)
-            stars = pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 10, n, dtype=np.int8)),
-                                                   pa.array(HALF_STARS))
-            writer.write_batch(pa.record_batch([
-                pa.array(users[start:start + n]), pa.array(movies[start:start + n]), stars,
-                pa.array(rng.integers(789_652_009, 1_574_327_703, n)),
-            ], names=["userId", "movieId", "rating", "timestamp"]))
+            stars = pa.DictionaryArray.from_arrays(
+                pa.array(rng.integers(0, 10, n, dtype=np.int8)), pa.array(HALF_STARS)
+            )
+            writer.write_batch(
+                pa.record_batch(
+                    [
+                        pa.array(users[start : start + n]),
+                        pa.array(movies[start : start + n]),
+                        stars,
+                        pa.array(rng.integers(789_652_009, 1_574_327_703, n)),
+                    ],
+                    names=["userId", "movieId", "rating", "timestamp"],
+                )
+            )
         writer.close()
     tmp.rename(path)
 
@@ -131,8 +146,9 @@ def main() -> int:
     ingest_s = time.perf_counter() - started
     plain = work / "plain-parquet"
     started = time.perf_counter()
-    spark.read.schema("userId string, movieId string, rating float, timestamp long").option("header", True) \
-        .csv(str(path)).write.mode("overwrite").parquet(str(plain))
+    spark.read.schema("userId string, movieId string, rating float, timestamp long").option("header", True).csv(
+        str(path)
+    ).write.mode("overwrite").parquet(str(plain))
     plain_s = time.perf_counter() - started
     shutil.rmtree(plain, ignore_errors=True)
     spark.stop()
@@ -141,16 +157,28 @@ def main() -> int:
 
     assert report["input_rows"] == report["clean_rows"] == args.rows, report
     rows = report["input_rows"]
-    print(json.dumps({
-        "file": str(path), "rows": rows, "megabytes": round(size_mb, 1), "cpus": os.cpu_count(),
-        "load_average_before": round(load, 2), "load_average_after": round(os.getloadavg()[0], 2),
-        "pyarrow_read_csv_s": round(arrow_s, 2), "pyarrow_rows_per_s": round(rows / arrow_s),
-        "spark_session_start_s": round(spark_start_s, 1),
-        "spark_ingest_s": round(ingest_s, 1), "spark_ingest_rows_per_s": round(rows / ingest_s),
-        "spark_over_pyarrow_time": round(ingest_s / arrow_s, 1),
-        "spark_csv_to_parquet_unchecked_s": round(plain_s, 1),
-        "users": report["users"], "items": report["items"],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "file": str(path),
+                "rows": rows,
+                "megabytes": round(size_mb, 1),
+                "cpus": os.cpu_count(),
+                "load_average_before": round(load, 2),
+                "load_average_after": round(os.getloadavg()[0], 2),
+                "pyarrow_read_csv_s": round(arrow_s, 2),
+                "pyarrow_rows_per_s": round(rows / arrow_s),
+                "spark_session_start_s": round(spark_start_s, 1),
+                "spark_ingest_s": round(ingest_s, 1),
+                "spark_ingest_rows_per_s": round(rows / ingest_s),
+                "spark_over_pyarrow_time": round(ingest_s / arrow_s, 1),
+                "spark_csv_to_parquet_unchecked_s": round(plain_s, 1),
+                "users": report["users"],
+                "items": report["items"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

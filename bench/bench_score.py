@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cfmodel.registry import artifact  # noqa: E402
-from cfmodel.training.ids import IdIndex  # noqa: E402
-from cfmodel.training.models import EmbeddingDotBias  # noqa: E402
 from cfmodel.scoring.recommend import recommend, score  # noqa: E402
 from cfmodel.spark import get_spark  # noqa: E402
+from cfmodel.training.ids import IdIndex  # noqa: E402
+from cfmodel.training.models import EmbeddingDotBias  # noqa: E402
 from cfmodel.warehouse.store import Warehouse, publish  # noqa: E402
 
 ALS_WHAT = "Spark ALS recommendForAllUsers -> noop (no exclusion)"
@@ -71,10 +71,15 @@ def load_avg() -> str:
 
 def bench_ml100k(spark, data: Path, workdir: Path, top_n: int, n_factors: int, seed: int, with_als: bool) -> list[dict]:
     wh = Warehouse.open(workdir / "ml100k")
-    ratings = pd.read_csv(data / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"],
-                          dtype={"user_id": str, "item_id": str, "rating": "float32", "timestamp": "int64"})
-    items = pd.read_csv(data / "u.item", sep="|", encoding="latin-1", header=None, usecols=[0, 1],
-                        names=["item_id", "title"], dtype=str)
+    ratings = pd.read_csv(
+        data / "u.data",
+        sep="\t",
+        names=["user_id", "item_id", "rating", "timestamp"],
+        dtype={"user_id": str, "item_id": str, "rating": "float32", "timestamp": "int64"},
+    )
+    items = pd.read_csv(
+        data / "u.item", sep="|", encoding="latin-1", header=None, usecols=[0, 1], names=["item_id", "title"], dtype=str
+    )
     publish(wh.table("ratings"), write_frame(ratings))
     publish(wh.table("items"), write_frame(items))
     model = random_artifact(ratings["user_id"].nunique(), ratings["item_id"].nunique(), n_factors, seed)
@@ -87,7 +92,12 @@ def bench_ml100k(spark, data: Path, workdir: Path, top_n: int, n_factors: int, s
     _, compute = timed(lambda: recommend(spark, frame, model, top_n).write.format("noop").mode("overwrite").save())
     shape = f"{len(model.users)} users x {len(model.items)} items, {model.config['n_factors']} factors, 100k ratings"
     rows = [
-        {"data": "ml-100k", "what": "cfrec score() (read, score, write, check, publish)", "shape": shape, "seconds": nightly},
+        {
+            "data": "ml-100k",
+            "what": "cfrec score() (read, score, write, check, publish)",
+            "shape": shape,
+            "seconds": nightly,
+        },
         {"data": "ml-100k", "what": "cfrec recommend() -> noop", "shape": shape, "seconds": compute},
     ]
     if with_als:
@@ -112,7 +122,13 @@ def random_artifact(n_users: int, n_items: int, n_factors: int, seed: int) -> ar
         model=model.eval(),
         users=IdIndex([str(u) for u in range(n_users)]),
         items=IdIndex([str(i) for i in range(n_items)]),
-        config={"model_type": "dot", "n_users": n_users, "n_items": n_items, "n_factors": n_factors, "y_range": [0.0, 5.5]},
+        config={
+            "model_type": "dot",
+            "n_users": n_users,
+            "n_items": n_items,
+            "n_factors": n_factors,
+            "y_range": [0.0, 5.5],
+        },
         metrics={},
     )
 
@@ -120,14 +136,11 @@ def random_artifact(n_users: int, n_items: int, n_factors: int, seed: int) -> ar
 def synthetic_ratings(spark, n_users: int, n_items: int, n_ratings: int, seed: int):
     from pyspark.sql import functions as F
 
-    return (
-        spark.range(n_ratings)
-        .select(
-            (F.floor(F.rand(seed) * n_users)).cast("string").alias("user_id"),
-            (F.floor(F.pow(F.rand(seed + 1), 2) * n_items)).cast("string").alias("item_id"),
-            (F.floor(F.rand(seed + 2) * 5) + 1).cast("float").alias("rating"),
-            F.lit(0).cast("long").alias("timestamp"),
-        )
+    return spark.range(n_ratings).select(
+        (F.floor(F.rand(seed) * n_users)).cast("string").alias("user_id"),
+        (F.floor(F.pow(F.rand(seed + 1), 2) * n_items)).cast("string").alias("item_id"),
+        (F.floor(F.rand(seed + 2) * 5) + 1).cast("float").alias("rating"),
+        F.lit(0).cast("long").alias("timestamp"),
     )
 
 
@@ -136,14 +149,18 @@ def als_with_factors(spark, model: artifact.ModelArtifact, workdir: Path):
     from pyspark.ml.recommendation import ALS, ALSModel
 
     rank = model.config["n_factors"]
-    tiny = spark.createDataFrame([(u, i, float((u + i) % 5 + 1)) for u in range(30) for i in range(20)],
-                                 "user int, item int, rating float")
+    tiny = spark.createDataFrame(
+        [(u, i, float((u + i) % 5 + 1)) for u in range(30) for i in range(20)], "user int, item int, rating float"
+    )
     path = workdir / "als-model"
-    ALS(rank=rank, maxIter=1, userCol="user", itemCol="item", ratingCol="rating", seed=0).fit(tiny) \
-        .write().overwrite().save(str(path))
+    ALS(rank=rank, maxIter=1, userCol="user", itemCol="item", ratingCol="rating", seed=0).fit(
+        tiny
+    ).write().overwrite().save(str(path))
     f = model.factors()
     for table, vectors in (("userFactors", f["user_vectors"]), ("itemFactors", f["item_vectors"])):
-        frame = pd.DataFrame({"id": np.arange(len(vectors), dtype=np.int32), "features": list(vectors.astype(np.float32))})
+        frame = pd.DataFrame(
+            {"id": np.arange(len(vectors), dtype=np.int32), "features": list(vectors.astype(np.float32))}
+        )
         shutil.rmtree(path / table)
         spark.createDataFrame(frame, "id int, features array<float>").repartition(8).write.parquet(str(path / table))
     return ALSModel.load(str(path))
@@ -157,16 +174,27 @@ def bench_synthetic(spark, workdir: Path, top_n: int, shape: dict, with_als: boo
     ratings = synthetic_ratings(spark, shape["users"], shape["items"], shape["ratings"], seed)
     _, generate = timed(lambda: publish(wh.table("ratings"), lambda tmp: ratings.write.parquet(str(tmp))))
     print(f"  synthetic set written in {generate:.0f}s (model built in {build:.0f}s)", flush=True)
-    label = (f"{shape['users']} users x {shape['items']} items, {shape['factors']} factors, "
-             f"{shape['ratings'] / 1e6:.1f}M ratings")
+    label = (
+        f"{shape['users']} users x {shape['items']} items, {shape['factors']} factors, "
+        f"{shape['ratings'] / 1e6:.1f}M ratings"
+    )
     frame = spark.read.parquet(str(wh.table("ratings")))
     rows = []
     report, nightly = timed(lambda: score(spark, wh.root, "2026-01-01", top_n))
-    rows.append({"data": "synthetic 25M-shaped", "what": "cfrec score() (read, score, write, check, publish)",
-                 "shape": label, "seconds": nightly, "rows": report["rows"]})
+    rows.append(
+        {
+            "data": "synthetic 25M-shaped",
+            "what": "cfrec score() (read, score, write, check, publish)",
+            "shape": label,
+            "seconds": nightly,
+            "rows": report["rows"],
+        }
+    )
     print(f"  cfrec score(): {nightly:.1f}s", flush=True)
     _, compute = timed(lambda: recommend(spark, frame, model, top_n).write.format("noop").mode("overwrite").save())
-    rows.append({"data": "synthetic 25M-shaped", "what": "cfrec recommend() -> noop", "shape": label, "seconds": compute})
+    rows.append(
+        {"data": "synthetic 25M-shaped", "what": "cfrec recommend() -> noop", "shape": label, "seconds": compute}
+    )
     print(f"  cfrec recommend() -> noop: {compute:.1f}s", flush=True)
     if with_als:
         als = als_with_factors(spark, model, workdir)
@@ -182,9 +210,12 @@ def nn_artifact(n_users: int, n_items: int, seed: int) -> artifact.ModelArtifact
 
     torch.manual_seed(seed)
     return artifact.ModelArtifact(
-        version="bench-nn", model=EmbeddingNN(n_users, n_items).eval(),
-        users=IdIndex([str(u) for u in range(n_users)]), items=IdIndex([str(i) for i in range(n_items)]),
-        config={"model_type": "nn"}, metrics={},
+        version="bench-nn",
+        model=EmbeddingNN(n_users, n_items).eval(),
+        users=IdIndex([str(u) for u in range(n_users)]),
+        items=IdIndex([str(i) for i in range(n_items)]),
+        config={"model_type": "nn"},
+        metrics={},
     )
 
 
@@ -205,20 +236,35 @@ def bench_nn(spark, data: Path | None, shape: dict, sample_users: int, top_n: in
         model.users, model.items = IdIndex.from_values(ratings["user_id"]), IdIndex.from_values(ratings["item_id"])
         recommend(spark, frame, model, top_n).write.format("noop").mode("overwrite").save()  # warm-up
         _, seconds = timed(lambda: recommend(spark, frame, model, top_n).write.format("noop").mode("overwrite").save())
-        rows.append({"data": "ml-100k", "what": "cfrec recommend() -> noop, nn model (all pairs)",
-                     "shape": f"{len(model.users)} users x {len(model.items)} items", "seconds": seconds})
+        rows.append(
+            {
+                "data": "ml-100k",
+                "what": "cfrec recommend() -> noop, nn model (all pairs)",
+                "shape": f"{len(model.users)} users x {len(model.items)} items",
+                "seconds": seconds,
+            }
+        )
 
     model = nn_artifact(shape["users"], shape["items"], seed)
     n_items = shape["items"]
     ids = model.items.ids
-    ctx = ScoringContext(scorer=scorer_for(model), users=model.users, catalog_ids=ids,
-                         titles=np.full(n_items, None, dtype=object),
-                         popularity=Popularity.from_counts(ids, np.zeros(n_items, np.int64)), n=top_n)
+    ctx = ScoringContext(
+        scorer=scorer_for(model),
+        users=model.users,
+        catalog_ids=ids,
+        titles=np.full(n_items, None, dtype=object),
+        popularity=Popularity.from_counts(ids, np.zeros(n_items, np.int64)),
+        n=top_n,
+    )
     rng = np.random.default_rng(seed)
     per_user = shape["ratings"] // shape["users"]
-    rated = [np.unique((rng.random(rng.poisson(per_user)) ** 2 * n_items).astype(np.int32)) for _ in range(sample_users)]
+    rated = [
+        np.unique((rng.random(rng.poisson(per_user)) ** 2 * n_items).astype(np.int32)) for _ in range(sample_users)
+    ]
     users = [str(u) for u in rng.choice(shape["users"], sample_users, replace=False)]
-    batch = pa.RecordBatch.from_arrays([pa.array(users), pa.array(rated, pa.list_(pa.int32()))], names=["user_id", "rated"])
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(users), pa.array(rated, pa.list_(pa.int32()))], names=["user_id", "rated"]
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a Spark task
     try:
@@ -227,11 +273,19 @@ def bench_nn(spark, data: Path | None, shape: dict, sample_users: int, top_n: in
         torch.set_num_threads(threads)
     cores = spark.sparkContext.defaultParallelism
     estimate = seconds / sample_users * shape["users"] / cores
-    rows.append({"data": "synthetic 25M-shaped",
-                 "what": f"nn model (all pairs): {sample_users} users on 1 core, extrapolated to all users on {cores} cores",
-                 "shape": f"{shape['users']} users x {n_items} items", "seconds": estimate,
-                 "sample_seconds": seconds})
-    print(f"  nn: {sample_users} users in {seconds:.1f}s on one core -> ~{estimate / 60:.0f} min for all users", flush=True)
+    rows.append(
+        {
+            "data": "synthetic 25M-shaped",
+            "what": f"nn model (all pairs): {sample_users} users on 1 core, extrapolated to all users on {cores} cores",
+            "shape": f"{shape['users']} users x {n_items} items",
+            "seconds": estimate,
+            "sample_seconds": seconds,
+        }
+    )
+    print(
+        f"  nn: {sample_users} users in {seconds:.1f}s on one core -> ~{estimate / 60:.0f} min for all users",
+        flush=True,
+    )
     return rows
 
 
@@ -239,14 +293,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ml100k", type=Path, help="folder with MovieLens 100k's u.data and u.item")
     parser.add_argument("--synthetic", action="store_true", help="also time the MovieLens-25M-shaped synthetic set")
-    parser.add_argument("--als", action="store_true", help="also time Spark ALS recommendForAllUsers on the same vectors")
+    parser.add_argument(
+        "--als", action="store_true", help="also time Spark ALS recommendForAllUsers on the same vectors"
+    )
     parser.add_argument("--users", type=int, default=ML25M_SHAPE["users"], help="synthetic users (default: ML-25M's)")
     parser.add_argument("--items", type=int, default=ML25M_SHAPE["items"], help="synthetic items (default: ML-25M's)")
-    parser.add_argument("--ratings", type=int, default=ML25M_SHAPE["ratings"], help="synthetic ratings (default: ML-25M's)")
+    parser.add_argument(
+        "--ratings", type=int, default=ML25M_SHAPE["ratings"], help="synthetic ratings (default: ML-25M's)"
+    )
     parser.add_argument("--factors", type=int, default=ML25M_SHAPE["factors"], help="factors (default 64)")
     parser.add_argument("--nn", action="store_true", help="also time the nn model (all pairs, vectorised chunks)")
-    parser.add_argument("--nn-sample-users", type=int, default=500,
-                        help="users of the 25M shape the nn timing scores before extrapolating (default 500)")
+    parser.add_argument(
+        "--nn-sample-users",
+        type=int,
+        default=500,
+        help="users of the 25M shape the nn timing scores before extrapolating (default 500)",
+    )
     parser.add_argument("--top-n", type=int, default=10, help="recommendations per user (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic set (default 0)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")

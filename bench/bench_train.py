@@ -34,10 +34,10 @@ def spark_als(train_path: Path, test_path: Path, rank: int, seed: int) -> dict:
     from pyspark.ml.recommendation import ALS
 
     from cfmodel.evaluation.metrics import holdout_metrics
-    from cfmodel.training.ids import IdIndex
-    from cfmodel.training.interactions import Interactions
     from cfmodel.ingest.layouts import get_layout
     from cfmodel.spark import get_spark
+    from cfmodel.training.ids import IdIndex
+    from cfmodel.training.interactions import Interactions
 
     layout = get_layout("movielens-100k")
     train, test = read_ratings_file(train_path, layout), read_ratings_file(test_path, layout)
@@ -76,7 +76,12 @@ def spark_als(train_path: Path, test_path: Path, rank: int, seed: int) -> dict:
 
     measured = holdout_metrics(AlsScores(), interactions(train), interactions(test), len(items))
     spark.stop()
-    return {"model": f"Spark ALS rank {rank}", **measured["model"], "train_seconds": seconds, "device": "spark local[*]"}
+    return {
+        "model": f"Spark ALS rank {rank}",
+        **measured["model"],
+        "train_seconds": seconds,
+        "device": "spark local[*]",
+    }
 
 
 def synthetic_25m_epoch(device: str, batch_sizes: list[int], n: int = 25_000_095, seed: int = 0) -> list[dict]:
@@ -100,10 +105,19 @@ def synthetic_25m_epoch(device: str, batch_sizes: list[int], n: int = 25_000_095
         if dev.type == "cuda":
             torch.cuda.synchronize()
         result = fit(model, data, None, config, dev, progress=False)
-        rows.append({"model": "dot", "ratings": n, "users": n_users, "items": n_items, "bs": bs,
-                     "epoch_seconds": round(result.seconds, 2), "device": str(dev),
-                     "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-                     "ratings_per_second": round(n / result.seconds)})
+        rows.append(
+            {
+                "model": "dot",
+                "ratings": n,
+                "users": n_users,
+                "items": n_items,
+                "bs": bs,
+                "epoch_seconds": round(result.seconds, 2),
+                "device": str(dev),
+                "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+                "ratings_per_second": round(n / result.seconds),
+            }
+        )
     return rows
 
 
@@ -124,13 +138,15 @@ def print_table(rows: list[dict], als: dict | None, popularity: dict) -> None:
             met = value is not None and (value <= target[1] if target[0] == "rmse" else value >= target[1])
             verdict = f"{target[0]} {'<=' if target[0] == 'rmse' else '>='} {target[1]}: {'met' if met else 'NOT met'}"
         seconds = row.get("train_seconds")
-        print(f"{row['model']:<22}"
-              f"{(f'{rmse:.4f}' if rmse is not None else '-'):>8}"
-              f"{ratio(rmse, als and als.get('rmse')) if rmse is not None else '-':>8}"
-              f"{row['ndcg@10']:>9.4f}{ratio(row['ndcg@10'], popularity['ndcg@10']):>8}"
-              f"{row['precision@10']:>7.3f}{row['map@10']:>8.4f}{row['coverage@10']:>8.3f}"
-              f"{(f'{seconds:.2f}' if seconds is not None else '-'):>9}"
-              f"{ratio(seconds, als and als.get('train_seconds')) if seconds is not None else '-':>8}  {verdict}")
+        print(
+            f"{row['model']:<22}"
+            f"{(f'{rmse:.4f}' if rmse is not None else '-'):>8}"
+            f"{ratio(rmse, als and als.get('rmse')) if rmse is not None else '-':>8}"
+            f"{row['ndcg@10']:>9.4f}{ratio(row['ndcg@10'], popularity['ndcg@10']):>8}"
+            f"{row['precision@10']:>7.3f}{row['map@10']:>8.4f}{row['coverage@10']:>8.3f}"
+            f"{(f'{seconds:.2f}' if seconds is not None else '-'):>9}"
+            f"{ratio(seconds, als and als.get('train_seconds')) if seconds is not None else '-':>8}  {verdict}"
+        )
 
 
 def main(argv=None) -> int:
@@ -143,10 +159,16 @@ def main(argv=None) -> int:
     parser.add_argument("--als-rank", type=int, default=50, help="ALS rank (default 50)")
     parser.add_argument("--device", default="auto", help="device for cfrec models (default auto)")
     parser.add_argument("--seed", type=int, default=42, help="seed for every model (default 42)")
-    parser.add_argument("--synthetic-25m", action="store_true", help="time one dot epoch on MovieLens-25M-shaped data instead")
+    parser.add_argument(
+        "--synthetic-25m", action="store_true", help="time one dot epoch on MovieLens-25M-shaped data instead"
+    )
     parser.add_argument("--bs", default="256,8192", help="batch sizes for --synthetic-25m (default 256,8192)")
-    parser.add_argument("--ratings", type=int, default=25_000_095,
-                        help="ratings for --synthetic-25m (default 25000095; fewer for a quick check of the code path)")
+    parser.add_argument(
+        "--ratings",
+        type=int,
+        default=25_000_095,
+        help="ratings for --synthetic-25m (default 25000095; fewer for a quick check of the code path)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
 
@@ -164,12 +186,17 @@ def main(argv=None) -> int:
         config = TrainConfig.for_model(model, valid_pct=0.0, seed=args.seed)
         result = evaluate_files("movielens-100k", train_path, test_path, config, args.device, progress=False)
         rows.append(result)
-        print(f"# {model}: {json.dumps({k: v for k, v in result.items() if k not in ('config', 'popularity')})}", flush=True)
+        print(
+            f"# {model}: {json.dumps({k: v for k, v in result.items() if k not in ('config', 'popularity')})}",
+            flush=True,
+        )
     als = None if args.no_als else spark_als(train_path, test_path, args.als_rank, args.seed)
     if als:
         print(f"# ALS: {json.dumps(als)}", flush=True)
-    print(f"\nMovieLens 100k {args.split}.base -> {args.split}.test, load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} CPUs, device {rows[0]['device'] if rows else '-'}\n")
+    print(
+        f"\nMovieLens 100k {args.split}.base -> {args.split}.test, load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} CPUs, device {rows[0]['device'] if rows else '-'}\n"
+    )
     print_table(rows, als, rows[0]["popularity"] if rows else {})
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "als": als}, indent=2, default=str))

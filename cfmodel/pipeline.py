@@ -50,17 +50,25 @@ def promoted_before(models_dir: Path, run_date: str, model_type: str | None = No
         date = version_date(version)
         if date is None or date >= run_date or (model_type and not version.startswith(f"{model_type}-")):
             continue
-        if runs.read_run(models_dir, version)["promotion"].get("promoted") and (best is None or date >= version_date(best)):
+        if runs.read_run(models_dir, version)["promotion"].get("promoted") and (
+            best is None or date >= version_date(best)
+        ):
             best = version
     return best
 
 
-def train_candidate(warehouse: str, run_date: str, options: dict, warm_start: bool = True, device: str = "auto",
-                    version_suffix: str = "") -> dict:
+def train_candidate(
+    warehouse: str,
+    run_date: str,
+    options: dict,
+    warm_start: bool = True,
+    device: str = "auto",
+    version_suffix: str = "",
+) -> dict:
     import torch
 
-    from cfmodel.training.trainer import train
     from cfmodel.training.loop import TrainConfig
+    from cfmodel.training.trainer import train
     from cfmodel.warehouse.store import Warehouse
 
     if device == "auto" and not torch.cuda.is_available():
@@ -69,14 +77,17 @@ def train_candidate(warehouse: str, run_date: str, options: dict, warm_start: bo
     models = Warehouse.open(warehouse).models
     previous = promoted_before(models, run_date, config.model) if warm_start else None
     trained = train(warehouse, run_date, config, device=device, warm_start_from=previous, version_suffix=version_suffix)
-    return {"version": trained.version, "device": trained.config["device"], "warm_start_from": previous,
-            "metrics": {k: v for k, v in trained.metrics.get("valid", {}).get("model", {}).items()}}
+    return {
+        "version": trained.version,
+        "device": trained.config["device"],
+        "warm_start_from": previous,
+        "metrics": {k: v for k, v in trained.metrics.get("valid", {}).get("model", {}).items()},
+    }
 
 
 def gate(warehouse: str, run_date: str, version: str, tolerance: float) -> dict:
     """Promote `version` if it is not worse than the model promoted before `run_date`; returns the
     decision, whose `score_with` is the version this date's recommendations use."""
-    from cfmodel.registry import artifact
     from cfmodel.registry import registry as runs
     from cfmodel.registry.gate import promote
     from cfmodel.warehouse.store import Warehouse

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from cfrec_airflow import local as airflow_local
-from cfmodel.errors import CfrecError
 from cfmodel.datasets.synth import SynthSpec, generate
+from cfmodel.errors import CfrecError
+from cfrec_airflow import local as airflow_local
 
 SHOW_USERS = 3
 SHOW_ITEMS = 5
@@ -31,8 +31,11 @@ def describe_output(warehouse: Path, run_date: str) -> str:
     for user in users:
         liked = ratings[ratings["user_id"] == user].nlargest(3, ["rating", "timestamp"]).merge(items, on="item_id")
         # Recommendations carry their own title (null when the item is unknown); only genres are looked up.
-        top = recs[recs["user_id"] == user].nsmallest(SHOW_ITEMS, "rank").merge(
-            items[["item_id", "genres"]], on="item_id", how="left")
+        top = (
+            recs[recs["user_id"] == user]
+            .nsmallest(SHOW_ITEMS, "rank")
+            .merge(items[["item_id", "genres"]], on="item_id", how="left")
+        )
         lines.append(f"\nUser {user} rated highly:")
         lines += [f"    {r.rating:.0f}*  {r.title}  [{r.genres}]" for r in liked.itertuples()]
         lines.append("  and is recommended:")
@@ -49,15 +52,21 @@ def run_demo(workdir: str | Path, users: int, items: int, ratings: int, top_n: i
 
     airflow_local.configure(airflow_home)
     airflow_local.init_db()
-    logical_date = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    logical_date = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     run_date = logical_date.date().isoformat()
     print(f"Running DAG cfrec_nightly for {run_date} in-process (SQLite metadata in {airflow_home}, local Spark)")
     conf = {"source": "movielens-100k", "input_path": str(input_dir), "warehouse": str(warehouse), "top_n": top_n}
     dag_run = airflow_local.run_dag("cfrec_nightly", logical_date, conf)
     states = airflow_local.task_states(dag_run)
     if dag_run.state != "success":
-        raise CfrecError(f"DAG run ended {dag_run.state} (tasks: {states}); task logs are under {airflow_home / 'logs'}")
+        raise CfrecError(
+            f"DAG run ended {dag_run.state} (tasks: {states}); task logs are under {airflow_home / 'logs'}"
+        )
     print(f"DAG run succeeded: {states}\n")
     print(describe_output(warehouse, run_date))
-    return {"dag_run": str(dag_run.state), "tasks": states, "warehouse": str(warehouse),
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "dag_run": str(dag_run.state),
+        "tasks": states,
+        "warehouse": str(warehouse),
+        "seconds": round(time.perf_counter() - started, 1),
+    }

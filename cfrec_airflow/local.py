@@ -50,7 +50,9 @@ def init_db() -> None:
 
     db.initdb()
     pool = os.environ.get("CFREC_TRAIN_POOL", "gpu")
-    Pool.create_or_update_pool(pool, slots=TRAIN_POOL_SLOTS, description="model training (one GPU)", include_deferred=False)
+    Pool.create_or_update_pool(
+        pool, slots=TRAIN_POOL_SLOTS, description="model training (one GPU)", include_deferred=False
+    )
 
 
 def load_dag(dag_id: str, dags_folder: Path = DAGS_FOLDER):

@@ -15,8 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cfrec_airflow import local as airflow_local
 from cfmodel.errors import CfrecError
+from cfrec_airflow import local as airflow_local
 
 DEFAULT_PORT = 8280
 
@@ -65,8 +65,11 @@ def start(home: str | Path, port: int = DEFAULT_PORT, data_dir: str | Path = "de
     log = home / "standalone.log"
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "airflow"), "standalone"],
-        env=server_environment(home, port, data_dir), stdout=log.open("w"), stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,
+        env=server_environment(home, port, data_dir),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     (home / "standalone.pid").write_text(f"{process.pid} {port}\n")
     deadline = time.monotonic() + timeout
@@ -76,13 +79,24 @@ def start(home: str | Path, port: int = DEFAULT_PORT, data_dir: str | Path = "de
             raise CfrecError(f"Airflow did not become healthy on port {port}; see {log}")
         time.sleep(1)
     pool = os.environ.get("CFREC_TRAIN_POOL", "gpu")
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "pools", "set", pool, "1", "model training (one GPU)"],
-                   env=server_environment(home, port, data_dir), check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "pools", "set", pool, "1", "model training (one GPU)"],
+        env=server_environment(home, port, data_dir),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     passwords = home / "simple_auth_manager_passwords.json.generated"
     credentials = json.loads(passwords.read_text()) if passwords.is_file() else {}
     user, password = next(iter(credentials.items()), ("admin", "(see the log)"))
-    return {"url": f"http://127.0.0.1:{port}", "user": user, "password": password, "pid": process.pid,
-            "home": str(home), "log": str(log)}
+    return {
+        "url": f"http://127.0.0.1:{port}",
+        "user": user,
+        "password": password,
+        "pid": process.pid,
+        "home": str(home),
+        "log": str(log),
+    }
 
 
 def stop(home: str | Path, timeout: float = 60) -> dict:

@@ -38,8 +38,19 @@ def default_args() -> dict:
 
 def model_params(**defaults) -> dict:
     """Params of the training and scoring steps; None means the model type's own default."""
-    values = {"model": "dot", "n_factors": None, "epochs": None, "lr": None, "wd": None, "bs": None,
-              "warm_start": True, "device": "auto", "top_n": 10, "gate_tolerance": 0.01, **defaults}
+    values = {
+        "model": "dot",
+        "n_factors": None,
+        "epochs": None,
+        "lr": None,
+        "wd": None,
+        "bs": None,
+        "warm_start": True,
+        "device": "auto",
+        "top_n": 10,
+        "gate_tolerance": 0.01,
+        **defaults,
+    }
     return {
         "warehouse": Param(WAREHOUSE, type="string", description="root folder of the Parquet tables and models"),
         "model": Param(values["model"], enum=["dot", "nn", "rank"], description="model type"),
@@ -48,11 +59,18 @@ def model_params(**defaults) -> dict:
         "lr": Param(values["lr"], type=["null", "number"], exclusiveMinimum=0),
         "wd": Param(values["wd"], type=["null", "number"], minimum=0),
         "bs": Param(values["bs"], type=["null", "integer"], minimum=1),
-        "warm_start": Param(values["warm_start"], type="boolean",
-                            description="start from the vectors of the model promoted before this date"),
+        "warm_start": Param(
+            values["warm_start"],
+            type="boolean",
+            description="start from the vectors of the model promoted before this date",
+        ),
         "device": Param(values["device"], type="string", description="auto, cpu, cuda or cuda:N"),
-        "gate_tolerance": Param(values["gate_tolerance"], type="number", minimum=0,
-                                description="a candidate may be this much worse (relative) than the model it replaces"),
+        "gate_tolerance": Param(
+            values["gate_tolerance"],
+            type="number",
+            minimum=0,
+            description="a candidate may be this much worse (relative) than the model it replaces",
+        ),
         "top_n": Param(values["top_n"], type="integer", minimum=1, description="recommendations per user"),
         "shuffle_partitions": Param(8, type="integer", minimum=1),
     }
@@ -85,8 +103,14 @@ def model_steps(version_suffix: str = ""):
         from cfmodel.pipeline import train_candidate
 
         options = {k: params[k] for k in ("model", "n_factors", "epochs", "lr", "wd", "bs")}
-        return train_candidate(params["warehouse"], ds, options, warm_start=params["warm_start"],
-                               device=params["device"], version_suffix=version_suffix)
+        return train_candidate(
+            params["warehouse"],
+            ds,
+            options,
+            warm_start=params["warm_start"],
+            device=params["device"],
+            version_suffix=version_suffix,
+        )
 
     @task(task_id="evaluate")
     def evaluate(candidate: dict, params=None, ds=None) -> dict:
@@ -100,14 +124,32 @@ def model_steps(version_suffix: str = ""):
 
         return gate_model(params["warehouse"], ds, candidate["version"], params["gate_tolerance"])
 
-    score = spark_job("score", "score", [
-        "--warehouse", "{{ params.warehouse }}", "--run-date", "{{ ds }}", "--top-n", "{{ params.top_n }}",
-        "--model-version", "{{ ti.xcom_pull(task_ids='gate')['score_with'] }}",
-    ])
-    publish_tables = spark_job("publish_tables", "publish", [
-        "--warehouse", "{{ params.warehouse }}", "--run-date", "{{ ds }}",
-        "--model-version", "{{ ti.xcom_pull(task_ids='gate')['score_with'] }}",
-    ])
+    score = spark_job(
+        "score",
+        "score",
+        [
+            "--warehouse",
+            "{{ params.warehouse }}",
+            "--run-date",
+            "{{ ds }}",
+            "--top-n",
+            "{{ params.top_n }}",
+            "--model-version",
+            "{{ ti.xcom_pull(task_ids='gate')['score_with'] }}",
+        ],
+    )
+    publish_tables = spark_job(
+        "publish_tables",
+        "publish",
+        [
+            "--warehouse",
+            "{{ params.warehouse }}",
+            "--run-date",
+            "{{ ds }}",
+            "--model-version",
+            "{{ ti.xcom_pull(task_ids='gate')['score_with'] }}",
+        ],
+    )
 
     @task(task_id="publish", outlets=[RECOMMENDATIONS])
     def publish(decision: dict, params=None, ds=None, outlet_events=None) -> dict:

@@ -34,12 +34,21 @@ def _input_ready(source: str, input_path: str, ds: str) -> bool:
     tags=["cfrec"],
     params={
         "source": Param("movielens-100k", type="string", description="layout of the input files"),
-        "input_path": Param(os.environ.get("CFREC_INPUT_PATH", "/data/cfrec/input"), type="string",
-                            description="folder of the night's files; {ds} is replaced by the run date"),
-        "max_reject_fraction": Param(0.01, type="number", minimum=0, maximum=1,
-                                     description="quality gate: most rows that may be rejected"),
-        "max_drop_fraction": Param(0.5, type="number", minimum=0, maximum=1,
-                                   description="quality gate: largest drop in clean rows against the previous run"),
+        "input_path": Param(
+            os.environ.get("CFREC_INPUT_PATH", "/data/cfrec/input"),
+            type="string",
+            description="folder of the night's files; {ds} is replaced by the run date",
+        ),
+        "max_reject_fraction": Param(
+            0.01, type="number", minimum=0, maximum=1, description="quality gate: most rows that may be rejected"
+        ),
+        "max_drop_fraction": Param(
+            0.5,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="quality gate: largest drop in clean rows against the previous run",
+        ),
         "input_timeout_hours": Param(12, type="number", minimum=0),
         **model_params(),
     },
@@ -54,12 +63,20 @@ def cfrec_nightly():
         timeout=timedelta(hours=12),
         retries=0,
     )
-    ingest = spark_job("ingest", "ingest", [
-        "--source", "{{ params.source }}",
-        "--input", "{{ params.input_path | replace('{ds}', ds) }}",
-        "--warehouse", "{{ params.warehouse }}",
-        "--run-date", "{{ ds }}",
-    ])
+    ingest = spark_job(
+        "ingest",
+        "ingest",
+        [
+            "--source",
+            "{{ params.source }}",
+            "--input",
+            "{{ params.input_path | replace('{ds}', ds) }}",
+            "--warehouse",
+            "{{ params.warehouse }}",
+            "--run-date",
+            "{{ ds }}",
+        ],
+    )
 
     @task(task_id="quality_gate")
     def quality_gate(params=None, ds=None) -> dict:

@@ -26,11 +26,13 @@ def spark_home() -> Path:
 
 
 def start(cls: str, args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_NO_DAEMONIZE": "1"}
+    env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1"}
     return subprocess.Popen(
         [str(spark_home() / "bin" / "spark-class"), cls, *args],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
 
 
@@ -57,14 +59,31 @@ def standalone_cluster(workdir: Path, cores: int = 2, memory: str = "3g", timeou
     """Yields the master URL once a worker has registered; stops both processes by PID."""
     workdir.mkdir(parents=True, exist_ok=True)
     port, ui_port, worker_ui = free_port(), free_port(), free_port()
-    master = start("org.apache.spark.deploy.master.Master",
-                   ["--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui_port)], workdir / "master.log")
+    master = start(
+        "org.apache.spark.deploy.master.Master",
+        ["--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui_port)],
+        workdir / "master.log",
+    )
     worker = None
     try:
         url = f"spark://127.0.0.1:{port}"
-        worker = start("org.apache.spark.deploy.worker.Worker",
-                       [url, "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory,
-                        "--webui-port", str(worker_ui), "--work-dir", str(workdir / "work")], workdir / "worker.log")
+        worker = start(
+            "org.apache.spark.deploy.worker.Worker",
+            [
+                url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                str(cores),
+                "--memory",
+                memory,
+                "--webui-port",
+                str(worker_ui),
+                "--work-dir",
+                str(workdir / "work"),
+            ],
+            workdir / "worker.log",
+        )
         deadline = time.monotonic() + timeout
         while alive_workers(ui_port) < 1:
             if time.monotonic() > deadline or master.poll() is not None or worker.poll() is not None:

@@ -11,9 +11,11 @@ pytestmark = pytest.mark.slow
 
 
 def api(url, path, token=None, body=None):
-    request = urllib.request.Request(url + path, data=json.dumps(body).encode() if body else None,
-                                     headers={"Content-Type": "application/json",
-                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+    request = urllib.request.Request(
+        url + path,
+        data=json.dumps(body).encode() if body else None,
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
     with urllib.request.urlopen(request, timeout=10) as reply:
         return json.load(reply)
 
@@ -26,7 +28,9 @@ def test_local_server_serves_the_dags_and_stops_every_process(tmp_path):
     try:
         assert info["url"] == f"http://127.0.0.1:{port}"
         assert api(info["url"], "/api/v2/monitor/health")["metadatabase"]["status"] == "healthy"
-        token = api(info["url"], "/auth/token", body={"username": info["user"], "password": info["password"]})["access_token"]
+        token = api(info["url"], "/auth/token", body={"username": info["user"], "password": info["password"]})[
+            "access_token"
+        ]
         deadline, dag_ids = time.monotonic() + 90, []
         while "cfrec_nightly" not in dag_ids and time.monotonic() < deadline:
             dag_ids = [d["dag_id"] for d in api(info["url"], "/api/v2/dags", token)["dags"]]

@@ -29,8 +29,14 @@ def webhook():
 
 
 def context(error):
-    ti = SimpleNamespace(dag_id="cfrec_nightly", task_id="score", run_id="scheduled__2026-11-20", try_number=3,
-                         max_tries=2, log_url="http://airflow/log")
+    ti = SimpleNamespace(
+        dag_id="cfrec_nightly",
+        task_id="score",
+        run_id="scheduled__2026-11-20",
+        try_number=3,
+        max_tries=2,
+        log_url="http://airflow/log",
+    )
     return {"task_instance": ti, "exception": error}
 
 

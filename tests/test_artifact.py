@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from cfmodel.registry import artifact
 from cfmodel.errors import CfrecError
+from cfmodel.registry import artifact
 from cfmodel.training.ids import IdIndex
-from cfmodel.training.models import MODEL_TYPES, EmbeddingDotBias
 from cfmodel.training.loop import TrainConfig, model_for
+from cfmodel.training.models import MODEL_TYPES, EmbeddingDotBias
 
 
 def make_artifact(model_type="dot", version=None):
@@ -17,9 +17,15 @@ def make_artifact(model_type="dot", version=None):
         for p in model.parameters():
             p.normal_()
     config = {"model_type": model_type, "hparams": model.hparams()}
-    return artifact.ModelArtifact(version or f"{model_type}-2026-01-01", model.eval(), IdIndex(["u1", "u2", "u3"]),
-                                  IdIndex(["a", "b", "c", "d"]), config, {"valid_rmse": 0.9},
-                                  {"loss_curve.png": b"\x89PNG fake"})
+    return artifact.ModelArtifact(
+        version or f"{model_type}-2026-01-01",
+        model.eval(),
+        IdIndex(["u1", "u2", "u3"]),
+        IdIndex(["a", "b", "c", "d"]),
+        config,
+        {"valid_rmse": 0.9},
+        {"loss_curve.png": b"\x89PNG fake"},
+    )
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
@@ -58,8 +64,14 @@ def test_nn_factors_are_embeddings_with_zero_biases():
 
 def test_artifact_written_before_model_types_still_loads(tmp_path):
     model = EmbeddingDotBias(3, 4, n_factors=2)
-    old = artifact.ModelArtifact("dot-2025-01-01", model, IdIndex(["u1", "u2", "u3"]), IdIndex(list("abcd")),
-                                 {"model_type": "dot", "n_users": 3, "n_items": 4, "n_factors": 2, "y_range": [0.0, 5.5]}, {})
+    old = artifact.ModelArtifact(
+        "dot-2025-01-01",
+        model,
+        IdIndex(["u1", "u2", "u3"]),
+        IdIndex(list("abcd")),
+        {"model_type": "dot", "n_users": 3, "n_items": 4, "n_factors": 2, "y_range": [0.0, 5.5]},
+        {},
+    )
     artifact.save(old, tmp_path)
     loaded = artifact.load(tmp_path, "dot-2025-01-01")
     assert isinstance(loaded.model, EmbeddingDotBias) and loaded.model.y_range == (0.0, 5.5)

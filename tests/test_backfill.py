@@ -5,9 +5,8 @@ while its score job crashes once after writing its output but before publishing 
 succeed, the crash must leave nothing partial, and the re-run must reproduce the same partition.
 """
 
-import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -38,7 +37,7 @@ def nightly_inputs(ml100k, tmp_path_factory):
 def run(date, inputs, warehouse):
     # Later nights are increments, far smaller than the first load: allow the drop.
     conf = {"input_path": f"{inputs}/{{ds}}", "warehouse": str(warehouse), "top_n": 10, "max_drop_fraction": 0.9}
-    logical = datetime.fromisoformat(date).replace(tzinfo=timezone.utc)
+    logical = datetime.fromisoformat(date).replace(tzinfo=UTC)
     dag_run = airflow_local.run_dag("cfrec_nightly", logical, conf)
     states = airflow_local.task_states(dag_run)
     assert dag_run.state == "success", states
@@ -46,8 +45,11 @@ def run(date, inputs, warehouse):
 
 
 def recommendations(warehouse, date):
-    return (pd.read_parquet(warehouse / "recommendations" / f"run_date={date}")
-            .sort_values(["user_id", "rank"]).reset_index(drop=True))
+    return (
+        pd.read_parquet(warehouse / "recommendations" / f"run_date={date}")
+        .sort_values(["user_id", "rank"])
+        .reset_index(drop=True)
+    )
 
 
 def test_backfill_then_rerun_with_a_crash_reproduces_the_partition(airflow_db, nightly_inputs, tmp_path, monkeypatch):

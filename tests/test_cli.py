@@ -15,17 +15,22 @@ def run_cli(capsys, *argv):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["ingest", "--source", "movielens-100k", "--input", "{tmp}/nowhere", "--warehouse", "{tmp}/wh"],
-         "input folder {tmp}/nowhere does not exist"),
-        (["ingest", "--source", "netflix-prize", "--input", "{tmp}", "--warehouse", "{tmp}/wh"],
-         "unknown source 'netflix-prize' (known: csv, goodbooks, movielens-100k, movielens-10m, movielens-1m, movielens-latest, movietweetings)"),
-        (["ingest", "--source", "movielens-100k", "--input", "{tmp}", "--warehouse", "{tmp}/wh"],
-         "has no u.data"),
+        (
+            ["ingest", "--source", "movielens-100k", "--input", "{tmp}/nowhere", "--warehouse", "{tmp}/wh"],
+            "input folder {tmp}/nowhere does not exist",
+        ),
+        (
+            ["ingest", "--source", "netflix-prize", "--input", "{tmp}", "--warehouse", "{tmp}/wh"],
+            "unknown source 'netflix-prize' (known: csv, goodbooks, movielens-100k, movielens-10m, movielens-1m, movielens-latest, movietweetings)",
+        ),
+        (["ingest", "--source", "movielens-100k", "--input", "{tmp}", "--warehouse", "{tmp}/wh"], "has no u.data"),
         (["train", "--warehouse", "{tmp}/blocker/wh"], "is not writable"),
         (["train", "--warehouse", "{tmp}/wh"], "table 'ratings' not found"),
         (["score", "--warehouse", "{tmp}/wh", "--top-n", "0"], "--top-n must be at least 1"),
-        (["run", "--source", "movielens-100k", "--input", "{tmp}/nowhere", "--warehouse", "{tmp}/wh"],
-         "does not exist"),
+        (
+            ["run", "--source", "movielens-100k", "--input", "{tmp}/nowhere", "--warehouse", "{tmp}/wh"],
+            "does not exist",
+        ),
         (["train", "--warehouse", "{tmp}/wh", "--device", "quantum"], "unknown device 'quantum'"),
     ],
 )
@@ -40,11 +45,16 @@ def test_bad_input_gives_one_clear_line(capsys, tmp_path, argv, message):
 def test_console_script_prints_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "cfmodel.cli", "score", "--warehouse", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip() == f"cfrec score: error: table 'ratings' not found in warehouse {tmp_path}; run 'cfrec ingest' first"
+    assert (
+        result.stderr.strip()
+        == f"cfrec score: error: table 'ratings' not found in warehouse {tmp_path}; run 'cfrec ingest' first"
+    )
 
 
 def test_bad_run_date_is_rejected_by_the_parser(capsys, tmp_path):
@@ -65,7 +75,9 @@ def test_help_explains_every_option(command):
 
 
 def test_synth_writes_the_movielens_100k_layout(capsys, tmp_path):
-    code, out, _ = run_cli(capsys, "synth", "--dest", str(tmp_path), "--users", "50", "--items", "40", "--ratings", "600")
+    code, out, _ = run_cli(
+        capsys, "synth", "--dest", str(tmp_path), "--users", "50", "--items", "40", "--ratings", "600"
+    )
     assert code == 0 and '"ratings": 600' in out
     data = (tmp_path / "u.data").read_text().splitlines()
     assert len(data) == 600

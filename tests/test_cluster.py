@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -41,7 +41,9 @@ def test_executors_get_cfmodel_from_the_driver(cluster, tmp_path):
     script.write_text(PROBE)
     result = subprocess.run(
         ["spark-submit", "--master", cluster["url"], "--executor-memory", "1g", str(script)],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
         env={**os.environ, "PYSPARK_PYTHON": sys.executable},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -52,7 +54,7 @@ def test_executors_get_cfmodel_from_the_driver(cluster, tmp_path):
 def test_nightly_dag_on_standalone_cluster(cluster, airflow_db, ml100k, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": cluster["url"]}))
     warehouse = tmp_path / "wh"
-    logical_date = datetime(2026, 10, 5, tzinfo=timezone.utc)
+    logical_date = datetime(2026, 10, 5, tzinfo=UTC)
     conf = {"source": "movielens-100k", "input_path": str(ml100k), "warehouse": str(warehouse)}
     dag_run = airflow_local.run_dag("cfrec_nightly", logical_date, conf)
     states = airflow_local.task_states(dag_run)

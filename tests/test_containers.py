@@ -80,8 +80,19 @@ def test_compose_is_valid_for_the_compose_specification(compose):
 
 def test_compose_has_the_whole_platform(compose):
     services = compose["services"]
-    assert {"postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-            "airflow-triggerer", "airflow-worker", "airflow-worker-gpu", "spark-master", "spark-worker"} <= set(services)
+    assert {
+        "postgres",
+        "redis",
+        "airflow-init",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker",
+        "airflow-worker-gpu",
+        "spark-master",
+        "spark-worker",
+    } <= set(services)
     for name, service in services.items():
         if name != "airflow-init":
             assert "healthcheck" in service, f"{name} has no health check"
@@ -117,12 +128,20 @@ def test_images_agree_with_pyproject():
     for dockerfile in DOCKERFILES:
         text = dockerfile.read_text()
         base = re.search(r"^FROM (\S+)", text, re.M).group(1)
-        assert "python3.11" in base or base.startswith("python:3.11"), f"{dockerfile.name}: base {base} is not Python 3.11"
+        assert "python3.11" in base or base.startswith("python:3.11"), (
+            f"{dockerfile.name}: base {base} is not Python 3.11"
+        )
         airflow = re.match(r"apache/airflow:([\d.]+)-", base)
         if airflow:
-            assert airflow.group(1) in SpecifierSet(pins["apache-airflow"]), f"{dockerfile.name}: Airflow {airflow.group(1)}"
+            assert airflow.group(1) in SpecifierSet(pins["apache-airflow"]), (
+                f"{dockerfile.name}: Airflow {airflow.group(1)}"
+            )
         torch = re.search(r'"torch==([\d.]+)"', text)
-        assert torch and torch.group(1) in SpecifierSet(pins["torch"]), f"{dockerfile.name} must pin a torch pyproject allows"
-        assert re.search(r"pip install --no-cache-dir (/opt/cfrec|\.)\s*$", text, re.M), f"{dockerfile.name} must install the project"
+        assert torch and torch.group(1) in SpecifierSet(pins["torch"]), (
+            f"{dockerfile.name} must pin a torch pyproject allows"
+        )
+        assert re.search(r"pip install --no-cache-dir (/opt/cfrec|\.)\s*$", text, re.M), (
+            f"{dockerfile.name} must install the project"
+        )
     makefile_torch = re.search(r"TORCH_SPEC \?= torch==([\d.]+)", (ROOT / "Makefile").read_text()).group(1)
     assert {re.search(r'"torch==([\d.]+)"', p.read_text()).group(1) for p in DOCKERFILES} == {makefile_torch}

@@ -6,7 +6,17 @@ import pytest
 
 from cfrec_airflow.local import DAGS_FOLDER
 
-NIGHTLY_ORDER = ["wait_for_input", "ingest", "quality_gate", "train", "evaluate", "gate", "score", "publish_tables", "publish"]
+NIGHTLY_ORDER = [
+    "wait_for_input",
+    "ingest",
+    "quality_gate",
+    "train",
+    "evaluate",
+    "gate",
+    "score",
+    "publish_tables",
+    "publish",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +38,22 @@ def test_nightly_dag_shape(dagbag):
         assert downstream in dag.get_task(upstream).get_flat_relative_ids(upstream=False), (upstream, downstream)
     assert dag.catchup is False and dag.max_active_runs == 1
     assert dag.schedule == "@daily"
-    for key in ("source", "input_path", "warehouse", "top_n", "model", "n_factors", "epochs", "lr", "wd", "device",
-                "warm_start", "gate_tolerance", "max_reject_fraction", "max_drop_fraction"):
+    for key in (
+        "source",
+        "input_path",
+        "warehouse",
+        "top_n",
+        "model",
+        "n_factors",
+        "epochs",
+        "lr",
+        "wd",
+        "device",
+        "warm_start",
+        "gate_tolerance",
+        "max_reject_fraction",
+        "max_drop_fraction",
+    ):
         assert key in dag.params
 
 
@@ -54,7 +78,9 @@ def test_every_task_retries_with_backoff_times_out_and_alerts(dagbag):
             assert task.retries >= 1, task.task_id
             assert task.retry_exponential_backoff, task.task_id
             assert task.execution_timeout and task.execution_timeout <= timedelta(hours=6), task.task_id
-            callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+            callbacks = (
+                task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+            )
             assert on_failure in callbacks, task.task_id
 
 

@@ -15,17 +15,33 @@ pytestmark = pytest.mark.slow
 def test_two_process_ddp_matches_single_process(ml100k, tmp_path, capsys):
     import pandas as pd
 
-    ratings = pd.read_csv(ml100k / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"],
-                          dtype={"user_id": str, "item_id": str, "rating": float, "timestamp": int})
+    ratings = pd.read_csv(
+        ml100k / "u.data",
+        sep="\t",
+        names=["user_id", "item_id", "rating", "timestamp"],
+        dtype={"user_id": str, "item_id": str, "rating": float, "timestamp": int},
+    )
     wh = write_warehouse(tmp_path / "wh", ratings)
     common = ["--warehouse", str(wh), "--model", "dot", "--seed", "7"]
     assert main(["train", *common, "--run-date", "2026-01-01"]) == 0
     single = json.loads(capsys.readouterr().out)
 
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "cfmodel.training.distributed", *common, "--run-date", "2026-01-02"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "cfmodel.training.distributed",
+            *common,
+            "--run-date",
+            "2026-01-02",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ddp = json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,13 +1,13 @@
 """The whole nightly path on real MovieLens 100k: `cfrec run` in-process, and the DAG via dag.test()."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
-from cfrec_airflow import local as airflow_local
 from cfmodel.cli import main
+from cfrec_airflow import local as airflow_local
 from cfrec_airflow.demo import describe_output
 
 pytestmark = pytest.mark.slow
@@ -45,8 +45,17 @@ def assert_recommendations(warehouse, run_date, ml100k, model_version):
 
 def test_cfrec_run_on_movielens_100k(spark, ml100k, tmp_path, capsys):
     warehouse, run_date = tmp_path / "wh", "2026-11-20"
-    argv = ["run", "--source", "movielens-100k", "--input", str(ml100k), "--warehouse", str(warehouse),
-            "--run-date", run_date]
+    argv = [
+        "run",
+        "--source",
+        "movielens-100k",
+        "--input",
+        str(ml100k),
+        "--warehouse",
+        str(warehouse),
+        "--run-date",
+        run_date,
+    ]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ingest"]["input_rows"] == 100_000 and report["ingest"]["clean_rows"] == 100_000
@@ -60,7 +69,12 @@ def test_cfrec_run_on_movielens_100k(spark, ml100k, tmp_path, capsys):
     assert items.loc["1", "year"] == 1995 and list(items.loc["1", "genres"]) == ["Animation", "Children's", "Comedy"]
 
     config = json.loads((warehouse / "models" / f"dot-{run_date}" / "config.json").read_text())
-    assert (config["n_users"], config["n_items"], config["n_factors"], config["y_range"]) == (N_USERS, N_ITEMS, 50, [0.0, 5.5])
+    assert (config["n_users"], config["n_items"], config["n_factors"], config["y_range"]) == (
+        N_USERS,
+        N_ITEMS,
+        50,
+        [0.0, 5.5],
+    )
 
     # Re-scoring the same date replaces the partition rather than adding to it.
     assert main(["score", "--warehouse", str(warehouse), "--run-date", run_date]) == 0
@@ -75,7 +89,7 @@ def test_cfrec_run_on_movielens_100k(spark, ml100k, tmp_path, capsys):
 
 def test_nightly_dag_on_movielens_100k(airflow_db, ml100k, tmp_path):
     warehouse = tmp_path / "wh"
-    logical_date = datetime(2026, 11, 21, tzinfo=timezone.utc)
+    logical_date = datetime(2026, 11, 21, tzinfo=UTC)
     conf = {"source": "movielens-100k", "input_path": str(ml100k), "warehouse": str(warehouse), "top_n": TOP_N}
     dag_run = airflow_local.run_dag("cfrec_nightly", logical_date, conf)
     states = airflow_local.task_states(dag_run)

@@ -39,12 +39,15 @@ def test_header_files_are_read_by_column_name(tmp_path):
     assert frame[["user_id", "item_id", "rating"]].values.tolist() == [["314", "258", 5.0], ["314", "4081", 4.0]]
 
 
-@pytest.mark.parametrize("line, message", [
-    ("3\t30\tfive\t1", "rating not numeric on line 2"),
-    ("3\t30\t9\t1", "rating out of scale on line 2"),
-    ("3\t\t4\t1", "missing item on line 2"),
-    ("3\t30\t4\tyesterday", "timestamp not numeric on line 2"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("3\t30\tfive\t1", "rating not numeric on line 2"),
+        ("3\t30\t9\t1", "rating out of scale on line 2"),
+        ("3\t\t4\t1", "missing item on line 2"),
+        ("3\t30\t4\tyesterday", "timestamp not numeric on line 2"),
+    ],
+)
 def test_bad_lines_are_errors_that_name_the_line(tmp_path, line, message):
     path = tmp_path / "bad.data"
     path.write_text("1\t10\t5\t1\n" + line + "\n")
@@ -54,8 +57,26 @@ def test_bad_lines_are_errors_that_name_the_line(tmp_path, line, message):
 
 def test_evaluate_command_prints_one_json_line(tmp_path, capsys):
     train, test = write_split(tmp_path)
-    assert main(["evaluate", "--source", "movielens-100k", "--train", str(train), "--test", str(test),
-                 "--model", "rank", "--epochs", "3", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--source",
+                "movielens-100k",
+                "--train",
+                str(train),
+                "--test",
+                str(test),
+                "--model",
+                "rank",
+                "--epochs",
+                "3",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     result = json.loads(out)
@@ -66,19 +87,31 @@ def test_evaluate_command_prints_one_json_line(tmp_path, capsys):
 
 
 def test_missing_file_is_a_clear_cli_error(tmp_path, capsys):
-    assert main(["evaluate", "--source", "movielens-100k", "--train", str(tmp_path / "a"), "--test", str(tmp_path / "b")]) == 2
+    assert (
+        main(["evaluate", "--source", "movielens-100k", "--train", str(tmp_path / "a"), "--test", str(tmp_path / "b")])
+        == 2
+    )
     assert "rating file" in capsys.readouterr().err
 
 
 # The targets are measured on this split; each model here uses its default settings.
-@pytest.mark.parametrize("model, check", [
-    ("dot", lambda r: r["rmse"] <= 0.915 and r["mae"] < 0.73),
-    ("nn", lambda r: r["rmse"] <= 0.94),
-    ("rank", lambda r: r["ndcg@10"] >= 0.45 and r["precision@10"] >= 0.40),
-])
+@pytest.mark.parametrize(
+    "model, check",
+    [
+        ("dot", lambda r: r["rmse"] <= 0.915 and r["mae"] < 0.73),
+        ("nn", lambda r: r["rmse"] <= 0.94),
+        ("rank", lambda r: r["ndcg@10"] >= 0.45 and r["precision@10"] >= 0.40),
+    ],
+)
 def test_default_models_on_movielens_u1(ml100k, model, check):
-    result = evaluate_files("movielens-100k", ml100k / "u1.base", ml100k / "u1.test", TrainConfig.for_model(model, valid_pct=0.0),
-                            device="cpu", progress=False)
+    result = evaluate_files(
+        "movielens-100k",
+        ml100k / "u1.base",
+        ml100k / "u1.test",
+        TrainConfig.for_model(model, valid_pct=0.0),
+        device="cpu",
+        progress=False,
+    )
     assert result["users"] == 459 and result["test_rows"] == 20000 and result["catalog"] == 1682
     assert result["popularity"]["ndcg@10"] == pytest.approx(0.3254, abs=5e-4)
     assert check(result), {k: v for k, v in result.items() if k != "config"}
@@ -99,10 +132,31 @@ def test_model_commands_explain_every_option(command):
 def test_train_options_reach_the_config():
     from cfmodel.cli import build_parser, train_config
 
-    args = build_parser().parse_args(["evaluate", "--source", "s", "--train", "a", "--test", "b", "--model", "nn",
-                                      "--layers", "64,32", "--dropout", "0.1", "--epochs", "3", "--patience", "0"])
+    args = build_parser().parse_args(
+        [
+            "evaluate",
+            "--source",
+            "s",
+            "--train",
+            "a",
+            "--test",
+            "b",
+            "--model",
+            "nn",
+            "--layers",
+            "64,32",
+            "--dropout",
+            "0.1",
+            "--epochs",
+            "3",
+            "--patience",
+            "0",
+        ]
+    )
     config = train_config(args)
     assert (config.model, config.layers, config.ps, config.epochs, config.patience) == ("nn", (64, 32), 0.1, 3, None)
     assert config.lr == TrainConfig(model="nn").lr and config.valid_pct == 0.0
     with pytest.raises(CfrecError, match="--layers must be comma-separated"):
-        train_config(build_parser().parse_args(["evaluate", "--source", "s", "--train", "a", "--test", "b", "--layers", "x"]))
+        train_config(
+            build_parser().parse_args(["evaluate", "--source", "s", "--train", "a", "--test", "b", "--layers", "x"])
+        )

@@ -102,8 +102,7 @@ def test_holdout_metrics_by_hand():
     # test rating of it is left out of rmse.
     train = Interactions([0, 1, 1, 0, 1, 0], [0, 0, 1, 3, 2, 5], [5, 4, 3, 2, 4, 3])
     test = Interactions([0, 0, 1, 1], [1, 2, 3, 4], [4, 2, 5, 1])
-    table = np.array([[9, 4.5, 1.0, 0.0, 8.0, 0.0],
-                      [9, 9.0, 4.0, 4.0, 8.0, 6.0]])
+    table = np.array([[9, 4.5, 1.0, 0.0, 8.0, 0.0], [9, 9.0, 4.0, 4.0, 8.0, 6.0]])
     m = holdout_metrics(FixedScores(table), train, test, n_items=6, k=2)
     model, pop = m["model"], m["popularity"]
     # rmse over (0,1), (0,2), (1,3): errors 0.5, -1.0, -1.0
@@ -125,7 +124,9 @@ def test_holdout_metrics_by_hand():
 def test_holdout_metrics_can_sample_users():
     train = Interactions(np.arange(40) % 20, np.arange(40) % 7, np.ones(40))
     test = Interactions(np.arange(20), np.full(20, 3), np.ones(20))
-    sampled = holdout_metrics(FixedScores(np.random.default_rng(0).random((20, 7))), train, test, 7, max_users=5, seed=1)
+    sampled = holdout_metrics(
+        FixedScores(np.random.default_rng(0).random((20, 7))), train, test, 7, max_users=5, seed=1
+    )
     assert sampled["model"]["users"] == 5 and sampled["popularity"]["users"] == 5
 
 

@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 
 from cfmodel.cli import main
-from cfmodel.errors import CfrecError
 from cfmodel.datasets.fetch import DATASETS, DatasetSpec, Download, fetch, fetch_dataset
+from cfmodel.errors import CfrecError
 
-U_DATA = "".join(f"{u}\t{i}\t{(u + i) % 5 + 1}\t{880000000 + u * 100 + i}\n" for u in range(1, 30) for i in range(1, 20))
+U_DATA = "".join(
+    f"{u}\t{i}\t{(u + i) % 5 + 1}\t{880000000 + u * 100 + i}\n" for u in range(1, 30) for i in range(1, 20)
+)
 U_ITEM = "".join(f"{i}|Film {i} (199{i % 10})|01-Jan-1995||http://x|" + "|".join("0" * 19) + "\n" for i in range(1, 20))
 
 
@@ -80,8 +82,9 @@ def server():
 
 
 def spec_for(server, **download):
-    return DatasetSpec("ml-test", (Download(server.url + "ml-test.zip", **download),), "ml-100k", "movielens-100k",
-                       archive=True)
+    return DatasetSpec(
+        "ml-test", (Download(server.url + "ml-test.zip", **download),), "ml-100k", "movielens-100k", archive=True
+    )
 
 
 def fetch_fast(spec, dest, **kwargs):
@@ -93,7 +96,9 @@ def test_downloads_verifies_and_unpacks_then_skips_a_verified_file(server, tmp_p
     assert result["input"] == str(tmp_path / "ml-100k") and result["source"] == "movielens-100k"
     assert (tmp_path / "ml-100k" / "u.data").read_text() == U_DATA
     assert (tmp_path / "ml-test.zip").read_bytes() == server.zipped
-    assert result["files"] == [{"file": "ml-test.zip", "bytes": len(server.zipped), "downloaded": True, "resumed_from": 0}]
+    assert result["files"] == [
+        {"file": "ml-test.zip", "bytes": len(server.zipped), "downloaded": True, "resumed_from": 0}
+    ]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
     again = fetch_fast(spec_for(server, md5=server.md5), tmp_path)
@@ -133,7 +138,9 @@ def test_checksum_mismatch_retries_from_scratch_then_fails_and_leaves_nothing(se
 
     with pytest.raises(CfrecError) as error:
         fetch_fast(spec_for(server, md5="0" * 32), tmp_path / "bad")
-    assert f"is corrupt: MD5 {server.md5} differs from the published {'0' * 32}; the file was removed" in str(error.value)
+    assert f"is corrupt: MD5 {server.md5} differs from the published {'0' * 32}; the file was removed" in str(
+        error.value
+    )
     assert not (tmp_path / "bad").exists() or list((tmp_path / "bad").iterdir()) == []
 
 
@@ -153,11 +160,15 @@ def test_archives_that_escape_their_folder_or_lack_it_are_refused(tmp_path):
     srv = FileServer({"evil.zip": ml_zip({"../evil.txt": "x"}), "other.zip": ml_zip()})
     try:
         with pytest.raises(CfrecError, match="has a member outside its folder: ../evil.txt"):
-            fetch_fast(DatasetSpec("e", (Download(srv.url + "evil.zip"),), "ml-100k", "movielens-100k", archive=True),
-                       tmp_path / "a")
+            fetch_fast(
+                DatasetSpec("e", (Download(srv.url + "evil.zip"),), "ml-100k", "movielens-100k", archive=True),
+                tmp_path / "a",
+            )
         with pytest.raises(CfrecError, match="does not hold a ml-1m/ folder"):
-            fetch_fast(DatasetSpec("o", (Download(srv.url + "other.zip"),), "ml-1m", "movielens-1m", archive=True),
-                       tmp_path / "b")
+            fetch_fast(
+                DatasetSpec("o", (Download(srv.url + "other.zip"),), "ml-1m", "movielens-1m", archive=True),
+                tmp_path / "b",
+            )
     finally:
         srv.close()
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "a" / "ml-100k").exists()
@@ -168,9 +179,18 @@ def test_registry_points_at_the_official_addresses():
     assert urls["movielens-100k"] == ["https://files.grouplens.org/datasets/movielens/ml-100k.zip"]
     assert urls["movielens-25m"] == ["https://files.grouplens.org/datasets/movielens/ml-25m.zip"]
     assert urls["goodbooks-10k"][0] == "https://raw.githubusercontent.com/zygmuntz/goodbooks-10k/master/ratings.csv"
-    assert urls["movietweetings"][0] == "https://raw.githubusercontent.com/sidooms/MovieTweetings/master/latest/ratings.dat"
-    assert {DATASETS[n].source for n in DATASETS} <= {"movielens-100k", "movielens-1m", "movielens-10m",
-                                                     "movielens-latest", "goodbooks", "movietweetings"}
+    assert (
+        urls["movietweetings"][0]
+        == "https://raw.githubusercontent.com/sidooms/MovieTweetings/master/latest/ratings.dat"
+    )
+    assert {DATASETS[n].source for n in DATASETS} <= {
+        "movielens-100k",
+        "movielens-1m",
+        "movielens-10m",
+        "movielens-latest",
+        "goodbooks",
+        "movietweetings",
+    }
     with pytest.raises(CfrecError, match="unknown data set 'netflix'"):
         fetch("netflix", "/tmp")
 
@@ -180,23 +200,42 @@ def test_cli_refuses_an_archive_that_does_not_match_the_published_checksum(serve
     code = main(["fetch", "movielens-100k", "--dest", str(tmp_path), "--base-url", server.url, "--retries", "1"])
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the warning about the first bad copy
     assert code == 2 and error.startswith("cfrec fetch: error: download of ")
-    assert "ml-100k.zip is corrupt: MD5" in error and "differs from the published 0e33842e24a9c977be4e0107933c0723" in error
+    assert (
+        "ml-100k.zip is corrupt: MD5" in error
+        and "differs from the published 0e33842e24a9c977be4e0107933c0723" in error
+    )
 
 
 def test_cli_fetches_movietweetings_from_a_mirror_and_ingests_it(spark, tmp_path, capsys):
-    srv = FileServer({
-        "ratings.dat": b"1::0114508::8::1381006850\n2::0120735::10::1376753200\n2::0499549::0::1376753300\n",
-        "movies.dat": "0114508::Species (1995)::Action|Horror\n0120735::Amélie (2001)::\n".encode(),
-        "users.dat": b"1::177651718\n2::32346723\n",
-    })
+    srv = FileServer(
+        {
+            "ratings.dat": b"1::0114508::8::1381006850\n2::0120735::10::1376753200\n2::0499549::0::1376753300\n",
+            "movies.dat": "0114508::Species (1995)::Action|Horror\n0120735::Amélie (2001)::\n".encode(),
+            "users.dat": b"1::177651718\n2::32346723\n",
+        }
+    )
     try:
         assert main(["fetch", "movietweetings", "--dest", str(tmp_path / "data"), "--base-url", srv.url]) == 0
     finally:
         srv.close()
     fetched = json.loads(capsys.readouterr().out)
     assert fetched["input"] == str(tmp_path / "data" / "movietweetings") and fetched["source"] == "movietweetings"
-    assert main(["ingest", "--source", fetched["source"], "--input", fetched["input"],
-                 "--warehouse", str(tmp_path / "wh"), "--run-date", "2026-05-01"]) == 0
+    assert (
+        main(
+            [
+                "ingest",
+                "--source",
+                fetched["source"],
+                "--input",
+                fetched["input"],
+                "--warehouse",
+                str(tmp_path / "wh"),
+                "--run-date",
+                "2026-05-01",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert (report["clean_rows"], report["item_rows"], report["ratings_on_unknown_items"]) == (3, 2, 1)
     items = pd.read_parquet(tmp_path / "wh" / "items").set_index("item_id")

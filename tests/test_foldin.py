@@ -6,12 +6,12 @@ import pytest
 import torch
 from tiny_warehouse import planted_choices, write_warehouse
 
-from cfmodel.registry import artifact
 from cfmodel.cli import main
 from cfmodel.errors import CfrecError
+from cfmodel.registry import artifact
 from cfmodel.scoring.foldin import fold_in, read_new_ratings, recommend
-from cfmodel.training.trainer import train
 from cfmodel.training.loop import TrainConfig
+from cfmodel.training.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +71,28 @@ def test_folding_in_a_known_users_ratings_reproduces_the_model(trained_models):
 
 def test_unusable_rows_are_rejected_with_reasons_and_never_dropped(trained_models):
     _, models = trained_models
-    ratings = pd.concat([
-        new_user_ratings(),
-        pd.DataFrame({"user_id": ["newbie", "newbie", "newbie", "ghost", ""],
-                      "item_id": ["i999", "i3", "i0", "i998", "i1"],
-                      "rating": ["4", "lots", "2", "5", "3"]}),
-    ], ignore_index=True)
+    ratings = pd.concat(
+        [
+            new_user_ratings(),
+            pd.DataFrame(
+                {
+                    "user_id": ["newbie", "newbie", "newbie", "ghost", ""],
+                    "item_id": ["i999", "i3", "i0", "i998", "i1"],
+                    "rating": ["4", "lots", "2", "5", "3"],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     fold = fold_in(models["dot"], ratings)
     reasons = dict(zip(fold.rejects["item_id"], fold.rejects["reason"]))
-    assert reasons == {"i999": "unknown_item", "i3": "rating_not_numeric", "i998": "unknown_item", "i1": "missing_user",
-                       "i0": "duplicate_superseded"}
+    assert reasons == {
+        "i999": "unknown_item",
+        "i3": "rating_not_numeric",
+        "i998": "unknown_item",
+        "i1": "missing_user",
+        "i0": "duplicate_superseded",
+    }
     assert fold.skipped_users == ["ghost"] and list(fold.users.ids) == ["newbie"]
     assert len(fold.rejects) + sum(len(r) for r in fold.rated) == len(ratings)
     with pytest.raises(CfrecError, match="none of the given ratings is usable: 1 unknown_item"):
@@ -102,7 +114,9 @@ def test_read_new_ratings_accepts_csv_and_tsv_and_needs_the_columns(tmp_path):
 def test_fold_in_command_prints_titled_recommendations_and_rejects(trained_models, tmp_path, capsys):
     wh, _ = trained_models
     path = tmp_path / "new.csv"
-    pd.concat([new_user_ratings(), pd.DataFrame({"user_id": ["newbie"], "item_id": ["i999"], "rating": ["3"]})]).to_csv(path, index=False)
+    pd.concat([new_user_ratings(), pd.DataFrame({"user_id": ["newbie"], "item_id": ["i999"], "rating": ["3"]})]).to_csv(
+        path, index=False
+    )
     assert main(["fold-in", "--warehouse", str(wh), "--ratings", str(path), "--top-n", "5"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["model_version"] == "dot-2026-04-01" and report["users"] == 1

@@ -1,8 +1,8 @@
 import pytest
 from pyspark.sql import functions as F
 
-from cfmodel.ingest import indices
 from cfmodel.errors import CfrecError
+from cfmodel.ingest import indices
 from cfmodel.warehouse.store import Warehouse
 
 
@@ -22,7 +22,9 @@ def test_update_keeps_assignments_and_appends_new_ids_in_order(spark, tmp_path):
     wh = Warehouse.open(tmp_path / "wh")
     first = spark.createDataFrame([("b", "x"), ("a", "y"), ("c", "x")], "user_id string, item_id string")
     assert indices.update_indices(spark, wh, first) == {
-        "user_index": {"ids": 3, "new_ids": 3}, "item_index": {"ids": 2, "new_ids": 2}}
+        "user_index": {"ids": 3, "new_ids": 3},
+        "item_index": {"ids": 2, "new_ids": 2},
+    }
     second = spark.createDataFrame([("0", "y"), ("d", "z"), ("a", "x")], "user_id string, item_id string")
     assert indices.update_indices(spark, wh, second)["user_index"] == {"ids": 5, "new_ids": 2}
     users = dict(spark.read.parquet(str(wh.table("user_index"))).collect())

@@ -22,8 +22,11 @@ def u_item(item_id: str, title: str, genre: int) -> str:
 def small_source(tmp_path):
     src = tmp_path / "ml"
     write_lines(src / "u.data", ["1\t1\t5\t10", "1\t2\t3\t11", "2\t1\t4\t12", "2\t1\t2\t9", "bad line", "3\t9\t4\t13"])
-    write_lines(src / "u.item", [u_item("1", "Misérables, Les (1995)", 18), u_item("2", "Crumb (1994)", 7), "x|short"],
-                encoding="latin-1")
+    write_lines(
+        src / "u.item",
+        [u_item("1", "Misérables, Les (1995)", 18), u_item("2", "Crumb (1994)", 7), "x|short"],
+        encoding="latin-1",
+    )
     return src
 
 
@@ -46,7 +49,10 @@ def test_ingest_writes_tables_and_accounts_for_every_line(spark, small_source, t
 
     ratings = pd.read_parquet(wh / "ratings").sort_values(["user_id", "item_id"])
     assert ratings[["user_id", "item_id", "rating", "timestamp"]].values.tolist() == [
-        ["1", "1", 5.0, 10], ["1", "2", 3.0, 11], ["2", "1", 4.0, 12], ["3", "9", 4.0, 13]
+        ["1", "1", 5.0, 10],
+        ["1", "2", 3.0, 11],
+        ["2", "1", 4.0, 12],
+        ["3", "9", 4.0, 13],
     ]
     assert [str(t) for t in ratings.dtypes] == ["object", "object", "float32", "int64"]
     items = pd.read_parquet(wh / "items").set_index("item_id")
@@ -68,8 +74,16 @@ def test_ingest_writes_tables_and_accounts_for_every_line(spark, small_source, t
     ]
     assert index_of(wh / "user_index") == {"1": 0, "2": 1, "3": 2}
     assert index_of(wh / "item_index") == {"1": 0, "2": 1, "9": 2}
-    for table in ("ratings", "items", "datasets", "user_index", "item_index", "rejects/run_date=2026-01-02",
-                  "ratings_increments/run_date=2026-01-02", "items_increments/run_date=2026-01-02"):
+    for table in (
+        "ratings",
+        "items",
+        "datasets",
+        "user_index",
+        "item_index",
+        "rejects/run_date=2026-01-02",
+        "ratings_increments/run_date=2026-01-02",
+        "items_increments/run_date=2026-01-02",
+    ):
         assert (wh / table / "_SUCCESS").exists(), table
     assert not list(wh.rglob(".tmp-*")) and not list((wh / ".staging").iterdir())
 
@@ -80,8 +94,9 @@ def test_nightly_increments_union_rerun_and_stable_indices(spark, tmp_path):
     write_lines(day1 / "ratings.dat", ["1::1::5::10", "1::2::3::11", "2::1::4::12"])
     write_lines(day1 / "movies.dat", ["1::Heat (1995)::Action", "2::Crumb (1994)::Documentary"], encoding="latin-1")
     write_lines(day2 / "ratings.dat", ["1::1::2::20", "3::3::4::21", "2::9::1::5"])
-    write_lines(day2 / "movies.dat", ["1::Heat (1995)::Action|Crime|Thriller", "3::Café (2003)::Drama"],
-                encoding="latin-1")
+    write_lines(
+        day2 / "movies.dat", ["1::Heat (1995)::Action|Crime|Thriller", "3::Café (2003)::Drama"], encoding="latin-1"
+    )
 
     ingest(spark, "movielens-1m", day1, wh, "2026-03-01")
     first = ingest(spark, "movielens-1m", day2, wh, "2026-03-02")
@@ -102,7 +117,10 @@ def test_nightly_increments_union_rerun_and_stable_indices(spark, tmp_path):
 
     again = ingest(spark, "movielens-1m", day2, wh, "2026-03-02")  # re-running a date replaces it
     assert current() == expected and again["ratings_rows"] == 5 and again["new_users"] == 0
-    assert sorted(p.name for p in (wh / "ratings_increments").iterdir()) == ["run_date=2026-03-01", "run_date=2026-03-02"]
+    assert sorted(p.name for p in (wh / "ratings_increments").iterdir()) == [
+        "run_date=2026-03-01",
+        "run_date=2026-03-02",
+    ]
     assert len(pd.read_parquet(wh / "ingest_report")) == 2
 
     # Day 1 re-delivered with a new user "0": it sorts first but is appended, nothing is renumbered.
@@ -116,14 +134,26 @@ def test_nightly_increments_union_rerun_and_stable_indices(spark, tmp_path):
 
     gate = check_quality(wh, "2026-03-02")
     assert gate["passed"] and [c["check"] for c in gate["checks"]] == [
-        "reject_fraction", "item_reject_fraction", "clean_rows_drop"]
+        "reject_fraction",
+        "item_reject_fraction",
+        "clean_rows_drop",
+    ]
 
 
 def test_generic_csv_without_items_infers_and_records_the_scale(spark, tmp_path):
     src = tmp_path / "in"
     write_lines(src / "events.csv", ["who,what,score", "a,x,7", "b,x,-2", "a,y,12.5", "c,z,oops"])
-    report = ingest(spark, "csv", src, tmp_path / "wh", "2026-01-01", ratings_file="events.csv",
-                    user_col="who", item_col="what", rating_col="score")
+    report = ingest(
+        spark,
+        "csv",
+        src,
+        tmp_path / "wh",
+        "2026-01-01",
+        ratings_file="events.csv",
+        user_col="who",
+        item_col="what",
+        rating_col="score",
+    )
     assert (report["clean_rows"], report["rejects_by_reason"]) == (3, {"rating_not_numeric": 1})
     assert (report["rating_min"], report["rating_max"], report["ratings_on_unknown_items"]) == (-2.0, 12.5, 3)
     datasets = pd.read_parquet(tmp_path / "wh" / "datasets").iloc[0]
@@ -136,7 +166,9 @@ def test_ingest_refuses_a_source_with_no_clean_rating(spark, tmp_path):
     src = tmp_path / "ml"
     write_lines(src / "u.data", ["nonsense"])
     write_lines(src / "u.item", [u_item("1", "A (1990)", 0)])
-    with pytest.raises(CfrecError, match="no clean ratings in u.data .1 rows read; rejects by reason: {'unparseable': 1}"):
+    with pytest.raises(
+        CfrecError, match="no clean ratings in u.data .1 rows read; rejects by reason: {'unparseable': 1}"
+    ):
         ingest(spark, "movielens-100k", src, tmp_path / "wh", "2026-01-02")
     assert not (tmp_path / "wh" / "ratings").exists()
 
@@ -180,7 +212,12 @@ def test_real_movielens_100k(spark, ml100k, tmp_path):
     wh = tmp_path / "wh"
     report = ingest(spark, "movielens-100k", ml100k, wh, "2026-02-01", ratings_file="u1.base")
     assert (report["input_rows"], report["clean_rows"], report["rejected_rows"]) == (80_000, 80_000, 0)
-    assert (report["item_rows"], report["users"], report["items"], report["ratings_on_unknown_items"]) == (1682, 943, 1650, 0)
+    assert (report["item_rows"], report["users"], report["items"], report["ratings_on_unknown_items"]) == (
+        1682,
+        943,
+        1650,
+        0,
+    )
     items = pd.read_parquet(wh / "items").set_index("item_id")
     assert items.loc["543", "title"] == "Misérables, Les (1995)"
     assert list(items.loc["1", "genres"]) == ["Animation", "Children's", "Comedy"]
@@ -210,7 +247,9 @@ def test_side_tables_are_increments_with_rejects_and_follow_reruns(spark, tmp_pa
     assert report["extra_rejects_by_reason"] == {"to_read": {"duplicate_superseded": 1, "missing_item": 1}}
     rejects = pd.read_parquet(wh / "rejects/run_date=2026-03-01")
     assert sorted(zip(rejects["table"], rejects["line_number"], rejects["raw"], rejects["reason"])) == [
-        ("to_read", 2, "1,20", "duplicate_superseded"), ("to_read", 4, "2,", "missing_item")]
+        ("to_read", 2, "1,20", "duplicate_superseded"),
+        ("to_read", 4, "2,", "missing_item"),
+    ]
     pairs = lambda: sorted(pd.read_parquet(wh / "to_read").itertuples(index=False, name=None))  # noqa: E731
     assert pairs() == [("1", "20"), ("3", "30")]
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from tiny_warehouse import write_warehouse
 
-from cfmodel.registry import artifact
 from cfmodel.cli import main
 from cfmodel.errors import CfrecError
+from cfmodel.registry import artifact
 from cfmodel.reporting.interpret import interpret, pca
-from cfmodel.training.trainer import train
 from cfmodel.training.loop import TrainConfig
+from cfmodel.training.trainer import train
 
 
 def test_pca_finds_the_direction_of_largest_variance():
@@ -41,7 +41,9 @@ def test_interpret_reports_biases_components_and_neighbours(warehouse, tmp_path)
     assert all(r["title"] == f"Title of {r['item_id']}" for r in low + high)
     assert [c["component"] for c in report["pca"]] == [1, 2, 3]
     assert report["pca"][0]["explained_variance"] >= report["pca"][1]["explained_variance"]
-    assert (tmp_path / "item_pca.png").read_bytes()[:4] == b"\x89PNG" and report["pca_plot"] == str(tmp_path / "item_pca.png")
+    assert (tmp_path / "item_pca.png").read_bytes()[:4] == b"\x89PNG" and report["pca_plot"] == str(
+        tmp_path / "item_pca.png"
+    )
     # The planted groups are items i % 3: an item's nearest neighbours are from its own group.
     neighbours = report["similar"]["i0"]
     assert len(neighbours) == 5 and "i0" not in [r["item_id"] for r in neighbours]

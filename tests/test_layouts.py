@@ -9,12 +9,23 @@ from tests.conftest import write_lines
 
 
 def test_every_named_source_declares_a_rating_scale_and_files():
-    assert KNOWN_SOURCES == ["csv", "goodbooks", "movielens-100k", "movielens-10m", "movielens-1m",
-                             "movielens-latest", "movietweetings"]
+    assert KNOWN_SOURCES == [
+        "csv",
+        "goodbooks",
+        "movielens-100k",
+        "movielens-10m",
+        "movielens-1m",
+        "movielens-latest",
+        "movietweetings",
+    ]
     scales = {name: (s.scale.min, s.scale.max, s.scale.step) for name, s in SOURCES.items()}
     assert scales == {
-        "movielens-100k": (1, 5, 1), "movielens-1m": (1, 5, 1), "movielens-10m": (0.5, 5, 0.5),
-        "movielens-latest": (0.5, 5, 0.5), "movietweetings": (0, 10, 1), "goodbooks": (1, 5, 1),
+        "movielens-100k": (1, 5, 1),
+        "movielens-1m": (1, 5, 1),
+        "movielens-10m": (0.5, 5, 0.5),
+        "movielens-latest": (0.5, 5, 0.5),
+        "movietweetings": (0, 10, 1),
+        "goodbooks": (1, 5, 1),
     }
     assert SOURCES["movielens-1m"].items.text.encoding == LATIN1
     assert SOURCES["movietweetings"].items.text.encoding == UTF8
@@ -59,10 +70,12 @@ def test_header_names_resolve_to_positions_bom_and_case_tolerated(tmp_path):
 
 
 def test_goodbooks_books_columns_come_from_the_real_header(tmp_path):
-    header = ("book_id,goodreads_book_id,best_book_id,work_id,books_count,isbn,isbn13,authors,"
-              "original_publication_year,original_title,title,language_code,average_rating,ratings_count,"
-              "work_ratings_count,work_text_reviews_count,ratings_1,ratings_2,ratings_3,ratings_4,ratings_5,"
-              "image_url,small_image_url")
+    header = (
+        "book_id,goodreads_book_id,best_book_id,work_id,books_count,isbn,isbn13,authors,"
+        "original_publication_year,original_title,title,language_code,average_rating,ratings_count,"
+        "work_ratings_count,work_text_reviews_count,ratings_1,ratings_2,ratings_3,ratings_4,ratings_5,"
+        "image_url,small_image_url"
+    )
     write_lines(tmp_path / "ratings.csv", ["user_id,book_id,rating"])
     write_lines(tmp_path / "books.csv", [header])
     items = plan_ingest("goodbooks", tmp_path).items
@@ -73,12 +86,32 @@ def test_goodbooks_books_columns_come_from_the_real_header(tmp_path):
     "files, source, options, message",
     [
         ({}, "movietweetings", {}, "has no ratings.dat (expected the movietweetings layout)"),
-        ({"ratings.csv": ["user,book_id,rating"]}, "goodbooks", {}, "ratings.csv has no column 'user_id' (header: user,book_id,rating)"),
+        (
+            {"ratings.csv": ["user,book_id,rating"]},
+            "goodbooks",
+            {},
+            "ratings.csv has no column 'user_id' (header: user,book_id,rating)",
+        ),
         ({"ratings.csv": []}, "goodbooks", {}, "is empty: expected a header line"),
-        ({"a.csv": ["u,i,r"], "b.csv": ["u,i,r,t"]}, "csv", {"ratings_file": "*.csv", "user_col": "u", "item_col": "i",
-                                                           "rating_col": "r"}, "b.csv has header u,i,r,t but a.csv has u,i,r"),
-        ({"r.tsv": ["1\t2\t3"]}, "csv", {"ratings_file": "r.tsv", "header": False, "user_col": 0, "item_col": 1,
-                                          "rating_col": 2, "timestamp_col": 7}, None),
+        (
+            {"a.csv": ["u,i,r"], "b.csv": ["u,i,r,t"]},
+            "csv",
+            {"ratings_file": "*.csv", "user_col": "u", "item_col": "i", "rating_col": "r"},
+            "b.csv has header u,i,r,t but a.csv has u,i,r",
+        ),
+        (
+            {"r.tsv": ["1\t2\t3"]},
+            "csv",
+            {
+                "ratings_file": "r.tsv",
+                "header": False,
+                "user_col": 0,
+                "item_col": 1,
+                "rating_col": 2,
+                "timestamp_col": 7,
+            },
+            None,
+        ),
     ],
 )
 def test_planning_rejects_inputs_that_do_not_match_the_layout(tmp_path, files, source, options, message):

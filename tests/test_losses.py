@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from cfmodel.training.interactions import Interactions
+from cfmodel.training.loop import TrainConfig
 from cfmodel.training.losses import BprLoss, RatingLoss, SoftmaxLoss, make_loss
 from cfmodel.training.models import EmbeddingDotBias, EmbeddingDotRank
-from cfmodel.training.loop import TrainConfig
 
 
 def rank_model(n_users=5, n_items=8):

@@ -8,8 +8,8 @@ from tiny_warehouse import write_warehouse
 
 from cfmodel.cli import main
 from cfmodel.errors import CfrecError
-from cfmodel.training.lr_find import lr_find, suggest, valley
 from cfmodel.training.loop import TrainConfig, model_for
+from cfmodel.training.lr_find import lr_find, suggest, valley
 
 
 def test_valley_picks_a_rate_inside_the_longest_descent():

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from cfmodel.errors import CfrecError
+from cfmodel.training.loop import TrainConfig, model_for
 from cfmodel.training.models import (
     MODEL_TYPES,
     EmbeddingDotBias,
@@ -12,7 +13,6 @@ from cfmodel.training.models import (
     emb_sz_rule,
     model_from_config,
 )
-from cfmodel.training.loop import TrainConfig, model_for
 
 N_USERS, N_ITEMS = 7, 11
 
@@ -61,10 +61,13 @@ def test_nn_score_all_in_chunks_equals_one_pass(monkeypatch):
     torch.testing.assert_close(whole, chunked)
 
 
-@pytest.mark.parametrize("model", [
-    EmbeddingDotBias(3, 3, n_factors=4, y_range=(1.0, 5.0)),
-    EmbeddingNN(3, 3, layers=(4,), y_range=(1.0, 5.0)),
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        EmbeddingDotBias(3, 3, n_factors=4, y_range=(1.0, 5.0)),
+        EmbeddingNN(3, 3, layers=(4,), y_range=(1.0, 5.0)),
+    ],
+)
 def test_rating_predictions_stay_inside_y_range_even_for_extreme_weights(model):
     model.eval()
     with torch.no_grad():

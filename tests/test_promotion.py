@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from cfmodel.registry import registry as runs
 from cfmodel.errors import CfrecError
+from cfmodel.registry import registry as runs
 from cfmodel.registry.gate import decide, promote
 
 
@@ -39,8 +39,8 @@ def test_split_metrics_reads_flat_and_nested_shapes():
     "candidate, current_metrics, tolerance, promoted, metric",
     [
         ({"valid_rmse": 0.90}, {"valid_rmse": 0.92}, 0.0, True, "rmse"),
-        ({"valid_rmse": 0.93}, {"valid_rmse": 0.92}, 0.02, True, "rmse"),    # 1.1% worse, within 2%
-        ({"valid_rmse": 0.95}, {"valid_rmse": 0.92}, 0.02, False, "rmse"),   # 3.3% worse
+        ({"valid_rmse": 0.93}, {"valid_rmse": 0.92}, 0.02, True, "rmse"),  # 1.1% worse, within 2%
+        ({"valid_rmse": 0.95}, {"valid_rmse": 0.92}, 0.02, False, "rmse"),  # 3.3% worse
         (nested(**{"ndcg@10": 0.19}), nested(**{"ndcg@10": 0.20}), 0.01, False, "ndcg@10"),  # higher is better
         (nested(**{"ndcg@10": 0.199}), nested(**{"ndcg@10": 0.20}), 0.01, True, "ndcg@10"),
         # a ranking model replacing a rating model: the first metric both report decides
@@ -72,7 +72,9 @@ def test_worse_model_is_not_promoted_and_the_reason_is_recorded(tmp_path):
     decision = promote(models, worse, tolerance=0.05)
     assert not decision["promoted"] and decision["current"] == first and current(models) == first
     recorded = json.loads((models / worse / "promotion.json").read_text())
-    assert recorded["reason"] == decision["reason"] and "worse than current 0.9000 by more than 5.0%" in recorded["reason"]
+    assert (
+        recorded["reason"] == decision["reason"] and "worse than current 0.9000 by more than 5.0%" in recorded["reason"]
+    )
     assert (recorded["candidate_value"], recorded["current_value"], recorded["previous"]) == (0.99, 0.90, first)
 
     better = save_model(models, "dot-2026-01-03", {"valid_rmse": 0.89})
@@ -83,7 +85,9 @@ def test_worse_model_is_not_promoted_and_the_reason_is_recorded(tmp_path):
 def test_explicit_metric_and_missing_candidate(tmp_path):
     models = tmp_path / "models"
     promote(models, save_model(models, "dot-2026-01-01", {"valid_rmse": 0.90, "valid_mae": 0.70}))
-    decision = promote(models, save_model(models, "dot-2026-01-02", {"valid_rmse": 0.89, "valid_mae": 0.75}), metric="mae")
+    decision = promote(
+        models, save_model(models, "dot-2026-01-02", {"valid_rmse": 0.89, "valid_mae": 0.75}), metric="mae"
+    )
     assert not decision["promoted"] and decision["metric"] == "mae"
     with pytest.raises(CfrecError, match="'dot-2099-01-01' not found"):
         promote(models, "dot-2099-01-01")

@@ -16,22 +16,31 @@ REASONS = pa.map_(pa.string(), pa.int64())
 def write_report(wh, run_date, input_rows, clean_rows, by_reason, item_input_rows=0, item_by_reason=None):
     partition = wh / "ingest_report" / f"run_date={run_date}"
     partition.mkdir(parents=True)
-    table = pa.table({
-        "source": ["movielens-1m"],
-        "input_rows": [input_rows],
-        "clean_rows": [clean_rows],
-        "rejected_rows": [sum(by_reason.values())],
-        "rejects_by_reason": pa.array([list(by_reason.items())], REASONS),
-        "item_input_rows": [item_input_rows],
-        "item_rejects_by_reason": pa.array([list((item_by_reason or {}).items())], REASONS),
-    })
+    table = pa.table(
+        {
+            "source": ["movielens-1m"],
+            "input_rows": [input_rows],
+            "clean_rows": [clean_rows],
+            "rejected_rows": [sum(by_reason.values())],
+            "rejects_by_reason": pa.array([list(by_reason.items())], REASONS),
+            "item_input_rows": [item_input_rows],
+            "item_rejects_by_reason": pa.array([list((item_by_reason or {}).items())], REASONS),
+        }
+    )
     pq.write_table(table, partition / "part-0.parquet")
 
 
 def test_passes_and_records_every_check(tmp_path):
     write_report(tmp_path, "2026-01-01", 1000, 990, {"unparseable": 10})
-    write_report(tmp_path, "2026-01-02", 1000, 900, {"unparseable": 5, "duplicate_superseded": 80, "blank_line": 15},
-                 item_input_rows=100, item_by_reason={"unparseable": 1})
+    write_report(
+        tmp_path,
+        "2026-01-02",
+        1000,
+        900,
+        {"unparseable": 5, "duplicate_superseded": 80, "blank_line": 15},
+        item_input_rows=100,
+        item_by_reason={"unparseable": 1},
+    )
     result = check_quality(tmp_path, "2026-01-02")
     checks = {c["check"]: c for c in result["checks"]}
     assert result["passed"] and set(checks) == {"reject_fraction", "item_reject_fraction", "clean_rows_drop"}
@@ -46,8 +55,10 @@ def test_fails_on_too_many_rejects_with_a_clear_message(tmp_path):
     write_report(tmp_path, "2026-01-01", 1000, 970, {"unparseable": 20, "rating_out_of_scale": 10})
     with pytest.raises(CfrecError) as error:
         check_quality(tmp_path, "2026-01-01")
-    assert str(error.value) == ("data-quality gate failed for 2026-01-01: reject_fraction 3.00% > 1.00%: "
-                                "30 of 1000 rows rejected (unparseable 20, rating_out_of_scale 10)")
+    assert str(error.value) == (
+        "data-quality gate failed for 2026-01-01: reject_fraction 3.00% > 1.00%: "
+        "30 of 1000 rows rejected (unparseable 20, rating_out_of_scale 10)"
+    )
     stored = pd.read_parquet(tmp_path / "quality" / "run_date=2026-01-01")
     assert stored["passed"].tolist() == [False]  # the failed evaluation is kept too
     assert check_quality(tmp_path, "2026-01-01", max_reject_fraction=0.05)["passed"]
@@ -66,7 +77,9 @@ def test_fails_when_clean_rows_drop_sharply_against_the_previous_run(tmp_path):
 
 def test_missing_report_and_bad_thresholds(tmp_path):
     write_report(tmp_path, "2026-01-01", 10, 10, {})
-    with pytest.raises(CfrecError, match="no ingest report for 2026-01-05 in .*; run 'cfrec ingest' for that date first"):
+    with pytest.raises(
+        CfrecError, match="no ingest report for 2026-01-05 in .*; run 'cfrec ingest' for that date first"
+    ):
         check_quality(tmp_path, "2026-01-05")
     with pytest.raises(CfrecError, match="max reject fraction must be between 0 and 1"):
         check_quality(tmp_path, "2026-01-01", max_reject_fraction=2)
@@ -80,6 +93,20 @@ def test_cli_quality_exits_2_with_one_line(tmp_path, capsys):
     assert main(["quality", "--warehouse", str(tmp_path), "--run-date", "2026-01-01"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("cfrec quality: error: data-quality gate failed for 2026-01-01")
-    assert main(["quality", "--warehouse", str(tmp_path), "--run-date", "2026-01-01",
-                 "--max-reject-fraction", "0.6", "--max-drop-fraction", "-1"]) == 0
+    assert (
+        main(
+            [
+                "quality",
+                "--warehouse",
+                str(tmp_path),
+                "--run-date",
+                "2026-01-01",
+                "--max-reject-fraction",
+                "0.6",
+                "--max-drop-fraction",
+                "-1",
+            ]
+        )
+        == 0
+    )
     assert '"passed": true' in capsys.readouterr().out

@@ -58,7 +58,9 @@ def test_masked_top_n_from_csr_matches_list_exclusions():
     assert items[2].tolist()[0] == ({*range(30)} - set(exclude[2].tolist())).pop() and items[2, 1] == -1
     for row, rated in zip(items, exclude):
         assert not set(row[row >= 0]) & set(rated.tolist())
-    expected = [sorted(set(range(30)) - set(e.tolist()), key=lambda i: -scores[u, i])[:4] for u, e in enumerate(exclude)]
+    expected = [
+        sorted(set(range(30)) - set(e.tolist()), key=lambda i: -scores[u, i])[:4] for u, e in enumerate(exclude)
+    ]
     assert [r[r >= 0].tolist() for r in items] == expected
 
 

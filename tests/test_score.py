@@ -7,11 +7,11 @@ import pyarrow as pa
 import pytest
 import torch
 
-from cfmodel.training.ids import IdIndex
-from cfmodel.training.models import EmbeddingDotBias, sigmoid_range
 from cfmodel.scoring.popularity import Popularity
 from cfmodel.scoring.recommend import ScoringContext, recommend_batch
 from cfmodel.scoring.scorers import FactorScorer, ModuleScorer, scorer_for
+from cfmodel.training.ids import IdIndex
+from cfmodel.training.models import EmbeddingDotBias, sigmoid_range
 
 
 class DotWithScoreAll(EmbeddingDotBias):
@@ -32,8 +32,12 @@ def dot_model(n_users=4, n_items=7, seed=0):
 
 def factors(model):
     grab = lambda emb: emb.weight.detach().numpy()  # noqa: E731
-    return dict(user_vectors=grab(model.u_weight), user_bias=grab(model.u_bias)[:, 0],
-                item_vectors=grab(model.i_weight), item_bias=grab(model.i_bias)[:, 0])
+    return dict(
+        user_vectors=grab(model.u_weight),
+        user_bias=grab(model.u_bias)[:, 0],
+        item_vectors=grab(model.i_weight),
+        item_bias=grab(model.i_bias)[:, 0],
+    )
 
 
 def context(scorer, n=3):
@@ -96,8 +100,12 @@ def test_models_with_score_all_rank_like_their_factors():
 
 def test_scorer_choice_and_small_blocks_give_the_same_answer():
     model = dot_model(seed=5)
-    artifact = SimpleNamespace(model=model, items=IdIndex([f"i{j}" for j in range(7)]), config={"y_range": [0, 5.5]},
-                               factors=lambda: factors(model))
+    artifact = SimpleNamespace(
+        model=model,
+        items=IdIndex([f"i{j}" for j in range(7)]),
+        config={"y_range": [0, 5.5]},
+        factors=lambda: factors(model),
+    )
     assert isinstance(scorer_for(artifact), FactorScorer)  # dot: same ranking, sigmoid on winners only
     other = dot_model(seed=5)
     other.model_type = "nn"
@@ -106,8 +114,11 @@ def test_scorer_choice_and_small_blocks_give_the_same_answer():
     rated = {"u0": [1], "u1": [2], "u2": [], "u3": [4], "x": [], "y": [0]}
     whole = score_batch(context(FactorScorer(**factors(model), y_range=(0, 5.5))), rated)
     one_user_blocks = score_batch(context(FactorScorer(**factors(model), y_range=(0, 5.5), pairs_per_block=7)), rated)
-    assert whole.sort_values(["user_id", "rank"]).reset_index(drop=True).equals(
-        one_user_blocks.sort_values(["user_id", "rank"]).reset_index(drop=True))
+    assert (
+        whole.sort_values(["user_id", "rank"])
+        .reset_index(drop=True)
+        .equals(one_user_blocks.sort_values(["user_id", "rank"]).reset_index(drop=True))
+    )
 
 
 def test_a_model_returning_the_wrong_shape_is_a_clear_error():

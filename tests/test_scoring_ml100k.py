@@ -6,23 +6,22 @@ and published for D1; then a deliberately poor model trained for D2, which the g
 and the D2 run that therefore scores with the D1 model.
 """
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cfmodel.registry import artifact
-
-from cfmodel.scoring import recommend as score_module
 from cfmodel.cli import main
+from cfmodel.registry import artifact
 from cfmodel.registry.gate import promote
-from cfmodel.scoring.recommend import RECS_COLUMNS, score
-from cfmodel.warehouse.sql import query, register_spark_views
 from cfmodel.reporting.tables import publish_metrics, publish_tables, recommendations_summary
-from cfmodel.training.trainer import train
+from cfmodel.scoring import recommend as score_module
+from cfmodel.scoring.recommend import RECS_COLUMNS, score
 from cfmodel.training.loop import TrainConfig
+from cfmodel.training.trainer import train
+from cfmodel.warehouse.sql import query, register_spark_views
 from cfmodel.warehouse.store import Warehouse, publish
 
 D1, D2 = "2026-03-01", "2026-03-02"
@@ -35,16 +34,28 @@ def write_frame(frame):
     def write(tmp):
         tmp.mkdir()
         frame.to_parquet(tmp / "part-0.parquet", index=False)
+
     return write
 
 
 @pytest.fixture(scope="module")
 def nightly(spark, ml100k, tmp_path_factory):
     wh = Warehouse.open(tmp_path_factory.mktemp("scoring") / "wh")
-    ratings = pd.read_csv(ml100k / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"],
-                          dtype={"user_id": str, "item_id": str, "rating": "float32", "timestamp": "int64"})
-    items = pd.read_csv(ml100k / "u.item", sep="|", encoding="latin-1", header=None, usecols=[0, 1],
-                        names=["item_id", "title"], dtype=str)
+    ratings = pd.read_csv(
+        ml100k / "u.data",
+        sep="\t",
+        names=["user_id", "item_id", "rating", "timestamp"],
+        dtype={"user_id": str, "item_id": str, "rating": "float32", "timestamp": "int64"},
+    )
+    items = pd.read_csv(
+        ml100k / "u.item",
+        sep="|",
+        encoding="latin-1",
+        header=None,
+        usecols=[0, 1],
+        names=["item_id", "title"],
+        dtype=str,
+    )
     publish(wh.table("items"), write_frame(items))
 
     seen = ratings[~ratings["user_id"].isin(COLD_USERS) & (ratings["item_id"] != UNSEEN_ITEM)]
@@ -59,8 +70,16 @@ def nightly(spark, ml100k, tmp_path_factory):
     second_gate = promote(wh.models, poor)
     reports[D2] = score(spark, wh.root, D2, TOP_N)
     tables[D2] = publish_tables(spark, wh.root, D2, similar_k=SIMILAR_K)
-    return SimpleNamespace(wh=wh, ratings=ratings, items=items, good=good, poor=poor, gates=(first_gate, second_gate),
-                           reports=reports, tables=tables)
+    return SimpleNamespace(
+        wh=wh,
+        ratings=ratings,
+        items=items,
+        good=good,
+        poor=poor,
+        gates=(first_gate, second_gate),
+        reports=reports,
+        tables=tables,
+    )
 
 
 def recommendations(nightly, run_date):
@@ -105,8 +124,11 @@ def test_model_lists_are_the_models_best_unrated_items(nightly):
         ranked = [i for i in items.decode(np.argsort(-logits, kind="stable")) if i not in rated][:TOP_N]
         mine = model[model["user_id"] == user].sort_values("rank")
         assert mine["item_id"].tolist() == ranked
-        np.testing.assert_allclose(mine["score"], nightly.good.model(
-            torch_long([u] * TOP_N), torch_long(items.encode(ranked))).detach().numpy(), rtol=1e-4)
+        np.testing.assert_allclose(
+            mine["score"],
+            nightly.good.model(torch_long([u] * TOP_N), torch_long(items.encode(ranked))).detach().numpy(),
+            rtol=1e-4,
+        )
 
 
 def torch_long(values):
@@ -126,8 +148,10 @@ def test_users_without_vectors_get_the_popular_list(nightly):
         assert mine["score"].tolist() == expected["n"].astype(float).tolist()
     # item 50 is unknown to the model but is the most rated item: popular lists may offer it
     not_rated_50 = [u for u in COLD_USERS if expected_popular(nightly.ratings, u, 1)["item_id"].iloc[0] == UNSEEN_ITEM]
-    assert all(popular[(popular["user_id"] == u) & (popular["rank"] == 1)]["item_id"].iloc[0] == UNSEEN_ITEM
-               for u in not_rated_50)
+    assert all(
+        popular[(popular["user_id"] == u) & (popular["rank"] == 1)]["item_id"].iloc[0] == UNSEEN_ITEM
+        for u in not_rated_50
+    )
 
 
 def test_worse_model_is_not_promoted_and_the_night_scores_with_the_current_one(nightly):
@@ -144,8 +168,11 @@ def test_worse_model_is_not_promoted_and_the_night_scores_with_the_current_one(n
     assert not runs.loc[nightly.poor.version, "promoted"] and not runs.loc[nightly.poor.version, "is_current"]
     assert "worse than current" in runs.loc[nightly.poor.version, "promotion_reason"]
     assert runs.loc[nightly.poor.version, "compared_with"] == nightly.good.version
-    assert runs.loc[nightly.good.version, "data_ratings"] == len(nightly.ratings) - (
-        nightly.ratings["user_id"].isin(COLD_USERS) | (nightly.ratings["item_id"] == UNSEEN_ITEM)).sum()
+    assert (
+        runs.loc[nightly.good.version, "data_ratings"]
+        == len(nightly.ratings)
+        - (nightly.ratings["user_id"].isin(COLD_USERS) | (nightly.ratings["item_id"] == UNSEEN_ITEM)).sum()
+    )
     assert runs.loc[nightly.good.version, "run_date"] == date(2026, 3, 1)
     assert runs["model_type"].tolist() == ["dot", "dot"] and runs["device"].tolist() == ["cpu", "cpu"]
     assert (runs["train_seconds"] > 0).all() and '"epochs": 1' in runs.loc[nightly.poor.version, "params"]
@@ -157,7 +184,10 @@ def test_metrics_partitions_hold_each_nights_model(nightly):
     by_night = metrics.set_index(["run_date", "model_version", "split", "metric"])["value"]
     assert by_night[(D1, nightly.good.version, "valid", "rmse")] < 1.0
     assert by_night[(D2, nightly.poor.version, "valid", "rmse")] == pytest.approx(nightly.gates[1]["candidate_value"])
-    assert set(metrics["run_date"]) == {D1, D2} and not metrics.duplicated(["run_date", "model_version", "split", "metric"]).any()
+    assert (
+        set(metrics["run_date"]) == {D1, D2}
+        and not metrics.duplicated(["run_date", "model_version", "split", "metric"]).any()
+    )
     # the ranking metrics stand beside the popularity baseline's; RMSE has no baseline
     ndcg = metrics[(metrics["run_date"] == D1) & (metrics["metric"] == "ndcg@10")].iloc[0]
     assert 0 < ndcg["value"] < 1 and 0 < ndcg["popularity"] < 1 and 0 < ndcg["evaluated_users"] <= 943
@@ -166,7 +196,9 @@ def test_metrics_partitions_hold_each_nights_model(nightly):
 
     again = publish_metrics(nightly.wh.root, D2, nightly.poor.version)
     assert again["versions"] == [nightly.poor.version]
-    assert again["metrics"][nightly.poor.version]["valid/rmse"]["model"] == pytest.approx(nightly.gates[1]["candidate_value"])
+    assert again["metrics"][nightly.poor.version]["valid/rmse"]["model"] == pytest.approx(
+        nightly.gates[1]["candidate_value"]
+    )
 
 
 def test_recommendations_summary_for_the_asset_event(nightly):
@@ -216,7 +248,7 @@ def canonical(frame: pd.DataFrame) -> list[tuple]:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return None
         if isinstance(value, datetime) and value.tzinfo is not None:  # Spark hands back naive UTC
-            return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat()
         if hasattr(value, "isoformat"):
             return value.isoformat()
         return value.item() if isinstance(value, np.generic) else value
@@ -227,8 +259,16 @@ def canonical(frame: pd.DataFrame) -> list[tuple]:
 
 def test_each_table_reads_the_same_with_pandas_spark_and_duckdb(nightly, spark):
     names = register_spark_views(spark, nightly.wh.root)
-    assert set(names) >= {"recommendations", "similar_items", "item_factors", "user_factors", "metrics", "model_runs",
-                          "ratings", "items"}
+    assert set(names) >= {
+        "recommendations",
+        "similar_items",
+        "item_factors",
+        "user_factors",
+        "metrics",
+        "model_runs",
+        "ratings",
+        "items",
+    }
     for name, partitioned in nightly.wh.tables().items():
         with_pandas = pd.read_parquet(nightly.wh.table(name))
         if partitioned:
@@ -253,20 +293,45 @@ def test_crash_while_writing_leaves_the_previous_partition_intact(nightly, spark
     pd.testing.assert_frame_equal(before, after)
     assert sorted(p.name for p in nightly.wh.table("recommendations").iterdir()) == [f"run_date={D1}", f"run_date={D2}"]
     assert spark.read.parquet(str(nightly.wh.partition("recommendations", D1))).count() == 943 * TOP_N
-    assert query(nightly.wh.root, f"SELECT count(*) AS n FROM recommendations WHERE run_date = DATE '{D1}'")["n"][0] == 943 * TOP_N
+    assert (
+        query(nightly.wh.root, f"SELECT count(*) AS n FROM recommendations WHERE run_date = DATE '{D1}'")["n"][0]
+        == 943 * TOP_N
+    )
 
 
 def test_cfrec_sql_answers_the_readme_questions(nightly, capsys):
     warehouse = str(nightly.wh.root)
-    assert main(["sql", "--warehouse", warehouse, "--format", "csv",
-                 f"SELECT r.rank, i.title FROM recommendations r JOIN items i USING (item_id) "
-                 f"WHERE r.user_id = '1' AND r.run_date = DATE '{D1}' ORDER BY r.rank"]) == 0
+    assert (
+        main(
+            [
+                "sql",
+                "--warehouse",
+                warehouse,
+                "--format",
+                "csv",
+                f"SELECT r.rank, i.title FROM recommendations r JOIN items i USING (item_id) "
+                f"WHERE r.user_id = '1' AND r.run_date = DATE '{D1}' ORDER BY r.rank",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     expected = expected_popular(nightly.ratings, "1", TOP_N).merge(nightly.items, on="item_id")["title"].tolist()
     assert lines[0] == "rank,title" and [line.split(",", 1)[1].strip('"') for line in lines[1:]] == expected
 
-    assert main(["sql", "--warehouse", warehouse, "--format", "json",
-                 "SELECT run_date, metric, value FROM metrics WHERE metric = 'rmse' ORDER BY run_date"]) == 0
+    assert (
+        main(
+            [
+                "sql",
+                "--warehouse",
+                warehouse,
+                "--format",
+                "json",
+                "SELECT run_date, metric, value FROM metrics WHERE metric = 'rmse' ORDER BY run_date",
+            ]
+        )
+        == 0
+    )
     import json
 
     trend = json.loads(capsys.readouterr().out)
@@ -289,14 +354,20 @@ def test_model_version_argument_and_unknown_version(nightly, spark):
 def test_other_model_types_score_through_score_all(nightly, spark, model_type):
     import torch
 
-    from cfmodel.training.models import build_model
     from cfmodel.scoring.recommend import recommend
+    from cfmodel.training.models import build_model
 
     users, items = nightly.good.users, nightly.good.items
     torch.manual_seed(0)
     module = build_model(model_type, n_users=len(users), n_items=len(items)).eval()
-    model = artifact.ModelArtifact(version=f"{model_type}-test", model=module, users=users, items=items,
-                                   config={"model_type": model_type}, metrics={})
+    model = artifact.ModelArtifact(
+        version=f"{model_type}-test",
+        model=module,
+        users=users,
+        items=items,
+        config={"model_type": model_type},
+        metrics={},
+    )
     frame = spark.read.parquet(str(nightly.wh.table("ratings")))
     recs = recommend(spark, frame, model, TOP_N).toPandas()
     assert recs.groupby("user_id").size().eq(TOP_N).all() and recs["user_id"].nunique() == 943

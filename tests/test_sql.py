@@ -16,6 +16,7 @@ def write_frame(frame):
     def write(tmp):
         tmp.mkdir()
         frame.to_parquet(tmp / "part-0.parquet", index=False)
+
     return write
 
 
@@ -24,10 +25,24 @@ def warehouse(tmp_path):
     wh = Warehouse.open(tmp_path / "wh")
     publish(wh.table("items"), write_frame(pd.DataFrame({"item_id": ["1", "2"], "title": ["Alpha", "Beta"]})))
     # An older partition written before `source` existed: it must read as null, not break the view.
-    publish(wh.partition("recommendations", "2026-01-01"), write_frame(pd.DataFrame(
-        {"user_id": ["u"], "rank": [1], "item_id": ["1"], "score": [4.5]})))
-    publish(wh.partition("recommendations", "2026-01-02"), write_frame(pd.DataFrame(
-        {"user_id": ["u", "u"], "rank": [1, 2], "item_id": ["2", "1"], "score": [4.0, 3.0], "source": ["model"] * 2})))
+    publish(
+        wh.partition("recommendations", "2026-01-01"),
+        write_frame(pd.DataFrame({"user_id": ["u"], "rank": [1], "item_id": ["1"], "score": [4.5]})),
+    )
+    publish(
+        wh.partition("recommendations", "2026-01-02"),
+        write_frame(
+            pd.DataFrame(
+                {
+                    "user_id": ["u", "u"],
+                    "rank": [1, 2],
+                    "item_id": ["2", "1"],
+                    "score": [4.0, 3.0],
+                    "source": ["model"] * 2,
+                }
+            )
+        ),
+    )
     return wh
 
 
@@ -35,8 +50,11 @@ def test_every_table_is_a_view_with_dated_partitions(warehouse):
     recs = query(warehouse.root, "SELECT * FROM recommendations ORDER BY run_date, rank")
     assert recs["run_date"].tolist() == [date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 2)]
     assert recs["source"].tolist()[0] is None and recs["source"].tolist()[1:] == ["model", "model"]
-    joined = query(warehouse.root, "SELECT r.rank, i.title FROM recommendations r JOIN items i USING (item_id) "
-                                   "WHERE run_date = DATE '2026-01-02' ORDER BY rank")
+    joined = query(
+        warehouse.root,
+        "SELECT r.rank, i.title FROM recommendations r JOIN items i USING (item_id) "
+        "WHERE run_date = DATE '2026-01-02' ORDER BY rank",
+    )
     assert joined.to_dict("list") == {"rank": [1, 2], "title": ["Beta", "Alpha"]}
     assert set(query(warehouse.root, "SHOW TABLES")["name"]) == {"items", "recommendations"}
 
@@ -59,8 +77,10 @@ def test_render_formats():
 
 
 def test_cfrec_sql_prints_results_and_errors(warehouse, capsys):
-    assert main(["sql", "--warehouse", str(warehouse.root), "--format", "csv",
-                 "SELECT title FROM items ORDER BY item_id"]) == 0
+    assert (
+        main(["sql", "--warehouse", str(warehouse.root), "--format", "csv", "SELECT title FROM items ORDER BY item_id"])
+        == 0
+    )
     assert capsys.readouterr().out == "title\nAlpha\nBeta\n"
     assert main(["sql", "--warehouse", str(warehouse.root), "SELEC 1"]) == 2
     err = capsys.readouterr().err

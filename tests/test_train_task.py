@@ -8,11 +8,11 @@ import pytest
 import torch
 from tiny_warehouse import write_warehouse
 
-from cfmodel.registry import artifact
 from cfmodel.errors import CfrecError
+from cfmodel.registry import artifact
+from cfmodel.training.loop import TrainConfig
 from cfmodel.training.models import MODEL_TYPES
 from cfmodel.training.trainer import train
-from cfmodel.training.loop import TrainConfig
 
 RANKING_KEYS = {"precision@10", "recall@10", "ndcg@10", "map@10", "coverage@10"}
 
@@ -23,8 +23,15 @@ def test_train_saves_a_versioned_artifact_with_holdout_metrics(tmp_path, model_t
     trained = train(wh, "2026-02-01", TrainConfig.for_model(model_type, epochs=3), device="cpu")
     assert trained.version == f"{model_type}-2026-02-01"
     folder = wh / "models" / trained.version
-    assert {p.name for p in folder.iterdir()} >= {"model.pt", "config.json", "metrics.json", "loss_curve.png",
-                                                   "users.parquet", "items.parquet", "_SUCCESS"}
+    assert {p.name for p in folder.iterdir()} >= {
+        "model.pt",
+        "config.json",
+        "metrics.json",
+        "loss_curve.png",
+        "users.parquet",
+        "items.parquet",
+        "_SUCCESS",
+    }
     assert (folder / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (wh / "models" / "CURRENT").exists()  # promotion decides that
 
@@ -42,7 +49,10 @@ def test_train_saves_a_versioned_artifact_with_holdout_metrics(tmp_path, model_t
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == model_type and config["n_users"] == 90 and config["n_items"] == 60
     assert config["train"]["model"] == model_type and config["data"]["ratings"] == 1800
-    assert config["data"]["train"] + config["data"]["valid"] == 1800 and config["data"]["ids_from"] == ["ratings", "ratings"]
+    assert config["data"]["train"] + config["data"]["valid"] == 1800 and config["data"]["ids_from"] == [
+        "ratings",
+        "ratings",
+    ]
     assert ("y_range" in config) == (model_type != "rank")
     loaded = artifact.load(wh / "models", trained.version)
     with torch.no_grad():
@@ -64,7 +74,9 @@ def test_dot_model_learns_the_planted_tastes(tmp_path):
 
 def test_time_split_holds_out_the_latest_ratings(tmp_path):
     wh = write_warehouse(tmp_path / "wh")
-    trained = train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1, split="time", valid_pct=0.25), device="cpu")
+    trained = train(
+        wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1, split="time", valid_pct=0.25), device="cpu"
+    )
     assert trained.config["data"]["valid"] == 90 * 5  # 25% of each user's 20 ratings
 
 
@@ -79,7 +91,9 @@ def test_stable_index_tables_decide_the_rows(tmp_path):
 def test_ids_missing_from_the_index_tables_are_an_error(tmp_path):
     wh = write_warehouse(tmp_path / "wh", index_tables=True)
     index = pd.read_parquet(wh / "item_index")
-    index[index["id"] != "i7"].assign(index=lambda f: np.arange(len(f))).to_parquet(wh / "item_index" / "part-0.parquet")
+    index[index["id"] != "i7"].assign(index=lambda f: np.arange(len(f))).to_parquet(
+        wh / "item_index" / "part-0.parquet"
+    )
     with pytest.raises(CfrecError, match="1 item_ids of the ratings table are missing from item_index"):
         train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1), device="cpu")
 

@@ -5,8 +5,8 @@ import torch
 from cfmodel.errors import CfrecError
 from cfmodel.evaluation.metrics import holdout_metrics
 from cfmodel.training.interactions import Interactions
-from cfmodel.training.splits import split
 from cfmodel.training.loop import MODEL_DEFAULTS, TrainConfig, cpu_threads, fit, model_for, one_cycle, resolve_device
+from cfmodel.training.splits import split
 
 
 def planted(n_users=200, n_items=150, n=20000, k=3, seed=0) -> Interactions:
@@ -117,8 +117,9 @@ def test_nn_learns_planted_structure():
 def test_rank_model_learns_who_rates_what_better_than_popularity(loss, n_negatives):
     data = planted_choices()
     train, valid = split(data, 0.2, seed=0)
-    config = TrainConfig.for_model("rank", n_factors=16, epochs=10, lr=2e-2, bs=256, loss=loss,
-                                   n_negatives=n_negatives, patience=None)
+    config = TrainConfig.for_model(
+        "rank", n_factors=16, epochs=10, lr=2e-2, bs=256, loss=loss, n_negatives=n_negatives, patience=None
+    )
     model = model_for(config, 300, 120, None)
     result = fit(model, train, valid, config, torch.device("cpu"), progress=False)
     measured = holdout_metrics(model, train, valid, 120)

@@ -7,8 +7,8 @@ import time
 import pandas as pd
 import pytest
 
-from cfmodel.warehouse import store as warehouse
 from cfmodel.errors import CfrecError
+from cfmodel.warehouse import store as warehouse
 from cfmodel.warehouse.store import Warehouse, publish
 
 
@@ -16,6 +16,7 @@ def write_file(content):
     def write(tmp):
         tmp.mkdir()
         (tmp / "part-0").write_text(content)
+
     return write
 
 
@@ -63,6 +64,7 @@ def write_frame(frame):
     def write(tmp):
         tmp.mkdir()
         frame.to_parquet(tmp / "part-0.parquet", index=False)
+
     return write
 
 

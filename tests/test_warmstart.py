@@ -3,21 +3,24 @@ import pytest
 import torch
 from tiny_warehouse import planted_ratings, write_warehouse
 
-from cfmodel.registry import artifact
 from cfmodel.errors import CfrecError
+from cfmodel.registry import artifact
 from cfmodel.training.ids import IdIndex
-from cfmodel.training.trainer import train
 from cfmodel.training.loop import TrainConfig, model_for
+from cfmodel.training.trainer import train
 from cfmodel.training.warmstart import previous_model, warm_start
 
 
 def saved(tmp_path, model_type="dot", users=("a", "b", "c"), items=("x", "y"), version="dot-1", **overrides):
-    model = model_for(TrainConfig.for_model(model_type, n_factors=3, layers=(4,), **overrides), len(users), len(items), (0.0, 5.5))
+    model = model_for(
+        TrainConfig.for_model(model_type, n_factors=3, layers=(4,), **overrides), len(users), len(items), (0.0, 5.5)
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.normal_()
-    trained = artifact.ModelArtifact(version, model, IdIndex(users), IdIndex(items),
-                                     {"model_type": model_type, "hparams": model.hparams()}, {})
+    trained = artifact.ModelArtifact(
+        version, model, IdIndex(users), IdIndex(items), {"model_type": model_type, "hparams": model.hparams()}, {}
+    )
     artifact.save(trained, tmp_path)
     return trained
 
@@ -70,8 +73,13 @@ def test_nightly_retrain_warm_starts_from_yesterday(tmp_path):
     artifact.set_current(wh / "models", yesterday.version)
     write_warehouse(tmp_path / "wh", ratings)  # tonight: user u5 appears
     tonight = train(wh, "2026-03-02", config, device="cpu", warm_start_from="current")
-    assert tonight.config["warm_start"] == {"from": "dot-2026-03-01", "users_copied": 89, "users_new": 1,
-                                            "items_copied": 60, "items_new": 0}
+    assert tonight.config["warm_start"] == {
+        "from": "dot-2026-03-01",
+        "users_copied": 89,
+        "users_new": 1,
+        "items_copied": 60,
+        "items_new": 0,
+    }
     cold = train(wh, "2026-03-03", config, device="cpu")
     assert cold.config["warm_start"] is None
     # Starting from trained vectors, the first epoch is already far better than a cold start's.

@@ -17,8 +17,14 @@ def planted_ratings(n_users=90, n_items=60, per_user=20, seed=0) -> pd.DataFrame
     for u in range(n_users):
         for i in rng.choice(n_items, per_user, replace=False):
             liked = i % N_GROUPS == u % N_GROUPS
-            rows.append((f"u{u}", f"i{i}", float(rng.integers(4, 6) if liked else rng.integers(1, 3)),
-                         int(rng.integers(0, 10**6))))
+            rows.append(
+                (
+                    f"u{u}",
+                    f"i{i}",
+                    float(rng.integers(4, 6) if liked else rng.integers(1, 3)),
+                    int(rng.integers(0, 10**6)),
+                )
+            )
     return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
 
 
@@ -28,14 +34,20 @@ def write_warehouse(root: Path, ratings: pd.DataFrame | None = None, index_table
     ratings.to_parquet(root / "ratings" / "part-0.parquet", index=False)
     items = sorted(ratings["item_id"].unique())
     (root / "items").mkdir(exist_ok=True)
-    pd.DataFrame({"item_id": items, "title": [f"Title of {i}" for i in items]}).to_parquet(root / "items" / "part-0.parquet")
+    pd.DataFrame({"item_id": items, "title": [f"Title of {i}" for i in items]}).to_parquet(
+        root / "items" / "part-0.parquet"
+    )
     (root / "datasets").mkdir(exist_ok=True)
-    pd.DataFrame({"source": ["test"], "rating_min": [1.0], "rating_max": [5.0]}).to_parquet(root / "datasets" / "part-0.parquet")
+    pd.DataFrame({"source": ["test"], "rating_min": [1.0], "rating_max": [5.0]}).to_parquet(
+        root / "datasets" / "part-0.parquet"
+    )
     if index_tables:
         for column, table in (("user_id", "user_index"), ("item_id", "item_index")):
             ids = sorted(ratings[column].unique(), reverse=True)  # deliberately not the sorted order
             (root / table).mkdir(exist_ok=True)
-            pd.DataFrame({"id": ids, "index": np.arange(len(ids), dtype=np.int64)}).to_parquet(root / table / "part-0.parquet")
+            pd.DataFrame({"id": ids, "index": np.arange(len(ids), dtype=np.int64)}).to_parquet(
+                root / table / "part-0.parquet"
+            )
     return root
 
 

@@ -60,20 +60,53 @@ DATASETS = {
     for spec in [
         # GroupLens publishes an MD5 beside each stable archive; ml-latest-small is regenerated
         # from time to time, so only the announced length is checked for it.
-        DatasetSpec("movielens-100k", (Download(GROUPLENS + "ml-100k.zip", md5="0e33842e24a9c977be4e0107933c0723"),),
-                    "ml-100k", "movielens-100k", archive=True),
-        DatasetSpec("movielens-1m", (Download(GROUPLENS + "ml-1m.zip", md5="c4d9eecfca2ab87c1945afe126590906"),),
-                    "ml-1m", "movielens-1m", archive=True),
-        DatasetSpec("movielens-10m", (Download(GROUPLENS + "ml-10m.zip", md5="ce571fd55effeba0271552578f2648bd"),),
-                    "ml-10M100K", "movielens-10m", archive=True),
-        DatasetSpec("movielens-latest-small", (Download(GROUPLENS + "ml-latest-small.zip"),),
-                    "ml-latest-small", "movielens-latest", archive=True),
-        DatasetSpec("movielens-25m", (Download(GROUPLENS + "ml-25m.zip", md5="6b51fb2759a8657d3bfcbfc42b592ada"),),
-                    "ml-25m", "movielens-latest", archive=True),
-        DatasetSpec("goodbooks-10k", tuple(Download(GOODBOOKS + f) for f in ("ratings.csv", "books.csv", "to_read.csv")),
-                    "goodbooks-10k", "goodbooks"),
-        DatasetSpec("movietweetings", tuple(Download(MOVIETWEETINGS + f) for f in ("ratings.dat", "movies.dat", "users.dat")),
-                    "movietweetings", "movietweetings"),
+        DatasetSpec(
+            "movielens-100k",
+            (Download(GROUPLENS + "ml-100k.zip", md5="0e33842e24a9c977be4e0107933c0723"),),
+            "ml-100k",
+            "movielens-100k",
+            archive=True,
+        ),
+        DatasetSpec(
+            "movielens-1m",
+            (Download(GROUPLENS + "ml-1m.zip", md5="c4d9eecfca2ab87c1945afe126590906"),),
+            "ml-1m",
+            "movielens-1m",
+            archive=True,
+        ),
+        DatasetSpec(
+            "movielens-10m",
+            (Download(GROUPLENS + "ml-10m.zip", md5="ce571fd55effeba0271552578f2648bd"),),
+            "ml-10M100K",
+            "movielens-10m",
+            archive=True,
+        ),
+        DatasetSpec(
+            "movielens-latest-small",
+            (Download(GROUPLENS + "ml-latest-small.zip"),),
+            "ml-latest-small",
+            "movielens-latest",
+            archive=True,
+        ),
+        DatasetSpec(
+            "movielens-25m",
+            (Download(GROUPLENS + "ml-25m.zip", md5="6b51fb2759a8657d3bfcbfc42b592ada"),),
+            "ml-25m",
+            "movielens-latest",
+            archive=True,
+        ),
+        DatasetSpec(
+            "goodbooks-10k",
+            tuple(Download(GOODBOOKS + f) for f in ("ratings.csv", "books.csv", "to_read.csv")),
+            "goodbooks-10k",
+            "goodbooks",
+        ),
+        DatasetSpec(
+            "movietweetings",
+            tuple(Download(MOVIETWEETINGS + f) for f in ("ratings.dat", "movies.dat", "users.dat")),
+            "movietweetings",
+            "movietweetings",
+        ),
     ]
 }
 
@@ -145,17 +178,23 @@ def download(item: Download, target: Path, retries: int = 4, backoff: float = 1.
                 break
             except (TransientError, urllib.error.URLError, http.client.HTTPException, OSError) as exc:
                 if attempt >= retries:
-                    raise CfrecError(f"download of {item.url} failed after {attempt} attempts: {exc} "
-                                     f"({part.stat().st_size if part.exists() else 0} bytes kept in {part} "
-                                     "for the next try to resume)") from None
+                    raise CfrecError(
+                        f"download of {item.url} failed after {attempt} attempts: {exc} "
+                        f"({part.stat().st_size if part.exists() else 0} bytes kept in {part} "
+                        "for the next try to resume)"
+                    ) from None
                 delay = backoff * 2 ** (attempt - 1)
                 log.warning("download of %s: %s; retrying in %.1fs", item.url, exc, delay)
                 time.sleep(delay)
         problem = _verify(part, item, announced)
         if problem is None:
             os.replace(part, target)
-            return {"file": target.name, "bytes": target.stat().st_size, "downloaded": True,
-                    "resumed_from": resumed_from}
+            return {
+                "file": target.name,
+                "bytes": target.stat().st_size,
+                "downloaded": True,
+                "resumed_from": resumed_from,
+            }
         part.unlink()
         if fresh_start:
             raise CfrecError(f"download of {item.url} is corrupt: {problem}; the file was removed")
@@ -198,8 +237,9 @@ def with_base_url(spec: DatasetSpec, base_url: str) -> DatasetSpec:
     return replace(spec, files=tuple(replace(f, url=base + f.filename) for f in spec.files))
 
 
-def fetch_dataset(spec: DatasetSpec, dest: str | Path, retries: int = 4, backoff: float = 1.0,
-                  timeout: float = 60.0) -> dict:
+def fetch_dataset(
+    spec: DatasetSpec, dest: str | Path, retries: int = 4, backoff: float = 1.0, timeout: float = 60.0
+) -> dict:
     dest = Path(dest).expanduser().resolve()
     try:
         dest.mkdir(parents=True, exist_ok=True)

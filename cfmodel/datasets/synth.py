@@ -17,14 +17,66 @@ import numpy as np
 from cfmodel.ingest.parsing import MOVIELENS_100K_GENRES
 
 ADJECTIVES = [
-    "Silent", "Crimson", "Last", "Hidden", "Broken", "Golden", "Midnight", "Lost", "Wild", "Frozen",
-    "Electric", "Distant", "Secret", "Burning", "Quiet", "Savage", "Little", "Endless", "Bitter",
-    "Brave", "Hollow", "Velvet", "Iron", "Paper", "Señor", "Café", "Naïve", "Fatal", "Lucky", "Dark",
+    "Silent",
+    "Crimson",
+    "Last",
+    "Hidden",
+    "Broken",
+    "Golden",
+    "Midnight",
+    "Lost",
+    "Wild",
+    "Frozen",
+    "Electric",
+    "Distant",
+    "Secret",
+    "Burning",
+    "Quiet",
+    "Savage",
+    "Little",
+    "Endless",
+    "Bitter",
+    "Brave",
+    "Hollow",
+    "Velvet",
+    "Iron",
+    "Paper",
+    "Señor",
+    "Café",
+    "Naïve",
+    "Fatal",
+    "Lucky",
+    "Dark",
 ]
 NOUNS = [
-    "Harbor", "Kingdom", "Summer", "Detective", "Garden", "River", "Machine", "Letter", "Road",
-    "Island", "Empire", "Dancer", "Witness", "Frontier", "Orchestra", "Storm", "Mirror", "Heist",
-    "Planet", "Voyage", "Noël", "Café", "Reunion", "Circus", "Station", "Promise", "Signal", "Cowboy",
+    "Harbor",
+    "Kingdom",
+    "Summer",
+    "Detective",
+    "Garden",
+    "River",
+    "Machine",
+    "Letter",
+    "Road",
+    "Island",
+    "Empire",
+    "Dancer",
+    "Witness",
+    "Frontier",
+    "Orchestra",
+    "Storm",
+    "Mirror",
+    "Heist",
+    "Planet",
+    "Voyage",
+    "Noël",
+    "Café",
+    "Reunion",
+    "Circus",
+    "Station",
+    "Promise",
+    "Signal",
+    "Cowboy",
 ]
 # Genres tied to each latent dimension (index into MOVIELENS_100K_GENRES, 'unknown' left out).
 DIMENSION_GENRES = [[1, 2], [5, 14], [8, 18], [11, 16], [15, 9], [6, 13], [3, 4], [10, 17, 12]]
@@ -104,7 +156,9 @@ def generate(dest: str | Path, spec: SynthSpec = SynthSpec()) -> dict:
                     flags[int(rng.choice(DIMENSION_GENRES[dim % len(DIMENSION_GENRES)]))] = "1"
             if "1" not in flags:
                 flags[0] = "1"
-            out.write(f"{item + 1}|{title} ({year})|01-Jan-{year}||http://example.invalid/{item + 1}|{'|'.join(flags)}\n")
+            out.write(
+                f"{item + 1}|{title} ({year})|01-Jan-{year}||http://example.invalid/{item + 1}|{'|'.join(flags)}\n"
+            )
 
     with open(dest / "u.genre", "w", encoding="latin-1") as out:
         for index, name in enumerate(MOVIELENS_100K_GENRES):

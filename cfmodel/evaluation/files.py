@@ -49,18 +49,27 @@ def read_ratings_file(path: str | Path, layout) -> pd.DataFrame:
         text = spec.text
         try:
             raw = pd.read_csv(
-                path, sep=text.sep, header=0 if text.header else None, dtype=str, keep_default_na=False,
-                encoding=text.encoding, engine="python" if len(text.sep) > 1 else "c",
+                path,
+                sep=text.sep,
+                header=0 if text.header else None,
+                dtype=str,
+                keep_default_na=False,
+                encoding=text.encoding,
+                engine="python" if len(text.sep) > 1 else "c",
                 quoting=0 if text.quoted else 3,
             )
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise CfrecError(f"{path}: cannot be read as the {layout.name} layout: {str(exc).splitlines()[0]}") from None
+            raise CfrecError(
+                f"{path}: cannot be read as the {layout.name} layout: {str(exc).splitlines()[0]}"
+            ) from None
         first_line = 2 if text.header else 1
-    frame = pd.DataFrame({
-        "user_id": _column(raw, spec.user, path, "user").astype(str).str.strip(),
-        "item_id": _column(raw, spec.item, path, "item").astype(str).str.strip(),
-        "rating": pd.to_numeric(_column(raw, spec.rating, path, "rating"), errors="coerce"),
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": _column(raw, spec.user, path, "user").astype(str).str.strip(),
+            "item_id": _column(raw, spec.item, path, "item").astype(str).str.strip(),
+            "rating": pd.to_numeric(_column(raw, spec.rating, path, "rating"), errors="coerce"),
+        }
+    )
     if spec.timestamp is not None:
         frame["timestamp"] = pd.to_numeric(_column(raw, spec.timestamp, path, "timestamp"), errors="coerce")
     scale = layout.scale
@@ -87,12 +96,18 @@ def _interactions(frame: pd.DataFrame, users: IdIndex, items: IdIndex) -> Intera
     return Interactions(users.encode(frame["user_id"]), items.encode(frame["item_id"]), frame["rating"].to_numpy(), ts)
 
 
-def evaluate_frames(train: pd.DataFrame, test: pd.DataFrame, config, device: str = "auto",
-                    scale: tuple[float, float] | None = None, progress: bool | None = None) -> dict:
+def evaluate_frames(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    config,
+    device: str = "auto",
+    scale: tuple[float, float] | None = None,
+    progress: bool | None = None,
+) -> dict:
     """Fit `config.model` on `train` and measure it and the most-popular baseline on `test`."""
     from cfmodel.evaluation.metrics import holdout_metrics
-    from cfmodel.training.splits import split
     from cfmodel.training.loop import fit, model_for, resolve_device
+    from cfmodel.training.splits import split
 
     dev = resolve_device(device)
     users = IdIndex.from_values(pd.concat([train["user_id"], test["user_id"]]))
@@ -119,8 +134,14 @@ def evaluate_frames(train: pd.DataFrame, test: pd.DataFrame, config, device: str
     }
 
 
-def evaluate_files(source: str, train_path: str | Path, test_path: str | Path, config, device: str = "auto",
-                   progress: bool | None = None) -> dict:
+def evaluate_files(
+    source: str,
+    train_path: str | Path,
+    test_path: str | Path,
+    config,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> dict:
     from cfmodel.ingest.layouts import get_layout
 
     layout = get_layout(source)

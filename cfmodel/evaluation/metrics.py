@@ -89,13 +89,16 @@ def top_k_excluding(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) -
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, users: np.ndarray, items: np.ndarray, device: torch.device | str = "cpu",
-            bs: int = 1 << 16) -> np.ndarray:
+def predict(
+    model: torch.nn.Module, users: np.ndarray, items: np.ndarray, device: torch.device | str = "cpu", bs: int = 1 << 16
+) -> np.ndarray:
     """The model's predicted ratings for (user, item) pairs, in batches."""
     model.eval()
     out = [
         model(torch.as_tensor(users[i : i + bs], device=device), torch.as_tensor(items[i : i + bs], device=device))
-        .float().cpu().numpy()
+        .float()
+        .cpu()
+        .numpy()
         for i in range(0, len(users), bs)
     ]
     return np.concatenate(out) if out else np.empty(0, np.float32)
@@ -123,7 +126,11 @@ def top_k_scored(
         batch = users[start : start + block]
         scores = score_fn(torch.as_tensor(batch, device=device)).float().clone()
         counts = indptr[batch + 1] - indptr[batch]
-        cols = np.concatenate([seen_items[indptr[u] : indptr[u + 1]] for u in batch]) if counts.sum() else np.empty(0, np.int64)
+        cols = (
+            np.concatenate([seen_items[indptr[u] : indptr[u + 1]] for u in batch])
+            if counts.sum()
+            else np.empty(0, np.int64)
+        )
         rows = np.repeat(np.arange(len(batch)), counts)
         scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = float("-inf")
         scores[:, never_t] = float("-inf")
@@ -166,8 +173,11 @@ def holdout_metrics(
         scored = known_users[holdout.users] & (item_counts[holdout.items] > 0)
         rated = holdout.subset(np.flatnonzero(scored))
         predicted = predict(model, rated.users, rated.items, device)
-        result["model"].update(rmse=rmse(predicted, rated.ratings), mae=mae(predicted, rated.ratings),
-                               unseen_rows=int(len(holdout) - len(rated)))
+        result["model"].update(
+            rmse=rmse(predicted, rated.ratings),
+            mae=mae(predicted, rated.ratings),
+            unseen_rows=int(len(holdout) - len(rated)),
+        )
     users = np.unique(holdout.users)
     if max_users is not None and len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
@@ -177,7 +187,10 @@ def holdout_metrics(
     relevant = [relevant_items[indptr[u] : indptr[u + 1]] for u in users]
     never = np.flatnonzero(item_counts == 0)
     model.eval()
-    for name, score_fn in (("model", model.score_all), ("popularity", popularity_score_fn(train.items, n_items, device))):
+    for name, score_fn in (
+        ("model", model.score_all),
+        ("popularity", popularity_score_fn(train.items, n_items, device)),
+    ):
         recommended = top_k_scored(score_fn, users, seen, k, n_items, never, device)
         result[name].update(ranking_metrics(recommended, relevant, k, n_items))
     return result

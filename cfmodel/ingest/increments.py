@@ -92,8 +92,14 @@ def materialise_ratings(spark: SparkSession, wh: Warehouse, run_date: str | None
     return read_ratings(spark, wh.table("ratings")).count(), increments.count()
 
 
-def materialise_latest(spark: SparkSession, wh: Warehouse, table: str, keys: list[str], run_date: str | None = None,
-                       schema: str | None = None) -> None:
+def materialise_latest(
+    spark: SparkSession,
+    wh: Warehouse,
+    table: str,
+    keys: list[str],
+    run_date: str | None = None,
+    schema: str | None = None,
+) -> None:
     """Rebuild `table` from its increments up to `run_date`: per key, the latest run's row. Without
     increments, the table is empty when `schema` is given, and absent otherwise."""
     parts = as_of(partitions(wh, increments_table(table)), run_date)

@@ -30,8 +30,10 @@ def check_index(index: DataFrame, name: str) -> int:
     ).first()
     n = row["n"]
     if n and (row["ids"] != n or row["indices"] != n or row["low"] != 0 or row["high"] != n - 1 or row["nulls"]):
-        raise CfrecError(f"table {name} is not a contiguous index from 0: {n} rows, {row['ids']} distinct ids, "
-                         f"{row['indices']} distinct indices from {row['low']} to {row['high']}")
+        raise CfrecError(
+            f"table {name} is not a contiguous index from 0: {n} rows, {row['ids']} distinct ids, "
+            f"{row['indices']} distinct indices from {row['low']} to {row['high']}"
+        )
     return n
 
 

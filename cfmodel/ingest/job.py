@@ -29,16 +29,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from cfmodel.ingest import dedup
-
-from cfmodel.ingest import increments
-
-from cfmodel.ingest import indices
-
-from cfmodel.ingest import planning
-
-from cfmodel.ingest import parsing as sources
 from cfmodel.errors import CfrecError
+from cfmodel.ingest import dedup, increments, indices, planning
+from cfmodel.ingest import parsing as sources
 from cfmodel.ingest.layouts import CSV_SOURCE
 from cfmodel.warehouse.store import Warehouse, publish
 
@@ -75,10 +68,13 @@ REPORT_SCHEMA = T.StructType(
         T.StructField("seconds", T.DoubleType()),
     ]
 )
-STAGING_SCHEMA = ("user_id string, item_id string, rating double, timestamp bigint, reason string, "
-                  "source_file string, line_number bigint, raw string")
-DATASETS_SCHEMA = ("source string, rating_min double, rating_max double, rating_step double, "
-                   "scale_origin string, run_date string")
+STAGING_SCHEMA = (
+    "user_id string, item_id string, rating double, timestamp bigint, reason string, "
+    "source_file string, line_number bigint, raw string"
+)
+DATASETS_SCHEMA = (
+    "source string, rating_min double, rating_max double, rating_step double, scale_origin string, run_date string"
+)
 
 
 def _write(df: DataFrame, path: Path, files: int | None = None) -> None:
@@ -158,7 +154,13 @@ def stage_ratings(spark: SparkSession, parsed: DataFrame, staging: Path) -> Stag
     duplicates get theirs back by re-reading just those lines.
     """
     parsed.select(
-        "user_id", "item_id", "rating", "timestamp", "reason", "source_file", "line_number",
+        "user_id",
+        "item_id",
+        "rating",
+        "timestamp",
+        "reason",
+        "source_file",
+        "line_number",
         F.when(F.col("reason").isNotNull(), F.col("raw")).alias("raw"),
     ).write.parquet(str(staging))
     staged = spark.read.schema(STAGING_SCHEMA).parquet(str(staging))
@@ -188,8 +190,10 @@ def _check_same_source(wh: Warehouse, source: str) -> None:
     if path.exists():
         recorded = pd.read_parquet(path, columns=["source"])["source"]
         if len(recorded) and recorded.iloc[0] != source:
-            raise CfrecError(f"warehouse {wh.root} holds '{recorded.iloc[0]}' data; ingesting '{source}' into it "
-                             "would mix two id spaces (use another warehouse)")
+            raise CfrecError(
+                f"warehouse {wh.root} holds '{recorded.iloc[0]}' data; ingesting '{source}' into it "
+                "would mix two id spaces (use another warehouse)"
+            )
 
 
 def _ingest_items(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str):
@@ -198,15 +202,25 @@ def _ingest_items(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse,
     if plan.items is None:
         shutil.rmtree(partition, ignore_errors=True)  # a re-run without an items file keeps no stale items
         log.warning("no items file in %s: ratings are kept, item titles unknown", plan.root)
-        return None, {"item_files": [], "item_input_rows": 0, "item_rows": 0, "item_rejects": 0,
-                      "item_rejects_by_reason": {}}
+        return None, {
+            "item_files": [],
+            "item_input_rows": 0,
+            "item_rows": 0,
+            "item_rejects": 0,
+            "item_rejects_by_reason": {},
+        }
     parsed, input_rows = parse_item_files(spark, plan)
     parsed = dedup.resolve(parsed, ["item_id"], dedup.file_order_newest_first())
     clean, by_reason = _count_by_reason(parsed)
     _check_accounted("item rows", input_rows, clean, by_reason)
     _write(parsed.where(F.col("reason").isNull()).select(*increments.ITEMS_COLUMNS), partition, files=1)
-    return parsed, {"item_files": [f.name for f in plan.items.files], "item_input_rows": input_rows,
-                    "item_rows": clean, "item_rejects": sum(by_reason.values()), "item_rejects_by_reason": by_reason}
+    return parsed, {
+        "item_files": [f.name for f in plan.items.files],
+        "item_input_rows": input_rows,
+        "item_rows": clean,
+        "item_rejects": sum(by_reason.values()),
+        "item_rejects_by_reason": by_reason,
+    }
 
 
 def _ingest_extras(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str):
@@ -223,8 +237,11 @@ def _ingest_extras(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse
         clean, by_reason = _count_by_reason(parsed)
         _check_accounted(f"{extra.table} rows", input_rows, clean, by_reason)
         columns = [c.name for c in extra.columns]
-        _write(parsed.where(F.col("reason").isNull()).select(*columns).orderBy(*extra.key),
-               wh.partition(increments.increments_table(extra.table), run_date), files=1)
+        _write(
+            parsed.where(F.col("reason").isNull()).select(*columns).orderBy(*extra.key),
+            wh.partition(increments.increments_table(extra.table), run_date),
+            files=1,
+        )
         rows[extra.table], rejects[extra.table] = clean, by_reason
     return parsed_frames, {"extra_rows": rows, "extra_rejects_by_reason": rejects}
 
@@ -244,8 +261,9 @@ def _record_scale(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse,
     return low, high
 
 
-def ingest(spark: SparkSession, source: str, input_dir: str | Path, warehouse: str | Path, run_date: str,
-           **options) -> dict:
+def ingest(
+    spark: SparkSession, source: str, input_dir: str | Path, warehouse: str | Path, run_date: str, **options
+) -> dict:
     """Ingest `source` files from `input_dir` as the increment of `run_date`; returns the report.
 
     `options`: `ratings_file`, `items_file` (name or glob in `input_dir`), `encoding` for every
@@ -272,8 +290,11 @@ def ingest(spark: SparkSession, source: str, input_dir: str | Path, warehouse: s
         items_parsed, item_report = _ingest_items(spark, plan, wh, run_date)
         extras_parsed, extra_report = _ingest_extras(spark, plan, wh, run_date)
 
-        rejected = (sum(by_reason.values()) + item_report["item_rejects"]
-                    + sum(sum(r.values()) for r in extra_report["extra_rejects_by_reason"].values()))
+        rejected = (
+            sum(by_reason.values())
+            + item_report["item_rejects"]
+            + sum(sum(r.values()) for r in extra_report["extra_rejects_by_reason"].values())
+        )
         rejects = _rejects(staged.rejects, plan.source, "ratings")
         if items_parsed is not None:
             rejects = rejects.unionByName(_rejects(items_parsed, plan.source, "items"))

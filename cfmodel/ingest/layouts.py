@@ -16,9 +16,25 @@ UTF8 = "UTF-8"
 LATIN1 = "ISO-8859-1"
 
 MOVIELENS_100K_GENRES = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-    "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ]
 
 
@@ -126,13 +142,26 @@ def _ml_dat(name: str, items_encoding: str, scale: RatingScale, description: str
     dat = TextFormat(sep="::")
     # 1M's users.dat (UserID::Gender::Age::Occupation::Zip-code; age and occupation are codes).
     # 10M has no users.dat, so nothing is ingested for it.
-    users = _users("users.dat", replace(dat, encoding=items_encoding), ExtraColumn("gender", 1),
-                   ExtraColumn("age", 2, "int"), ExtraColumn("occupation", 3), ExtraColumn("zip_code", 4))
+    users = _users(
+        "users.dat",
+        replace(dat, encoding=items_encoding),
+        ExtraColumn("gender", 1),
+        ExtraColumn("age", 2, "int"),
+        ExtraColumn("occupation", 3),
+        ExtraColumn("zip_code", 4),
+    )
     return SourceLayout(
         name=name,
         ratings=RatingsSpec("ratings.dat", dat, user=0, item=1, rating=2, timestamp=3, n_fields=4),
-        items=ItemsSpec("movies.dat", replace(dat, encoding=items_encoding), item=0, title=1,
-                        genres=GenreSpec("list", column=2), min_fields=3, max_fields=3),
+        items=ItemsSpec(
+            "movies.dat",
+            replace(dat, encoding=items_encoding),
+            item=0,
+            title=1,
+            genres=GenreSpec("list", column=2),
+            min_fields=3,
+            max_fields=3,
+        ),
         scale=scale,
         description=description,
         extras=(users,),
@@ -144,49 +173,107 @@ SOURCES: dict[str, SourceLayout] = {
     for layout in [
         SourceLayout(
             name="movielens-100k",
-            ratings=RatingsSpec("u.data", TextFormat("\t", encoding=LATIN1), user=0, item=1, rating=2, timestamp=3,
-                                n_fields=4),
-            items=ItemsSpec("u.item", TextFormat("|", encoding=LATIN1), item=0, title=1,
-                            genres=GenreSpec("flags", column=5), min_fields=5 + len(MOVIELENS_100K_GENRES),
-                            max_fields=5 + len(MOVIELENS_100K_GENRES)),
+            ratings=RatingsSpec(
+                "u.data", TextFormat("\t", encoding=LATIN1), user=0, item=1, rating=2, timestamp=3, n_fields=4
+            ),
+            items=ItemsSpec(
+                "u.item",
+                TextFormat("|", encoding=LATIN1),
+                item=0,
+                title=1,
+                genres=GenreSpec("flags", column=5),
+                min_fields=5 + len(MOVIELENS_100K_GENRES),
+                max_fields=5 + len(MOVIELENS_100K_GENRES),
+            ),
             scale=RatingScale(1, 5, 1),
             description="u.data (TAB: user item rating timestamp), u.item ('|', latin-1, 19 genre flags named by u.genre)",
-            extras=(_users("u.user", TextFormat("|", encoding=LATIN1), ExtraColumn("age", 1, "int"),
-                           ExtraColumn("gender", 2), ExtraColumn("occupation", 3), ExtraColumn("zip_code", 4)),),
+            extras=(
+                _users(
+                    "u.user",
+                    TextFormat("|", encoding=LATIN1),
+                    ExtraColumn("age", 1, "int"),
+                    ExtraColumn("gender", 2),
+                    ExtraColumn("occupation", 3),
+                    ExtraColumn("zip_code", 4),
+                ),
+            ),
         ),
-        _ml_dat("movielens-1m", LATIN1, RatingScale(1, 5, 1),
-                "ratings.dat (UserID::MovieID::Rating::Timestamp), movies.dat (MovieID::Title::Genres, latin-1)"),
-        _ml_dat("movielens-10m", UTF8, RatingScale(0.5, 5, 0.5),
-                "the movielens-1m layout with half-star ratings 0.5-5; movies.dat read as UTF-8"),
+        _ml_dat(
+            "movielens-1m",
+            LATIN1,
+            RatingScale(1, 5, 1),
+            "ratings.dat (UserID::MovieID::Rating::Timestamp), movies.dat (MovieID::Title::Genres, latin-1)",
+        ),
+        _ml_dat(
+            "movielens-10m",
+            UTF8,
+            RatingScale(0.5, 5, 0.5),
+            "the movielens-1m layout with half-star ratings 0.5-5; movies.dat read as UTF-8",
+        ),
         SourceLayout(
             name="movielens-latest",
-            ratings=RatingsSpec("ratings.csv", TextFormat(",", quoted=True, header=True),
-                                user="userId", item="movieId", rating="rating", timestamp="timestamp"),
-            items=ItemsSpec("movies.csv", TextFormat(",", quoted=True, header=True), item="movieId", title="title",
-                            genres=GenreSpec("list", column="genres", none_marker="(no genres listed)")),
+            ratings=RatingsSpec(
+                "ratings.csv",
+                TextFormat(",", quoted=True, header=True),
+                user="userId",
+                item="movieId",
+                rating="rating",
+                timestamp="timestamp",
+            ),
+            items=ItemsSpec(
+                "movies.csv",
+                TextFormat(",", quoted=True, header=True),
+                item="movieId",
+                title="title",
+                genres=GenreSpec("list", column="genres", none_marker="(no genres listed)"),
+            ),
             scale=RatingScale(0.5, 5, 0.5),
             description="ratings.csv (userId,movieId,rating,timestamp), movies.csv (movieId,title,genres; RFC-4180)",
         ),
         SourceLayout(
             name="movietweetings",
             ratings=RatingsSpec("ratings.dat", TextFormat("::"), user=0, item=1, rating=2, timestamp=3, n_fields=4),
-            items=ItemsSpec("movies.dat", TextFormat("::"), item=0, title=1, genres=GenreSpec("list", column=2),
-                            min_fields=2, max_fields=3),
+            items=ItemsSpec(
+                "movies.dat",
+                TextFormat("::"),
+                item=0,
+                title=1,
+                genres=GenreSpec("list", column=2),
+                min_fields=2,
+                max_fields=3,
+            ),
             scale=RatingScale(0, 10, 1),
             description="ratings.dat (user_id::movie_id::rating::rating_timestamp, 0-10), movies.dat (UTF-8)",
             extras=(_users("users.dat", TextFormat("::"), ExtraColumn("twitter_id", 1)),),
         ),
         SourceLayout(
             name="goodbooks",
-            ratings=RatingsSpec("ratings.csv", TextFormat(",", quoted=True, header=True),
-                                user="user_id", item="book_id", rating="rating", timestamp=None),
-            items=ItemsSpec("books.csv", TextFormat(",", quoted=True, header=True), item="book_id", title="title",
-                            year="original_publication_year"),
+            ratings=RatingsSpec(
+                "ratings.csv",
+                TextFormat(",", quoted=True, header=True),
+                user="user_id",
+                item="book_id",
+                rating="rating",
+                timestamp=None,
+            ),
+            items=ItemsSpec(
+                "books.csv",
+                TextFormat(",", quoted=True, header=True),
+                item="book_id",
+                title="title",
+                year="original_publication_year",
+            ),
             scale=RatingScale(1, 5, 1),
             description="ratings.csv (user_id,book_id,rating; no timestamp, file order is time order), books.csv",
-            extras=(ExtraSpec("to_read", "to_read.csv", TextFormat(",", quoted=True, header=True),
-                              (ExtraColumn("user_id", "user_id"), ExtraColumn("item_id", "book_id")),
-                              key=("user_id", "item_id")),),
+            extras=(
+                ExtraSpec(
+                    "to_read",
+                    "to_read.csv",
+                    TextFormat(",", quoted=True, header=True),
+                    (ExtraColumn("user_id", "user_id"), ExtraColumn("item_id", "book_id")),
+                    key=("user_id", "item_id"),
+                ),
+            ),
         ),
     ]
 }
@@ -196,10 +283,20 @@ KNOWN_SOURCES = sorted([*SOURCES, CSV_SOURCE])
 # Options any source accepts, and those only the generic `csv` source accepts (with defaults).
 COMMON_OPTIONS = {"ratings_file", "items_file", "encoding"}
 CSV_DEFAULTS = {
-    "format": None, "sep": ",", "header": True,
-    "user_col": "user_id", "item_col": "item_id", "rating_col": "rating", "timestamp_col": None,
-    "rating_min": None, "rating_max": None, "rating_step": None,
-    "item_id_col": "item_id", "title_col": "title", "genres_col": None, "genre_sep": "|",
+    "format": None,
+    "sep": ",",
+    "header": True,
+    "user_col": "user_id",
+    "item_col": "item_id",
+    "rating_col": "rating",
+    "timestamp_col": None,
+    "rating_min": None,
+    "rating_max": None,
+    "rating_step": None,
+    "item_id_col": "item_id",
+    "title_col": "title",
+    "genres_col": None,
+    "genre_sep": "|",
 }
 
 
@@ -261,8 +358,9 @@ def _column(value, header: bool, option: str) -> Column:
     try:
         position = int(value)
     except (TypeError, ValueError):
-        raise CfrecError(f"--{option.replace('_', '-')} must be a 0-based column position when the file "
-                         f"has no header, got '{value}'") from None
+        raise CfrecError(
+            f"--{option.replace('_', '-')} must be a 0-based column position when the file has no header, got '{value}'"
+        ) from None
     if position < 0:
         raise CfrecError(f"--{option.replace('_', '-')} must be >= 0, got {position}")
     return position
@@ -299,11 +397,13 @@ def _csv_layout(o: dict) -> SourceLayout:
     items = None
     if o.get("items_file"):
         items = ItemsSpec(
-            o["items_file"], text,
+            o["items_file"],
+            text,
             item=_column(o["item_id_col"], header, "item_id_col"),
             title=_column(o["title_col"], header, "title_col"),
             genres=GenreSpec("list", column=_column(o["genres_col"], header, "genres_col"), sep=o["genre_sep"])
-            if o["genres_col"] not in (None, "") else GenreSpec(),
+            if o["genres_col"] not in (None, "")
+            else GenreSpec(),
         )
     bounds = [_scale_option(o["rating_min"], "rating_min"), _scale_option(o["rating_max"], "rating_max")]
     if (bounds[0] is None) != (bounds[1] is None):
@@ -313,5 +413,10 @@ def _csv_layout(o: dict) -> SourceLayout:
     step = _scale_option(o["rating_step"], "rating_step")
     if step is not None and step <= 0:
         raise CfrecError(f"--rating-step must be positive, got {step}")
-    return SourceLayout(CSV_SOURCE, ratings, items, RatingScale(bounds[0], bounds[1], step),
-                        description="delimited text or Parquet with columns named by options")
+    return SourceLayout(
+        CSV_SOURCE,
+        ratings,
+        items,
+        RatingScale(bounds[0], bounds[1], step),
+        description="delimited text or Parquet with columns named by options",
+    )

@@ -20,8 +20,16 @@ from cfmodel.errors import CfrecError
 from cfmodel.ingest.layouts import LATIN1, MOVIELENS_100K_GENRES, UTF8, RatingScale, TextFormat
 from cfmodel.ingest.planning import ExtraPlan, InputFile, ItemsPlan, RatingsPlan
 
-__all__ = ["MOVIELENS_100K_GENRES", "LINE_SCHEMA", "read_lines", "read_parquet_rows", "parse_ratings",
-           "parse_items", "parse_extra", "title_year"]
+__all__ = [
+    "MOVIELENS_100K_GENRES",
+    "LINE_SCHEMA",
+    "read_lines",
+    "read_parquet_rows",
+    "parse_ratings",
+    "parse_items",
+    "parse_extra",
+    "title_year",
+]
 
 LINE_SCHEMA = T.StructType(
     [
@@ -75,7 +83,9 @@ def read_lines(spark: SparkSession, files: list[InputFile], encoding: str) -> Te
             F.col("_metadata.file_block_start").alias("_block"),
             F.monotonically_increasing_id().alias("_ordinal"),
         )
-        blocks = scan.groupBy("_block").agg(F.min("_ordinal").alias("first"), F.count(F.lit(1)).alias("lines")).collect()
+        blocks = (
+            scan.groupBy("_block").agg(F.min("_ordinal").alias("first"), F.count(F.lit(1)).alias("lines")).collect()
+        )
         offsets, seen = [], 0
         for block in sorted(blocks, key=lambda b: b["_block"]):
             offsets += [F.lit(block["_block"]), F.lit(seen + 1 - block["first"])]
@@ -116,13 +126,19 @@ def _csv_record(line: Column, sep: str, n_fields: int) -> Column:
     tolerated."""
     schema = ", ".join(f"`c{i}` string" for i in range(n_fields)) + ", `_corrupt` string"
     options = {
-        "sep": sep, "quote": '"', "escape": '"', "mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt",
-        "ignoreLeadingWhiteSpace": "true", "ignoreTrailingWhiteSpace": "true",
+        "sep": sep,
+        "quote": '"',
+        "escape": '"',
+        "mode": "PERMISSIVE",
+        "columnNameOfCorruptRecord": "_corrupt",
+        "ignoreLeadingWhiteSpace": "true",
+        "ignoreTrailingWhiteSpace": "true",
     }
     parsed = F.from_csv(line, schema, options)
     stripped = F.when(line.endswith(sep), F.regexp_replace(line, re.escape(sep) + "$", ""))
-    return F.when(parsed["_corrupt"].isNotNull() & stripped.isNotNull(), F.from_csv(stripped, schema, options)) \
-        .otherwise(parsed)
+    return F.when(
+        parsed["_corrupt"].isNotNull() & stripped.isNotNull(), F.from_csv(stripped, schema, options)
+    ).otherwise(parsed)
 
 
 def _field(fields: Column, position: int | None) -> Column:
@@ -158,8 +174,12 @@ def typed_ratings(rows: DataFrame, has_timestamp: bool, scale: RatingScale) -> D
     referenced twice in its own projection rather than inlining it.
     """
     typed = rows.select(
-        "source_file", "line_number", "raw", "_structural",
-        F.col("_user").alias("user_id"), F.col("_item").alias("item_id"),
+        "source_file",
+        "line_number",
+        "raw",
+        "_structural",
+        F.col("_user").alias("user_id"),
+        F.col("_item").alias("item_id"),
         F.col("_rating").try_cast("double").alias("rating"),
         (_timestamp(F.col("_timestamp")) if has_timestamp else F.lit(None).cast("long")).alias("timestamp"),
     )
@@ -205,7 +225,10 @@ def _split(lines: DataFrame, text: TextFormat, min_fields: int, max_fields: int)
         fields = F.when(has_quote, quoted).otherwise(fields)
         well_formed = F.when(has_quote, record["_corrupt"].isNull()).otherwise(well_formed)
     return step.select(
-        "source_file", "line_number", "raw", fields.alias("_fields"),
+        "source_file",
+        "line_number",
+        "raw",
+        fields.alias("_fields"),
         _line_reason(F.col("raw"), line, well_formed).alias("_structural"),
     )
 
@@ -216,9 +239,14 @@ def parse_ratings(lines: DataFrame, plan: RatingsPlan, scale: RatingScale) -> Da
     split = _split(lines, plan.text, plan.n_fields, plan.n_fields)
     fields = F.col("_fields")
     texts = split.select(
-        "source_file", "line_number", "raw", "_structural",
-        _field(fields, plan.user).alias("_user"), _field(fields, plan.item).alias("_item"),
-        _field(fields, plan.rating).alias("_rating"), _field(fields, plan.timestamp).alias("_timestamp"),
+        "source_file",
+        "line_number",
+        "raw",
+        "_structural",
+        _field(fields, plan.user).alias("_user"),
+        _field(fields, plan.item).alias("_item"),
+        _field(fields, plan.rating).alias("_rating"),
+        _field(fields, plan.timestamp).alias("_timestamp"),
     )
     return typed_ratings(texts, plan.timestamp is not None, scale)
 
@@ -260,8 +288,13 @@ def parse_parquet_ratings(rows: DataFrame, plan: RatingsPlan, scale: RatingScale
         return F.trim(F.coalesce(F.col("fields").getField(column), F.lit("")))
 
     texts = rows.select(
-        "source_file", "line_number", "raw", F.lit(None).cast("string").alias("_structural"),
-        text(plan.user).alias("_user"), text(plan.item).alias("_item"), text(plan.rating).alias("_rating"),
+        "source_file",
+        "line_number",
+        "raw",
+        F.lit(None).cast("string").alias("_structural"),
+        text(plan.user).alias("_user"),
+        text(plan.item).alias("_item"),
+        text(plan.rating).alias("_rating"),
         text(plan.timestamp).alias("_timestamp"),
     )
     return typed_ratings(texts, plan.timestamp is not None, scale)
@@ -298,7 +331,9 @@ def parse_items(lines: DataFrame, plan: ItemsPlan) -> DataFrame:
     title = _field(fields, plan.title)
     year = title_year(title) if plan.year is None else _field(fields, plan.year).try_cast("double").cast("int")
     return split.select(
-        "source_file", "line_number", "raw",
+        "source_file",
+        "line_number",
+        "raw",
         item.alias("item_id"),
         F.when(title != "", title).alias("title"),
         year.alias("year"),

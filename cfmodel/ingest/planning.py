@@ -15,7 +15,15 @@ from pathlib import Path
 
 from cfmodel.errors import CfrecError
 from cfmodel.ingest.layouts import (
-    MOVIELENS_100K_GENRES, Column, ExtraColumn, ExtraSpec, GenreSpec, ItemsSpec, RatingScale, TextFormat, get_layout,
+    MOVIELENS_100K_GENRES,
+    Column,
+    ExtraColumn,
+    ExtraSpec,
+    GenreSpec,
+    ItemsSpec,
+    RatingScale,
+    TextFormat,
+    get_layout,
 )
 
 
@@ -76,7 +84,9 @@ def find_files(root: Path, pattern: str, folders: bool = False) -> list[InputFil
 
     Name order is file order: of duplicated ratings without timestamps, the one in the later file wins.
     """
-    matches = sorted(Path(p) for p in glob.glob(str(root / pattern)) if Path(p).is_file() or (folders and Path(p).is_dir()))
+    matches = sorted(
+        Path(p) for p in glob.glob(str(root / pattern)) if Path(p).is_file() or (folders and Path(p).is_dir())
+    )
     out = []
     for path in matches:
         try:
@@ -169,9 +179,15 @@ def plan_ingest(source: str, input_dir: str | Path, **options) -> IngestPlan:
     if layout.items is not None:
         items = _plan_items(root, layout.items)
     extras = [(spec, _plan_extra(root, spec)) for spec in layout.extras]
-    return IngestPlan(layout.name, root, ratings, items, layout.scale,
-                      extras=[plan for _, plan in extras if plan is not None],
-                      missing_extras=[spec for spec, plan in extras if plan is None])
+    return IngestPlan(
+        layout.name,
+        root,
+        ratings,
+        items,
+        layout.scale,
+        extras=[plan for _, plan in extras if plan is not None],
+        missing_extras=[spec for spec, plan in extras if plan is None],
+    )
 
 
 def _plan_extra(root: Path, spec: ExtraSpec) -> ExtraPlan | None:
@@ -201,8 +217,8 @@ def _plan_items(root: Path, spec: ItemsSpec) -> ItemsPlan | None:
         min_fields = max_fields = n_fields
     elif max_fields is None:
         min_fields = max_fields = max(p for p in wanted.values() if p is not None) + 1
-    _positions_fit(files, {k: v for k, v in wanted.items() if k != "genres" or spec.genres.kind != "flags"},
-                   max_fields)
+    _positions_fit(files, {k: v for k, v in wanted.items() if k != "genres" or spec.genres.kind != "flags"}, max_fields)
     genres = replace(spec.genres, column=wanted["genres"])
-    return ItemsPlan(files, spec.text, wanted["item"], wanted["title"], genres, wanted["year"],
-                     min_fields, max_fields, genre_names)
+    return ItemsPlan(
+        files, spec.text, wanted["item"], wanted["title"], genres, wanted["year"], min_fields, max_fields, genre_names
+    )

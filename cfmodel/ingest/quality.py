@@ -58,7 +58,10 @@ def _reject_check(name: str, by_reason: dict, total: int, limit: float) -> dict:
     defects, detail = _defects(by_reason)
     fraction = defects / total if total else 0.0
     return {
-        "check": name, "value": fraction, "threshold": limit, "passed": fraction <= limit,
+        "check": name,
+        "value": fraction,
+        "threshold": limit,
+        "passed": fraction <= limit,
         "detail": f"{defects} of {total} rows rejected" + (f" ({detail})" if detail else ""),
     }
 
@@ -88,20 +91,29 @@ def check_quality(
 
     checks = [_reject_check("reject_fraction", report["rejects_by_reason"], report["input_rows"], max_reject_fraction)]
     if report.get("item_input_rows"):
-        checks.append(_reject_check("item_reject_fraction", report["item_rejects_by_reason"],
-                                    report["item_input_rows"], max_reject_fraction))
+        checks.append(
+            _reject_check(
+                "item_reject_fraction", report["item_rejects_by_reason"], report["item_input_rows"], max_reject_fraction
+            )
+        )
     earlier = [d for d in reports if d < run_date]
     if earlier and max_drop_fraction is not None:
         previous = reports[earlier[-1]]
         drop = 1 - report["clean_rows"] / previous["clean_rows"] if previous["clean_rows"] else 0.0
-        checks.append({
-            "check": "clean_rows_drop", "value": drop, "threshold": max_drop_fraction,
-            "passed": drop <= max_drop_fraction,
-            "detail": f"{report['clean_rows']} clean rows vs {previous['clean_rows']} on {earlier[-1]}",
-        })
+        checks.append(
+            {
+                "check": "clean_rows_drop",
+                "value": drop,
+                "threshold": max_drop_fraction,
+                "passed": drop <= max_drop_fraction,
+                "detail": f"{report['clean_rows']} clean rows vs {previous['clean_rows']} on {earlier[-1]}",
+            }
+        )
 
-    publish(wh.partition("quality", run_date),
-            lambda tmp: (tmp.mkdir(), pq.write_table(pa.Table.from_pylist(checks, QUALITY_SCHEMA), tmp / "part-0.parquet")))
+    publish(
+        wh.partition("quality", run_date),
+        lambda tmp: (tmp.mkdir(), pq.write_table(pa.Table.from_pylist(checks, QUALITY_SCHEMA), tmp / "part-0.parquet")),
+    )
     failed = [c for c in checks if not c["passed"]]
     result = {"run_date": run_date, "passed": not failed, "checks": checks}
     if failed:

@@ -1,14 +1,14 @@
 """Versioned model artifacts: weights, id mappings, config and metrics in one folder.
 
-    models/<version>/model.pt         state_dict
-    models/<version>/config.json      model type and hyper-parameters, y_range, training options,
-                                      device, data snapshot, warm start
-    models/<version>/metrics.json     hold-out metrics of the model and the popularity baseline,
-                                      per-epoch history
-    models/<version>/loss_curve.png   training and validation loss
-    models/<version>/users.parquet    id -> index
-    models/<version>/items.parquet
-    models/CURRENT                    the version scoring uses by default
+models/<version>/model.pt         state_dict
+models/<version>/config.json      model type and hyper-parameters, y_range, training options,
+                                  device, data snapshot, warm start
+models/<version>/metrics.json     hold-out metrics of the model and the popularity baseline,
+                                  per-epoch history
+models/<version>/loss_curve.png   training and validation loss
+models/<version>/users.parquet    id -> index
+models/<version>/items.parquet
+models/CURRENT                    the version scoring uses by default
 """
 
 from __future__ import annotations

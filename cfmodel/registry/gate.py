@@ -10,13 +10,12 @@ reports it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
-from cfmodel.registry import registry as runs
 from cfmodel.errors import CfrecError
+from cfmodel.registry import registry as runs
 
 if TYPE_CHECKING:
     from cfmodel.registry import artifact
@@ -65,13 +64,19 @@ def decide(
         wanted = metric or " or ".join(GATE_METRICS)
         return {**verdict, "promoted": False, "reason": f"candidate has no {split} {wanted} to judge it by"}
     if metric not in curr:
-        return {**verdict, "promoted": True, "reason": f"current model has no {split} {metric}; promoted without comparison"}
+        return {
+            **verdict,
+            "promoted": True,
+            "reason": f"current model has no {split} {metric}; promoted without comparison",
+        }
     better = "lower" if lower_is_better(metric) else "higher"
     if within_tolerance(metric, cand[metric], curr[metric], tolerance):
         reason = f"{split} {metric} {cand[metric]:.4f} vs current {curr[metric]:.4f} ({better} is better, tolerance {tolerance:.1%})"
         return {**verdict, "promoted": True, "reason": reason}
-    reason = (f"{split} {metric} {cand[metric]:.4f} is worse than current {curr[metric]:.4f} by more than "
-              f"{tolerance:.1%} ({better} is better)")
+    reason = (
+        f"{split} {metric} {cand[metric]:.4f} is worse than current {curr[metric]:.4f} by more than "
+        f"{tolerance:.1%} ({better} is better)"
+    )
     return {**verdict, "promoted": False, "reason": reason}
 
 
@@ -109,7 +114,11 @@ def promote(
     if previous == version:
         # Retraining the same version replaced the current model's folder already: the old
         # weights and metrics are gone, so there is nothing left to compare with.
-        verdict = {"promoted": True, "metric": metric, "reason": "retrained in place of the version it is judged against; nothing to compare with"}
+        verdict = {
+            "promoted": True,
+            "metric": metric,
+            "reason": "retrained in place of the version it is judged against; nothing to compare with",
+        }
     else:
         current_metrics = runs.read_run(models_dir, previous)["metrics"] if previous else None
         verdict = decide(candidate_metrics, current_metrics, tolerance, metric, split)
@@ -122,7 +131,7 @@ def promote(
         "previous": previous,
         "current": runs.current_version(models_dir),
         "tolerance": tolerance,
-        "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **verdict,
     }
     runs.record_promotion(models_dir, version, decision)

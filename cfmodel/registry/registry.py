@@ -57,7 +57,8 @@ def versions(models_dir: Path) -> list[str]:
     if not models_dir.is_dir():
         return []
     return sorted(
-        p.name for p in models_dir.iterdir()
+        p.name
+        for p in models_dir.iterdir()
         if p.is_dir() and not p.name.startswith((".", "_")) and (p / "_SUCCESS").exists()
     )
 

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cfmodel.registry import artifact
-
-from cfmodel.reporting import plots
 from cfmodel.errors import CfrecError
+from cfmodel.registry import artifact
+from cfmodel.reporting import plots
 from cfmodel.warehouse.store import Warehouse
 
 
@@ -29,7 +28,11 @@ def item_stats(wh: Warehouse, trained: artifact.ModelArtifact) -> pd.DataFrame:
     frame["ratings"] = frame["ratings"].fillna(0).astype(np.int64)
     titles = wh.table("items")
     if titles.exists():
-        names = pd.read_parquet(titles, columns=["item_id", "title"]).drop_duplicates("item_id").set_index("item_id")["title"]
+        names = (
+            pd.read_parquet(titles, columns=["item_id", "title"])
+            .drop_duplicates("item_id")
+            .set_index("item_id")["title"]
+        )
         frame["title"] = frame["item_id"].map(names)
     else:
         frame["title"] = None
@@ -51,8 +54,14 @@ def bias_extremes(trained: artifact.ModelArtifact, stats: pd.DataFrame, rows: np
     bias = trained.factors()["item_bias"][rows]
     table = stats.iloc[rows].assign(bias=bias).sort_values("bias")
     pick = lambda part: [  # noqa: E731
-        {"item_id": r.item_id, "title": r.title, "bias": round(float(r.bias), 4), "mean_rating": round(float(r.mean_rating), 3),
-         "ratings": int(r.ratings)} for r in part.itertuples()
+        {
+            "item_id": r.item_id,
+            "title": r.title,
+            "bias": round(float(r.bias), 4),
+            "mean_rating": round(float(r.mean_rating), 3),
+            "ratings": int(r.ratings),
+        }
+        for r in part.itertuples()
     ]
     return {"lowest": pick(table.head(n)), "highest": pick(table.tail(n).iloc[::-1])}
 
@@ -81,8 +90,11 @@ def similar_items(trained: artifact.ModelArtifact, stats: pd.DataFrame, item_id:
     cosine[index] = -np.inf
     cosine[stats["ratings"].to_numpy() == 0] = -np.inf  # untrained rows are noise
     best = np.argsort(-cosine, kind="stable")[:n]
-    return [{"item_id": stats.item_id.iat[i], "title": stats.title.iat[i], "cosine": round(float(cosine[i]), 4)}
-            for i in best if np.isfinite(cosine[i])]
+    return [
+        {"item_id": stats.item_id.iat[i], "title": stats.title.iat[i], "cosine": round(float(cosine[i]), 4)}
+        for i in best
+        if np.isfinite(cosine[i])
+    ]
 
 
 def interpret(
@@ -107,17 +119,28 @@ def interpret(
     for c in range(coords.shape[1]):
         order = np.argsort(coords[:, c], kind="stable")
         ends = lambda idx: [stats.title.iat[rows[i]] for i in idx]  # noqa: E731
-        components.append({"component": c + 1, "explained_variance": round(float(explained[c]), 4),
-                           "lowest": ends(order[:n]), "highest": ends(order[::-1][:n])})
+        components.append(
+            {
+                "component": c + 1,
+                "explained_variance": round(float(explained[c]), 4),
+                "lowest": ends(order[:n]),
+                "highest": ends(order[::-1][:n]),
+            }
+        )
     out = Path(out_dir) if out_dir else wh.root / "interpret" / trained.version
     out.mkdir(parents=True, exist_ok=True)
     shown = np.arange(min(plot_items, len(rows)))  # rows are most-rated first
     png = out / "item_pca.png"
-    png.write_bytes(plots.scatter_png(
-        coords[shown, 0], coords[shown, 1] if coords.shape[1] > 1 else np.zeros(len(shown)),
-        [stats.title.iat[rows[i]] for i in shown], "component 1", "component 2",
-        f"{trained.version}: item vectors of the {len(shown)} most-rated items",
-    ))
+    png.write_bytes(
+        plots.scatter_png(
+            coords[shown, 0],
+            coords[shown, 1] if coords.shape[1] > 1 else np.zeros(len(shown)),
+            [stats.title.iat[rows[i]] for i in shown],
+            "component 1",
+            "component 2",
+            f"{trained.version}: item vectors of the {len(shown)} most-rated items",
+        )
+    )
     return {
         "model_version": trained.version,
         "items_considered": int(len(rows)),

@@ -24,10 +24,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cfmodel.registry import artifact
-
-from cfmodel.registry import registry as runs
 from cfmodel.errors import CfrecError
+from cfmodel.registry import artifact
+from cfmodel.registry import registry as runs
 from cfmodel.scoring.similar import similar_items
 from cfmodel.warehouse.store import Warehouse, publish
 
@@ -39,8 +38,14 @@ log = logging.getLogger(__name__)
 DEFAULT_SIMILAR_K = 20
 
 FACTORS_SCHEMA = {
-    kind: pa.schema([(f"{kind}_id", pa.string()), ("factors", pa.list_(pa.float32())), ("bias", pa.float32()),
-                     ("model_version", pa.string())])
+    kind: pa.schema(
+        [
+            (f"{kind}_id", pa.string()),
+            ("factors", pa.list_(pa.float32())),
+            ("bias", pa.float32()),
+            ("model_version", pa.string()),
+        ]
+    )
     for kind in ("user", "item")
 }
 METRICS_SCHEMA = pa.schema(
@@ -135,15 +140,17 @@ def metric_rows(models_dir: Path, run_date: str, version: str | None = None) -> 
             for metric, value in sorted(values["model"].items()):
                 if metric in EVALUATION_COUNTS:
                     continue
-                rows.append({
-                    "model_version": name,
-                    "model_type": run["config"].get("model_type"),
-                    "split": split,
-                    "metric": metric,
-                    "value": value,
-                    "popularity": values[runs.BASELINE].get(metric),
-                    "evaluated_users": int(users) if users is not None else None,
-                })
+                rows.append(
+                    {
+                        "model_version": name,
+                        "model_type": run["config"].get("model_type"),
+                        "split": split,
+                        "metric": metric,
+                        "value": value,
+                        "popularity": values[runs.BASELINE].get(metric),
+                        "evaluated_users": int(users) if users is not None else None,
+                    }
+                )
     return pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
 
 
@@ -168,8 +175,11 @@ def publish_metrics(warehouse: str | Path, run_date: str, version: str | None = 
         "rows": len(rows),
         "versions": versions,
         "metrics": {
-            v: {f"{r['split']}/{r['metric']}": {"model": r["value"], "popularity": r["popularity"]}
-                for r in rows if r["model_version"] == v}
+            v: {
+                f"{r['split']}/{r['metric']}": {"model": r["value"], "popularity": r["popularity"]}
+                for r in rows
+                if r["model_version"] == v
+            }
             for v in versions
         },
     }
@@ -206,28 +216,30 @@ def model_run_rows(models_dir: Path) -> pa.Table:
         config, promotion, data = run["config"], run["promotion"], run["config"].get("data") or {}
         params = {k: v for k, v in config.items() if k not in RUN_COLUMNS_FROM_CONFIG}
         day = _run_date(config)
-        rows.append({
-            "model_version": version,
-            "model_type": config.get("model_type"),
-            "run_date": date.fromisoformat(day) if day else None,
-            "created_at": _timestamp(config.get("created_at")),
-            "params": json.dumps(params, sort_keys=True),
-            "data_ratings": data.get("ratings"),
-            "data_train": data.get("train"),
-            "data_valid": data.get("valid"),
-            "data_users": data.get("users"),
-            "data_items": data.get("items"),
-            "device": config.get("device"),
-            "train_seconds": run["metrics"].get("train_seconds"),
-            "gate_metric": promotion.get("metric"),
-            "gate_value": promotion.get("candidate_value"),
-            # A model that never went through the gate (trained before it existed) is
-            # promoted exactly when it is the current one.
-            "promoted": promotion["promoted"] if "promoted" in promotion else version == current,
-            "promotion_reason": promotion.get("reason"),
-            "compared_with": promotion.get("previous"),
-            "is_current": version == current,
-        })
+        rows.append(
+            {
+                "model_version": version,
+                "model_type": config.get("model_type"),
+                "run_date": date.fromisoformat(day) if day else None,
+                "created_at": _timestamp(config.get("created_at")),
+                "params": json.dumps(params, sort_keys=True),
+                "data_ratings": data.get("ratings"),
+                "data_train": data.get("train"),
+                "data_valid": data.get("valid"),
+                "data_users": data.get("users"),
+                "data_items": data.get("items"),
+                "device": config.get("device"),
+                "train_seconds": run["metrics"].get("train_seconds"),
+                "gate_metric": promotion.get("metric"),
+                "gate_value": promotion.get("candidate_value"),
+                # A model that never went through the gate (trained before it existed) is
+                # promoted exactly when it is the current one.
+                "promoted": promotion["promoted"] if "promoted" in promotion else version == current,
+                "promotion_reason": promotion.get("reason"),
+                "compared_with": promotion.get("previous"),
+                "is_current": version == current,
+            }
+        )
     return pa.Table.from_pylist(rows, schema=MODEL_RUNS_SCHEMA)
 
 

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cfmodel.registry import artifact
 from cfmodel.errors import CfrecError
+from cfmodel.registry import artifact
 from cfmodel.training.ids import IdIndex
 from cfmodel.training.models import build_model
 
@@ -50,7 +50,9 @@ def read_new_ratings(path: str | Path) -> pd.DataFrame:
     frame.columns = [c.strip() for c in frame.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
-        raise CfrecError(f"{path}: needs a header with columns {', '.join(REQUIRED_COLUMNS)}; missing {', '.join(missing)}")
+        raise CfrecError(
+            f"{path}: needs a header with columns {', '.join(REQUIRED_COLUMNS)}; missing {', '.join(missing)}"
+        )
     return frame[list(REQUIRED_COLUMNS)].apply(lambda col: col.str.strip())
 
 
@@ -72,8 +74,9 @@ def usable_ratings(trained: artifact.ModelArtifact, ratings: pd.DataFrame) -> tu
     return clean, rejects.reset_index(drop=True)
 
 
-def _objective(model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor,
-               weights: torch.Tensor) -> torch.Tensor:
+def _objective(
+    model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     if model.predicts_ratings:
         per_rating = (model(users, items) - ratings) ** 2
     else:
@@ -81,7 +84,9 @@ def _objective(model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratin
     return (per_rating * weights).sum()
 
 
-def fold_in(trained: artifact.ModelArtifact, ratings: pd.DataFrame, l2: float | None = None, max_iter: int = 200) -> FoldIn:
+def fold_in(
+    trained: artifact.ModelArtifact, ratings: pd.DataFrame, l2: float | None = None, max_iter: int = 200
+) -> FoldIn:
     """Fit a vector for each user in `ratings` (user_id, item_id, rating) against the fixed items.
 
     `l2`: the pull of each new user's parameters towards zero (default: DEFAULT_L2 of the model type).
@@ -93,8 +98,10 @@ def fold_in(trained: artifact.ModelArtifact, ratings: pd.DataFrame, l2: float | 
     users = IdIndex(pd.unique(clean["user_id"]))
     no_items = sorted(set(ratings["user_id"]) - set(users.ids) - {""})
     if not len(users):
-        raise CfrecError("none of the given ratings is usable: " +
-                         ", ".join(f"{n} {r}" for r, n in rejects["reason"].value_counts().items()))
+        raise CfrecError(
+            "none of the given ratings is usable: "
+            + ", ".join(f"{n} {r}" for r, n in rejects["reason"].value_counts().items())
+        )
     trained_model = trained.model.cpu().eval()
     hparams = {**trained_model.hparams(), "n_users": len(users)}
     model = build_model(trained_model.model_type, **hparams).eval()
@@ -136,9 +143,11 @@ def recommend(fold: FoldIn, trained: artifact.ModelArtifact, top_n: int = 10) ->
     best, index = scores.topk(k, dim=1)
     keep = torch.isfinite(best).numpy()
     ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), keep.shape)
-    return pd.DataFrame({
-        "user_id": np.repeat(fold.users.ids, k)[keep.ravel()],
-        "rank": ranks[keep],
-        "item_id": trained.items.decode(index.numpy()[keep]),
-        "score": best.numpy()[keep].astype(np.float32),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": np.repeat(fold.users.ids, k)[keep.ravel()],
+            "rank": ranks[keep],
+            "item_id": trained.items.decode(index.numpy()[keep]),
+            "score": best.numpy()[keep].astype(np.float32),
+        }
+    )

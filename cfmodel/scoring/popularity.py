@@ -27,7 +27,7 @@ class Popularity:
     counts: np.ndarray
 
     @classmethod
-    def from_counts(cls, catalog_ids: np.ndarray, counts: np.ndarray) -> "Popularity":
+    def from_counts(cls, catalog_ids: np.ndarray, counts: np.ndarray) -> Popularity:
         catalog_ids = np.asarray(catalog_ids, dtype=object)
         counts = np.asarray(counts, np.int64)
         if len(catalog_ids) != len(counts):

@@ -19,12 +19,12 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cfmodel.registry import artifact
 from cfmodel.errors import CfrecError
-from cfmodel.training.ids import IdIndex
+from cfmodel.registry import artifact
 from cfmodel.scoring.popularity import Popularity
-from cfmodel.scoring.topk import csr_pairs, top_n_masked
 from cfmodel.scoring.scorers import scorer_for, users_per_block
+from cfmodel.scoring.topk import csr_pairs, top_n_masked
+from cfmodel.training.ids import IdIndex
 from cfmodel.warehouse.store import Warehouse, publish
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ def _csr(rated: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
     return rated.offsets.to_numpy(), rated.values.to_numpy(zero_copy_only=False)
 
 
-def _rows(ctx: ScoringContext, user_ids: np.ndarray, items: np.ndarray, scores: np.ndarray, source: str) -> pa.RecordBatch:
+def _rows(
+    ctx: ScoringContext, user_ids: np.ndarray, items: np.ndarray, scores: np.ndarray, source: str
+) -> pa.RecordBatch:
     found = items >= 0
     per_user = found.sum(axis=1)
     picked = items[found]
@@ -115,7 +117,9 @@ def item_counts(ratings: DataFrame) -> pd.DataFrame:
     return ratings.groupBy("item_id").count().withColumnRenamed("count", "ratings").toPandas()
 
 
-def scoring_context(model: artifact.ModelArtifact, counts: pd.DataFrame, items: pd.DataFrame | None, n: int) -> ScoringContext:
+def scoring_context(
+    model: artifact.ModelArtifact, counts: pd.DataFrame, items: pd.DataFrame | None, n: int
+) -> ScoringContext:
     catalog = model.items.extended(counts["item_id"])
     catalog_ids = catalog.ids
     per_item = np.zeros(len(catalog), np.int64)
@@ -151,7 +155,9 @@ def recommend(
     ctx = scoring_context(model, item_counts(ratings), items, n)
     payload = spark.sparkContext.broadcast(ctx)
     catalog = spark.createDataFrame(
-        pd.DataFrame({"item_id": ctx.catalog_ids.astype(str), "item_index": np.arange(len(ctx.catalog_ids), dtype=np.int32)})
+        pd.DataFrame(
+            {"item_id": ctx.catalog_ids.astype(str), "item_index": np.arange(len(ctx.catalog_ids), dtype=np.int32)}
+        )
     )
     rated = (
         ratings.join(F.broadcast(catalog), "item_id")
@@ -186,9 +192,11 @@ def score(
     wh = Warehouse.open(warehouse)
     model = artifact.load(wh.models, model_version)
     ratings = spark.read.parquet(str(wh.require("ratings"))).select("user_id", "item_id")
-    recs = recommend(spark, ratings, model, top_n_items, read_titles(wh)).withColumn(
-        "model_version", F.lit(model.version)
-    ).select(*RECS_COLUMNS)
+    recs = (
+        recommend(spark, ratings, model, top_n_items, read_titles(wh))
+        .withColumn("model_version", F.lit(model.version))
+        .select(*RECS_COLUMNS)
+    )
     target = wh.partition("recommendations", run_date)
     known_users = ratings.select("user_id").distinct().count()
     report = {"run_date": run_date, "model_version": model.version, "top_n": top_n_items}
@@ -214,11 +222,13 @@ def check_recommendations(recs: DataFrame, known_users: int, n: int) -> dict:
     per_user = recs.groupBy("user_id", "source").agg(F.count("*").alias("n"))
     by_source = {
         row["source"]: row
-        for row in per_user.groupBy("source").agg(
+        for row in per_user.groupBy("source")
+        .agg(
             F.count("*").alias("users"),
             F.sum("n").alias("rows"),
             F.sum((F.col("n") < n).cast("long")).alias("short_users"),
-        ).collect()
+        )
+        .collect()
     }
     users = sum(r["users"] for r in by_source.values())
     if users != known_users:

@@ -24,7 +24,9 @@ class FactorScorer:
     fused matrix product and add) and the bias joins only the N winners before the sigmoid.
     """
 
-    def __init__(self, user_vectors, user_bias, item_vectors, item_bias, y_range, pairs_per_block=DEFAULT_PAIRS_PER_BLOCK):
+    def __init__(
+        self, user_vectors, user_bias, item_vectors, item_bias, y_range, pairs_per_block=DEFAULT_PAIRS_PER_BLOCK
+    ) -> None:
         self.user_vectors = torch.as_tensor(np.ascontiguousarray(user_vectors, np.float32))
         self.user_bias = np.ascontiguousarray(user_bias, np.float32)
         self.item_vectors = torch.as_tensor(np.ascontiguousarray(item_vectors, np.float32))
@@ -46,7 +48,7 @@ class FactorScorer:
 class ModuleScorer:
     """Any model with `score_all(users: LongTensor) -> FloatTensor [users, n_items]`."""
 
-    def __init__(self, module: torch.nn.Module, n_items: int, pairs_per_block: int | None = None):
+    def __init__(self, module: torch.nn.Module, n_items: int, pairs_per_block: int | None = None) -> None:
         self.module = module.cpu().eval()
         self._n_items = int(n_items)
         # A model whose per-pair cost is more than one float (hidden layers) says how many pairs

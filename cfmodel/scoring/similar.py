@@ -16,8 +16,8 @@ import torch
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-from cfmodel.scoring.topk import top_n_masked
 from cfmodel.scoring.scorers import DEFAULT_PAIRS_PER_BLOCK
+from cfmodel.scoring.topk import top_n_masked
 
 SIMILAR_ARROW_SCHEMA = pa.schema(
     [
@@ -77,7 +77,11 @@ def similar_items(
                 yield pa.RecordBatch.from_arrays(
                     [
                         pa.array(np.repeat(p["ids"][index], found.sum(axis=1)), pa.string()),
-                        pa.array(np.broadcast_to(np.arange(1, neighbours.shape[1] + 1, dtype=np.int32), neighbours.shape)[found]),
+                        pa.array(
+                            np.broadcast_to(np.arange(1, neighbours.shape[1] + 1, dtype=np.int32), neighbours.shape)[
+                                found
+                            ]
+                        ),
                         pa.array(p["ids"][picked], pa.string()),
                         pa.array(cosines[found]),
                         pa.array(p["titles"][picked], pa.string()),

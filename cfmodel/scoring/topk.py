@@ -73,15 +73,21 @@ def top_n_masked(
     return items, values
 
 
-def top_n_from_scores(scores: torch.Tensor | np.ndarray, exclude: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+def top_n_from_scores(
+    scores: torch.Tensor | np.ndarray, exclude: Sequence[np.ndarray], n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """`top_n_masked` with one exclusion array per user."""
     rows, cols = exclusion_pairs(exclude)
     return top_n_masked(scores, rows, cols, n)
 
 
-def dot_logits(user_vectors: np.ndarray, user_bias: np.ndarray, item_vectors: np.ndarray, item_bias: np.ndarray) -> torch.Tensor:
+def dot_logits(
+    user_vectors: np.ndarray, user_bias: np.ndarray, item_vectors: np.ndarray, item_bias: np.ndarray
+) -> torch.Tensor:
     """u . i + b_u + b_i for every (user, item) pair of the block, as one matrix product."""
-    logits = torch.as_tensor(np.asarray(user_vectors, np.float32)) @ torch.as_tensor(np.asarray(item_vectors, np.float32)).T
+    logits = (
+        torch.as_tensor(np.asarray(user_vectors, np.float32)) @ torch.as_tensor(np.asarray(item_vectors, np.float32)).T
+    )
     logits += torch.as_tensor(np.asarray(user_bias, np.float32))[:, None]
     logits += torch.as_tensor(np.asarray(item_bias, np.float32))[None, :]
     return logits

@@ -45,8 +45,15 @@ def ddp_fit(model, train: Interactions, valid: Interactions | None, config, devi
     model.to(device)
     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     local_config = dataclasses.replace(config, bs=max(1, config.bs // world))
-    return fit(model, shard(train, rank, world, config.seed), valid, local_config, device,
-               progress=bool(progress) and rank == 0, train_module=wrapped)
+    return fit(
+        model,
+        shard(train, rank, world, config.seed),
+        valid,
+        local_config,
+        device,
+        progress=bool(progress) and rank == 0,
+        train_module=wrapped,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +69,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rank = dist.get_rank()
         device = f"cuda:{local_rank}" if cuda else "cpu"
-        trained = train(args.warehouse, args.run_date, train_config(args), device=device,
-                        fitter=ddp_fit, save=rank == 0, progress=False)
+        trained = train(
+            args.warehouse,
+            args.run_date,
+            train_config(args),
+            device=device,
+            fitter=ddp_fit,
+            save=rank == 0,
+            progress=False,
+        )
         if rank == 0:
-            print(json.dumps({"model_version": trained.version, "processes": dist.get_world_size(),
-                              "device": device, "valid": trained.metrics["valid"]["model"],
-                              "train_seconds": trained.metrics["train_seconds"]}))
+            print(
+                json.dumps(
+                    {
+                        "model_version": trained.version,
+                        "processes": dist.get_world_size(),
+                        "device": device,
+                        "valid": trained.metrics["valid"]["model"],
+                        "train_seconds": trained.metrics["train_seconds"],
+                    }
+                )
+            )
     finally:
         dist.destroy_process_group()
     return 0

@@ -31,7 +31,7 @@ class Interactions:
     def __len__(self) -> int:
         return len(self.ratings)
 
-    def subset(self, rows: np.ndarray) -> "Interactions":
+    def subset(self, rows: np.ndarray) -> Interactions:
         ts = None if self.timestamps is None else self.timestamps[rows]
         return Interactions(self.users[rows], self.items[rows], self.ratings[rows], ts)
 

@@ -71,7 +71,7 @@ class TrainConfig:
                 setattr(self, name, value)
 
     @classmethod
-    def for_model(cls, model: str = "dot", **overrides) -> "TrainConfig":
+    def for_model(cls, model: str = "dot", **overrides) -> TrainConfig:
         """The model's defaults, with every override that is not None applied."""
         return cls(model=model, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -81,7 +81,7 @@ class TrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -176,7 +176,7 @@ class Validator:
     held-out items (top 10 among items the user did not rate in train and someone rated in train).
     """
 
-    def __init__(self, model: nn.Module, train: Interactions, valid: Interactions, config: TrainConfig, device):
+    def __init__(self, model: nn.Module, train: Interactions, valid: Interactions, config: TrainConfig, device) -> None:
         self.valid, self.device = valid, device
         self.rating = model.predicts_ratings
         self.monitor = "valid_rmse" if self.rating else f"valid_ndcg@{RANKING_K}"
@@ -202,7 +202,9 @@ class Validator:
             err = predicted - self.valid.ratings
             out.update(valid_rmse=float(np.sqrt(np.mean(err**2))), valid_mae=float(np.mean(np.abs(err))))
         else:
-            recommended = top_k_scored(model.score_all, self.users, self.seen, RANKING_K, model.n_items, self.never, self.device)
+            recommended = top_k_scored(
+                model.score_all, self.users, self.seen, RANKING_K, model.n_items, self.never, self.device
+            )
             metrics = ranking_metrics(recommended, self.relevant, RANKING_K, model.n_items)
             out.update({f"valid_{k}": v for k, v in metrics.items() if k != "users"})
         return out
@@ -210,8 +212,10 @@ class Validator:
     def loss(self, model: nn.Module, loss_fn, bs: int = 1 << 16) -> float:
         """The training objective on the held-out ratings, averaged over rows."""
         u, i, r = self.tensors
-        total = sum(float(loss_fn(model, u[s : s + bs], i[s : s + bs], r[s : s + bs])) * len(r[s : s + bs])
-                    for s in range(0, len(r), bs))
+        total = sum(
+            float(loss_fn(model, u[s : s + bs], i[s : s + bs], r[s : s + bs])) * len(r[s : s + bs])
+            for s in range(0, len(r), bs)
+        )
         return total / max(len(r), 1)
 
     def improved(self, value: float, best: float | None) -> bool:
@@ -279,8 +283,14 @@ def _fit(model, train, valid, config, device, progress, train_module) -> FitResu
         model.train()
         order = torch.randperm(len(r), generator=generator, device=device)
         losses = torch.empty(steps_per_epoch, device=device)
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=True,
-                   mininterval=0.5, file=sys.stderr)
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"epoch {epoch}/{config.epochs}",
+            disable=not show,
+            leave=True,
+            mininterval=0.5,
+            file=sys.stderr,
+        )
         for step in range(steps_per_epoch):
             batch = order[bounds[step] : bounds[step + 1]]
             with autocast:
@@ -302,8 +312,9 @@ def _fit(model, train, valid, config, device, progress, train_module) -> FitResu
         shown = ("train_loss", "valid_loss", validator.monitor if validator else "")
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in shown})
         bar.close()
-        log.info("epoch %d/%d %s", epoch, config.epochs,
-                 " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
+        log.info(
+            "epoch %d/%d %s", epoch, config.epochs, " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch")
+        )
         if validator is None:
             continue
         value = record[validator.monitor]
@@ -331,6 +342,16 @@ def model_for(config: TrainConfig, n_users: int, n_items: int, y_range: tuple[fl
     if config.model == "dot":
         return build_model("dot", n_users=n_users, n_items=n_items, n_factors=config.n_factors, y_range=y_range)
     if config.model == "nn":
-        return build_model("nn", n_users=n_users, n_items=n_items, user_size=config.n_factors, item_size=config.n_factors,
-                           layers=config.layers, ps=config.ps, embed_p=config.embed_p, use_bn=config.use_bn, y_range=y_range)
+        return build_model(
+            "nn",
+            n_users=n_users,
+            n_items=n_items,
+            user_size=config.n_factors,
+            item_size=config.n_factors,
+            layers=config.layers,
+            ps=config.ps,
+            embed_p=config.embed_p,
+            use_bn=config.use_bn,
+            y_range=y_range,
+        )
     return build_model("rank", n_users=n_users, n_items=n_items, n_factors=config.n_factors)

@@ -28,12 +28,14 @@ class RatingLoss:
     def prepare(self, data: Interactions) -> Interactions:
         return data
 
-    def __call__(self, model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
+    ) -> torch.Tensor:
         return F.mse_loss(model(users, items).float(), ratings)
 
 
 class _RankingLoss:
-    def __init__(self, n_items: int, min_rating: float | None, weight_by_rating: bool, generator: torch.Generator):
+    def __init__(self, n_items: int, min_rating: float | None, weight_by_rating: bool, generator: torch.Generator) -> None:
         self.n_items = n_items
         self.min_rating = min_rating
         self.weight_by_rating = weight_by_rating
@@ -57,8 +59,15 @@ class _RankingLoss:
 class SoftmaxLoss(_RankingLoss):
     """Cross-entropy of the rated item against the catalog (full, or sampled with logQ correction)."""
 
-    def __init__(self, n_items: int, n_negatives: int, item_counts: torch.Tensor, min_rating: float | None = None,
-                 weight_by_rating: bool = False, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        n_items: int,
+        n_negatives: int,
+        item_counts: torch.Tensor,
+        min_rating: float | None = None,
+        weight_by_rating: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__(n_items, min_rating, weight_by_rating, generator)
         self.n_negatives = int(n_negatives)
         self.full = self.n_negatives <= 0 or self.n_negatives >= n_items
@@ -96,7 +105,9 @@ def make_loss(model: nn.Module, config, train: Interactions, device: torch.devic
         return RatingLoss()
     if config.loss == "softmax":
         counts = torch.as_tensor(train.item_counts(model.n_items), device=device)
-        return SoftmaxLoss(model.n_items, config.n_negatives, counts, config.min_rating, config.weight_by_rating, generator)
+        return SoftmaxLoss(
+            model.n_items, config.n_negatives, counts, config.min_rating, config.weight_by_rating, generator
+        )
     if config.loss == "bpr":
         return BprLoss(model.n_items, config.min_rating, config.weight_by_rating, generator)
     raise CfrecError(f"unknown ranking loss '{config.loss}' (use {' or '.join(RANKING_LOSSES)})")

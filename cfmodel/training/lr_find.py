@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from cfmodel.errors import CfrecError
-from cfmodel.training.interactions import Interactions
-from cfmodel.training.losses import make_loss
 from cfmodel.reporting.plots import lr_find_png
+from cfmodel.training.interactions import Interactions
 from cfmodel.training.loop import TrainConfig, cpu_threads
+from cfmodel.training.losses import make_loss
 
 
 @dataclass
@@ -85,7 +85,9 @@ def lr_find(
         loss_fn = make_loss(probe, config, train, device, generator)
         data = loss_fn.prepare(train)
         u, i, r = (torch.as_tensor(a, device=device) for a in (data.users, data.items, data.ratings))
-        optimizer = torch.optim.AdamW(probe.parameters(), lr=start_lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=config.wd)
+        optimizer = torch.optim.AdamW(
+            probe.parameters(), lr=start_lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=config.wd
+        )
         growth = (end_lr / start_lr) ** (1 / (num_it - 1))
         lrs, losses, avg, best = [], [], 0.0, math.inf
         order = torch.empty(0, dtype=torch.long, device=device)

@@ -67,7 +67,7 @@ class EmbeddingDotBias(_CollabModel):
     item_tables = ("i_weight", "i_bias")
     bias_tables = ("u_bias", "i_bias")
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int = 50, y_range: Sequence[float] = (0.0, 5.5)):
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 50, y_range: Sequence[float] = (0.0, 5.5)) -> None:
         super().__init__()
         self.n_factors = int(n_factors)
         self.y_range = tuple(float(v) for v in y_range)
@@ -77,7 +77,12 @@ class EmbeddingDotBias(_CollabModel):
         self.i_bias = _embedding(n_items, 1)
 
     def hparams(self) -> dict:
-        return {"n_users": self.n_users, "n_items": self.n_items, "n_factors": self.n_factors, "y_range": list(self.y_range)}
+        return {
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "n_factors": self.n_factors,
+            "y_range": list(self.y_range),
+        }
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         dot = (self.u_weight(users) * self.i_weight(items)).sum(dim=1)
@@ -124,7 +129,7 @@ class EmbeddingNN(_CollabModel):
         embed_p: float = 0.0,
         use_bn: bool = True,
         y_range: Sequence[float] = (0.0, 5.5),
-    ):
+    ) -> None:
         super().__init__()
         self.user_size = int(user_size or emb_sz_rule(n_users))
         self.item_size = int(item_size or emb_sz_rule(n_items))
@@ -153,9 +158,15 @@ class EmbeddingNN(_CollabModel):
 
     def hparams(self) -> dict:
         return {
-            "n_users": self.n_users, "n_items": self.n_items, "user_size": self.user_size,
-            "item_size": self.item_size, "layers": self.layer_sizes, "ps": self.ps, "embed_p": self.embed_p,
-            "use_bn": self.use_bn, "y_range": list(self.y_range),
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "user_size": self.user_size,
+            "item_size": self.item_size,
+            "layers": self.layer_sizes,
+            "ps": self.ps,
+            "embed_p": self.embed_p,
+            "use_bn": self.use_bn,
+            "y_range": list(self.y_range),
         }
 
     def _head(self, first: torch.Tensor) -> torch.Tensor:
@@ -212,7 +223,7 @@ class EmbeddingDotRank(_CollabModel):
     item_tables = ("i_weight", "i_bias")
     bias_tables = ("i_bias",)
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int = 64):
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 64) -> None:
         super().__init__()
         self.n_factors = int(n_factors)
         self.u_weight = _embedding(n_users, n_factors)

@@ -42,7 +42,9 @@ def latest_split(users: np.ndarray, timestamps: np.ndarray, valid_pct: float) ->
     return np.sort(order[~held_out]), np.sort(order[held_out])
 
 
-def split(data: Interactions, valid_pct: float, seed: int, strategy: str = "random") -> tuple[Interactions, Interactions]:
+def split(
+    data: Interactions, valid_pct: float, seed: int, strategy: str = "random"
+) -> tuple[Interactions, Interactions]:
     """(train, valid) by `strategy`: "random" or "time" (the latest ratings of each user)."""
     if strategy == "random":
         train_rows, valid_rows = random_split(len(data), valid_pct, seed)

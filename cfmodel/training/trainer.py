@@ -11,25 +11,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from cfmodel.registry import artifact
-
-from cfmodel.reporting import plots
 from cfmodel.errors import CfrecError
 from cfmodel.evaluation.metrics import holdout_metrics
+from cfmodel.registry import artifact
+from cfmodel.reporting import plots
 from cfmodel.training.ids import IdIndex
 from cfmodel.training.interactions import Interactions
+from cfmodel.training.loop import FitResult, TrainConfig, fit, model_for, resolve_device
 from cfmodel.training.models import default_y_range
 from cfmodel.training.splits import split
-from cfmodel.training.loop import FitResult, TrainConfig, fit, model_for, resolve_device
-from cfmodel.warehouse.store import Warehouse
 from cfmodel.training.warmstart import previous_model, warm_start
+from cfmodel.warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +67,10 @@ def id_index(wh: Warehouse, ratings: pd.DataFrame, column: str) -> tuple[IdIndex
     codes = index.encode(ratings[column])
     missing = pd.unique(ratings[column][codes < 0])
     if len(missing):
-        raise CfrecError(f"{len(missing)} {column}s of the ratings table are missing from {INDEX_TABLES[column]} "
-                         f"(e.g. '{missing[0]}'); re-run ingest")
+        raise CfrecError(
+            f"{len(missing)} {column}s of the ratings table are missing from {INDEX_TABLES[column]} "
+            f"(e.g. '{missing[0]}'); re-run ingest"
+        )
     # Ids are appended in ingest order: a re-run of an older date sees ids that only later dates
     # added at the end. Leaving them out keeps the model exactly as that date first built it.
     used = int(codes.max()) + 1 if len(codes) else 0
@@ -107,7 +108,9 @@ def train(
     users, user_source = id_index(wh, ratings, "user_id")
     items, item_source = id_index(wh, ratings, "item_id")
     data = Interactions(
-        users.encode(ratings["user_id"]), items.encode(ratings["item_id"]), ratings["rating"].to_numpy(),
+        users.encode(ratings["user_id"]),
+        items.encode(ratings["item_id"]),
+        ratings["rating"].to_numpy(),
         ratings["timestamp"].to_numpy() if "timestamp" in ratings else None,
     )
     train_part, valid_part = split(data, config.valid_pct, config.seed, config.split)
@@ -118,8 +121,9 @@ def train(
     previous = previous_model(wh.models, warm_start_from, config.model)
     warm = warm_start(model, users, items, previous) if previous is not None else None
     result = fitter(model, train_part, valid_part, config, dev, progress)
-    valid = holdout_metrics(model, train_part, valid_part, len(items), device=dev,
-                            max_users=config.max_rank_users, seed=config.seed)
+    valid = holdout_metrics(
+        model, train_part, valid_part, len(items), device=dev, max_users=config.max_rank_users, seed=config.seed
+    )
     model.cpu().eval()
 
     final = result.history[-1] if result.history else {}
@@ -141,9 +145,15 @@ def train(
             "device": str(dev),
             "torch": torch.__version__,
             "run_date": run_date,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data": {"ratings": len(data), "train": len(train_part), "valid": len(valid_part),
-                     "users": len(users), "items": len(items), "ids_from": [user_source, item_source]},
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "data": {
+                "ratings": len(data),
+                "train": len(train_part),
+                "valid": len(valid_part),
+                "users": len(users),
+                "items": len(items),
+                "ids_from": [user_source, item_source],
+            },
             "warm_start": warm,
         },
         metrics={
@@ -160,6 +170,11 @@ def train(
     )
     if save:
         artifact.save(trained, wh.models)
-    log.info("trained %s on %s in %.1fs: %s", version, dev, result.seconds,
-             {k: round(v, 4) for k, v in valid["model"].items() if isinstance(v, float)})
+    log.info(
+        "trained %s on %s in %.1fs: %s",
+        version,
+        dev,
+        result.seconds,
+        {k: round(v, 4) for k, v in valid["model"].items() if isinstance(v, float)},
+    )
     return trained

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cfmodel.registry import artifact
 from cfmodel.errors import CfrecError
+from cfmodel.registry import artifact
 from cfmodel.training.ids import IdIndex
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,12 @@ def previous_model(models_dir: Path, source, model_type: str) -> artifact.ModelA
             return None
         previous = artifact.load(models_dir)
         if previous.model_type != model_type:
-            log.info("warm start: current model %s is a %s model, not %s; training from scratch",
-                     previous.version, previous.model_type, model_type)
+            log.info(
+                "warm start: current model %s is a %s model, not %s; training from scratch",
+                previous.version,
+                previous.model_type,
+                model_type,
+            )
             return None
         return previous
     return artifact.load(models_dir, str(source))
@@ -51,21 +55,28 @@ def _copy_rows(target: torch.Tensor, source: torch.Tensor, target_rows: np.ndarr
 def warm_start(model: nn.Module, users: IdIndex, items: IdIndex, previous: artifact.ModelArtifact) -> dict:
     """Copy `previous`'s rows for known ids (and nn layers) into `model`; returns what was copied."""
     if previous.model_type != model.model_type:
-        raise CfrecError(f"cannot warm-start a {model.model_type} model from {previous.version}, "
-                         f"a {previous.model_type} model")
+        raise CfrecError(
+            f"cannot warm-start a {model.model_type} model from {previous.version}, a {previous.model_type} model"
+        )
     old = previous.model.state_dict()
     new = model.state_dict()
     table_names = {f"{t}.weight" for t in (*model.user_tables, *model.item_tables)}
     for name, tensor in new.items():
         have = tuple(old[name].shape) if name in old else None
         # Tables may differ in rows (ids come and go), never in width; layers must match exactly.
-        fits = have is not None and (have[1:] == tuple(tensor.shape[1:]) if name in table_names else have == tuple(tensor.shape))
+        fits = have is not None and (
+            have[1:] == tuple(tensor.shape[1:]) if name in table_names else have == tuple(tensor.shape)
+        )
         if not fits:
-            raise CfrecError(f"cannot warm-start from {previous.version}: its '{name}' has shape {have}, "
-                             f"this model needs {tuple(tensor.shape)}")
+            raise CfrecError(
+                f"cannot warm-start from {previous.version}: its '{name}' has shape {have}, "
+                f"this model needs {tuple(tensor.shape)}"
+            )
     report = {"from": previous.version}
-    for side, index, old_index, tables in (("users", users, previous.users, model.user_tables),
-                                           ("items", items, previous.items, model.item_tables)):
+    for side, index, old_index, tables in (
+        ("users", users, previous.users, model.user_tables),
+        ("items", items, previous.items, model.item_tables),
+    ):
         source_rows = old_index.encode(index.ids)
         known = np.flatnonzero(source_rows >= 0)
         for table in tables:
