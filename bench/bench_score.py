@@ -44,7 +44,7 @@ from cfmodel.scoring.recommend import recommend, score  # noqa: E402
 from cfmodel.spark import get_spark  # noqa: E402
 from cfmodel.training.ids import IdIndex  # noqa: E402
 from cfmodel.training.models import EmbeddingDotBias  # noqa: E402
-from cfmodel.warehouse.store import Warehouse, publish  # noqa: E402
+from cfmodel.warehouse import Warehouse, publish  # noqa: E402
 
 ALS_WHAT = "Spark ALS recommendForAllUsers -> noop (no exclusion)"
 ML25M_SHAPE = {"users": 162_541, "items": 62_423, "ratings": 25_000_095, "factors": 64}

@@ -33,7 +33,7 @@ def spark_als(train_path: Path, test_path: Path, rank: int, seed: int) -> dict:
     import torch
     from pyspark.ml.recommendation import ALS
 
-    from cfmodel.evaluation.metrics import holdout_metrics
+    from cfmodel.evaluation.holdout import holdout_metrics
     from cfmodel.ingest.layouts import get_layout
     from cfmodel.spark import get_spark
     from cfmodel.training.ids import IdIndex
@@ -90,7 +90,8 @@ def synthetic_25m_epoch(device: str, batch_sizes: list[int], n: int = 25_000_095
     import torch
 
     from cfmodel.training.interactions import Interactions
-    from cfmodel.training.loop import fit, model_for, resolve_device
+    from cfmodel.training.loop import fit, resolve_device
+    from cfmodel.training.models import model_for
 
     n_users, n_items = 162_541, 62_423
     rng = np.random.default_rng(seed)

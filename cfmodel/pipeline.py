@@ -1,105 +1,156 @@
-"""The scheduled pipeline's steps as plain functions keyed on the run date, called by the DAGs.
+"""The nightly pipeline's steps, the only code the command line, the spark-submit jobs and the DAGs call.
 
-Each step's result depends only on its run date and what earlier dates left in the warehouse, so a
-backfill over past dates, or re-running a date, reproduces the same tables: the warm start and
-the model gate look at the latest model promoted *before* the run date, not at whatever is
-current now, and a run for an old date never moves the current model back in time.
+    ingest -> quality -> train -> evaluate -> gate -> score -> publish_tables
+
+Each step is keyed on a `Night` (warehouse and logical date), takes its typed config from
+`cfmodel.config` and returns a typed result. A step's output depends only on its date and what
+earlier dates left in the warehouse, so a backfill, or re-running a date, reproduces the same
+tables: the warm start and the gate look at the model promoted *before* the run date, not at
+whatever is current now, and a run for an old date never moves `CURRENT` back in time.
+`run_night` runs the whole sequence in one process, exactly as the nightly DAG runs it.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from cfmodel.config import (
+    WARM_START_PREVIOUS, GateConfig, IngestConfig, Night, QualityConfig, ScoreConfig, TablesConfig, TrainRun,
+)
 from cfmodel.errors import CfrecError
+from cfmodel.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from cfmodel.ingest.job import IngestReport
+    from cfmodel.ingest.quality import QualityResult
+    from cfmodel.registry.gate import GateDecision
+    from cfmodel.reporting.metrics import MetricsReport
+    from cfmodel.reporting.tables import TablesReport
+    from cfmodel.scoring.recommend import ScoreReport
 
 log = logging.getLogger(__name__)
 
-VERSION = re.compile(r"^(?P<model>[a-z]+)-(?P<date>\d{4}-\d{2}-\d{2})(?P<suffix>.*)$")
 
-
-def resolve_input(input_path: str, run_date: str) -> str:
-    """`/data/in/{ds}` -> `/data/in/2026-11-23`: each night's files can land in their own folder."""
-    return input_path.replace("{ds}", run_date)
-
-
-def input_ready(source: str, input_path: str, run_date: str) -> bool:
-    """Whether the night's files are there and readable as `source` (the sensor's test)."""
+def input_ready(night_date: str, config: IngestConfig) -> bool:
+    """Whether the night's files are there and readable as the configured source (the sensor's test)."""
     from cfmodel.ingest.planning import plan_ingest
 
     try:
-        plan_ingest(source, resolve_input(input_path, run_date))
+        plan_ingest(config.source, config.input_for(night_date), **config.layout_options())
     except CfrecError as exc:
         log.info("waiting for input: %s", exc)
         return False
     return True
 
 
-def version_date(version: str) -> str | None:
-    match = VERSION.match(version)
-    return match["date"] if match else None
+def ingest(spark: SparkSession, night: Night, config: IngestConfig) -> IngestReport:
+    """The night's files -> clean increment, current tables, rejects, id indices and a report."""
+    from cfmodel.ingest.job import ingest as run_ingest
+
+    return run_ingest(spark, night.warehouse, night.run_date, config)
 
 
-def promoted_before(models_dir: Path, run_date: str, model_type: str | None = None) -> str | None:
-    """The latest version promoted by the gate of a date earlier than `run_date`."""
-    from cfmodel.registry import registry as runs
+def quality(night: Night, config: QualityConfig) -> QualityResult:
+    """Fail the night when too many rows were rejected or clean rows dropped sharply."""
+    from cfmodel.ingest.quality import check_quality
 
-    best = None
-    for version in runs.versions(models_dir):
-        date = version_date(version)
-        if date is None or date >= run_date or (model_type and not version.startswith(f"{model_type}-")):
-            continue
-        if runs.read_run(models_dir, version)["promotion"].get("promoted") and (
-            best is None or date >= version_date(best)
-        ):
-            best = version
-    return best
+    return check_quality(night.warehouse, night.run_date, config)
 
 
-def train_candidate(
-    warehouse: str,
-    run_date: str,
-    options: dict,
-    warm_start: bool = True,
-    device: str = "auto",
-    version_suffix: str = "",
-) -> dict:
+@dataclass
+class TrainResult:
+    version: str
+    device: str
+    warm_start_from: str | None
+    metrics: dict[str, Any]  # the model's hold-out metrics
+    baseline: dict[str, Any]  # the most-popular list's on the same hold-out
+    train_seconds: float
+    epochs_run: int
+
+
+def train(night: Night, model: TrainConfig, run: TrainRun | None = None, **fit_options: Any) -> TrainResult:
+    """Fit a candidate on the warehouse's ratings and save it as a new version (CURRENT untouched).
+
+    `fit_options` go to `training.trainer.train` (a data-parallel `fitter`, `save`, `progress`).
+    """
     import torch
 
-    from cfmodel.training.loop import TrainConfig
-    from cfmodel.training.trainer import train
-    from cfmodel.warehouse.store import Warehouse
+    from cfmodel.registry.registry import ModelRegistry
+    from cfmodel.training.trainer import train as fit_model
+    from cfmodel.warehouse import Warehouse
 
-    if device == "auto" and not torch.cuda.is_available():
+    run = run or TrainRun()
+    if run.device == "auto" and not torch.cuda.is_available():
         log.warning("no CUDA device on this worker: training on the CPU")
-    config = TrainConfig(**{k: v for k, v in options.items() if v is not None})
-    models = Warehouse.open(warehouse).models
-    previous = promoted_before(models, run_date, config.model) if warm_start else None
-    trained = train(warehouse, run_date, config, device=device, warm_start_from=previous, version_suffix=version_suffix)
-    return {
-        "version": trained.version,
-        "device": trained.config["device"],
-        "warm_start_from": previous,
-        "metrics": {k: v for k, v in trained.metrics.get("valid", {}).get("model", {}).items()},
-    }
+    registry = ModelRegistry(Warehouse.open(night.warehouse).models)
+    previous = run.warm_start
+    if previous == WARM_START_PREVIOUS:
+        previous = registry.promoted_before(night.run_date, model.model)
+        if previous is None:
+            log.info("warm start: no %s model promoted before %s; training from scratch", model.model, night.run_date)
+    trained = fit_model(night.warehouse, night.run_date, model, run.device, previous, run.version_suffix,
+                        **fit_options)
+    valid = trained.metrics.get("valid", {})
+    return TrainResult(trained.version, trained.config.device, previous, valid.get("model", {}),
+                       valid.get("popularity", {}), trained.metrics["train_seconds"], trained.metrics["epochs_run"])
 
 
-def gate(warehouse: str, run_date: str, version: str, tolerance: float) -> dict:
-    """Promote `version` if it is not worse than the model promoted before `run_date`; returns the
-    decision, whose `score_with` is the version this date's recommendations use."""
-    from cfmodel.registry import registry as runs
-    from cfmodel.registry.gate import promote
-    from cfmodel.warehouse.store import Warehouse
+def evaluate(night: Night, version: str) -> MetricsReport:
+    """metrics/run_date=D: the hold-out metrics of every model trained for the date, beside popularity."""
+    from cfmodel.reporting.metrics import publish_metrics
 
-    models = Warehouse.open(warehouse).models
-    baseline = promoted_before(models, run_date)
-    current = runs.current_version(models)
-    newest = current is None or (version_date(current) or "") <= run_date
-    decision = promote(models, version, tolerance=tolerance, against=baseline, move_current=newest)
-    decision["score_with"] = version if decision["promoted"] else (baseline or version)
-    if not decision["promoted"] and baseline is None:
-        raise CfrecError(f"model {version} failed the gate and there is no earlier model to fall back to")
-    if not newest:
-        log.info("run date %s is older than the current model %s: CURRENT left as it is", run_date, current)
-    return decision
+    return publish_metrics(night.warehouse, night.run_date, version)
+
+
+def gate(night: Night, version: str, config: GateConfig) -> GateDecision:
+    """Promote `version` if it is not worse than the model promoted before the run date; the
+    decision's `score_with` is the version the night's recommendations use."""
+    from cfmodel.registry.gate import gate_for_date
+
+    return gate_for_date(night.warehouse, night.run_date, version, config)
+
+
+def score(spark: SparkSession, night: Night, config: ScoreConfig, version: str | None = None) -> ScoreReport:
+    """recommendations/run_date=D: every user's top N with `version` (default: the current model)."""
+    from cfmodel.scoring.recommend import score as score_users
+
+    return score_users(spark, night.warehouse, night.run_date, config.top_n, version)
+
+
+def publish_tables(spark: SparkSession, night: Night, config: TablesConfig, version: str | None = None) -> TablesReport:
+    """similar_items, item_factors, user_factors of the scoring model; metrics/run_date=D; model_runs."""
+    from cfmodel.reporting.tables import publish_tables as write_tables
+
+    return write_tables(spark, night.warehouse, night.run_date, version, config.similar_k)
+
+
+@dataclass
+class NightConfig:
+    """Everything one night needs, as the nightly DAG's params hold it."""
+
+    ingest: IngestConfig
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    model: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainRun = field(default_factory=TrainRun)
+    gate: GateConfig = field(default_factory=GateConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
+
+
+def run_night(spark: SparkSession, night: Night, config: NightConfig) -> dict[str, Any]:
+    """The nightly DAG's sequence in one process: each step's result, by step."""
+    report: dict[str, Any] = {"ingest": ingest(spark, night, config.ingest)}
+    report["quality"] = quality(night, config.quality)
+    candidate = train(night, config.model, config.train)
+    report["train"] = candidate
+    report["evaluate"] = evaluate(night, candidate.version)
+    decision = gate(night, candidate.version, config.gate)
+    report["gate"] = decision
+    report["score"] = score(spark, night, config.score, decision.score_with)
+    if config.tables.tables:
+        report["tables"] = publish_tables(spark, night, config.tables, decision.score_with)
+    return {step: asdict(result) for step, result in report.items()}

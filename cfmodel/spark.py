@@ -8,13 +8,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-LOCAL_DEFAULTS = {
+# Every cfrec Spark application, local or submitted by the DAGs.
+SESSION_CONF = {
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.session.timeZone": "UTC",
-    # Small tables on a laptop or CI box: 200 shuffle partitions would mostly be scheduling overhead.
-    "spark.sql.shuffle.partitions": "8",
-    "spark.driver.memory": "4g",
 }
+# Small tables on a laptop or CI box: 200 shuffle partitions would mostly be scheduling overhead.
+SHUFFLE_PARTITIONS = "8"
+LOCAL_DEFAULTS = {**SESSION_CONF, "spark.sql.shuffle.partitions": SHUFFLE_PARTITIONS, "spark.driver.memory": "4g"}
 
 
 def launched_by_spark_submit() -> bool:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from cfmodel.datasets.synth import SynthSpec, generate
 from cfmodel.errors import CfrecError
+from cfmodel.registry.registry import ModelRegistry
+from cfmodel.warehouse import Warehouse
+from cfmodel.warehouse.schemas import INGEST_REPORT, ITEMS, MODELS, RATINGS, RECOMMENDATIONS, REJECTS
 from cfrec_airflow import local as airflow_local
 
 SHOW_USERS = 3
@@ -17,16 +20,17 @@ SHOW_ITEMS = 5
 def describe_output(warehouse: Path, run_date: str) -> str:
     import pandas as pd
 
+    wh = Warehouse.open(warehouse, create=False)
     lines = [f"Tables in {warehouse}:"]
-    for table in ("ratings", "items", "rejects", "ingest_report", "recommendations"):
-        path = warehouse / table
-        lines.append(f"  {table:<16} {len(pd.read_parquet(path)):>8} rows   {path}")
-    lines.append(f"  {'models':<16} current = {(warehouse / 'models' / 'CURRENT').read_text().strip()}")
+    for table in (RATINGS, ITEMS, REJECTS, INGEST_REPORT, RECOMMENDATIONS):
+        path = wh.table(table)
+        lines.append(f"  {table.name:<16} {len(pd.read_parquet(path)):>8} rows   {path}")
+    lines.append(f"  {MODELS:<16} current = {ModelRegistry(wh.models).current()}")
 
-    items = pd.read_parquet(warehouse / "items")
+    items = pd.read_parquet(wh.table(ITEMS))
     items["genres"] = items["genres"].map(lambda g: ", ".join(g))
-    ratings = pd.read_parquet(warehouse / "ratings")
-    recs = pd.read_parquet(warehouse / "recommendations" / f"run_date={run_date}")
+    ratings = pd.read_parquet(wh.table(RATINGS))
+    recs = pd.read_parquet(wh.partition(RECOMMENDATIONS, run_date))
     users = recs["user_id"].drop_duplicates().head(SHOW_USERS)
     for user in users:
         liked = ratings[ratings["user_id"] == user].nlargest(3, ["rating", "timestamp"]).merge(items, on="item_id")

@@ -10,15 +10,21 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags"
+from cfrec_airflow.settings import dags_folder
 
+if TYPE_CHECKING:
+    from airflow.models.dagrun import DagRun
+    from airflow.sdk import DAG
 
-def local_environment(airflow_home: Path, dags_folder: Path = DAGS_FOLDER) -> dict[str, str]:
+def local_environment(airflow_home: Path, dags: Path | None = None) -> dict[str, str]:
+    """The environment of a local Airflow: its home, the DAGs folder (default `dags_folder()`),
+    SQLite metadata, local Spark and this virtualenv's spark-submit and Python."""
     bin_dir = str(Path(sys.executable).parent)
     return {
         "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags or dags_folder()),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
@@ -33,11 +39,11 @@ def local_environment(airflow_home: Path, dags_folder: Path = DAGS_FOLDER) -> di
     }
 
 
-def configure(airflow_home: Path, dags_folder: Path = DAGS_FOLDER) -> None:
+def configure(airflow_home: Path, dags: Path | None = None) -> None:
     if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != str(airflow_home):
         raise RuntimeError("airflow was imported before its environment was configured")
     airflow_home.mkdir(parents=True, exist_ok=True)
-    os.environ.update(local_environment(airflow_home, dags_folder))
+    os.environ.update(local_environment(airflow_home, dags))
 
 
 TRAIN_POOL_SLOTS = 1
@@ -55,19 +61,19 @@ def init_db() -> None:
     )
 
 
-def load_dag(dag_id: str, dags_folder: Path = DAGS_FOLDER):
+def load_dag(dag_id: str) -> DAG:
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(dags_folder))
+    bag = DagBag(dag_folder=str(dags_folder()))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     return bag.get_dag(dag_id)
 
 
-def run_dag(dag_id: str, logical_date: datetime, conf: dict, dags_folder: Path = DAGS_FOLDER):
+def run_dag(dag_id: str, logical_date: datetime, conf: dict) -> DagRun:
     """Run one DagRun in-process; returns it (check `.state`: dag.test() does not raise)."""
-    return load_dag(dag_id, dags_folder).test(logical_date=logical_date, run_conf=conf)
+    return load_dag(dag_id).test(logical_date=logical_date, run_conf=conf)
 
 
-def task_states(dag_run) -> dict[str, str]:
+def task_states(dag_run: DagRun) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}

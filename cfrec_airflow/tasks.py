@@ -1,34 +1,40 @@
-"""Task builders shared by the cfrec DAGs in dags/. Declarations only: the work runs inside the tasks.
+"""Task builders shared by the cfrec DAGs. Declarations only: every task calls a step of `cfmodel.pipeline`.
 
-Everything machine-specific comes from the environment (CFREC_*), DAG params or the
-`spark_default` connection; see the README's "Deploying" section.
+A DAG's params are built from the steps' config classes (`cfmodel.config`, `TrainConfig`), so
+every option of the command line is also a param, settable per run with `dag_run.conf`; each task
+turns the params back into those classes, which check them with the same code as the command line.
+Machine-specific settings come from the environment (`cfrec_airflow.settings`) and the
+`spark_default` connection.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
-from pathlib import Path
+from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, task
 
-from cfrec_airflow.alerts import on_failure  # light: the callback must be importable when the DAG is parsed
+from cfmodel import options
+from cfmodel.config import GateConfig, IngestConfig, Night, QualityConfig, ScoreConfig, TablesConfig, TrainRun
+from cfmodel.spark import SESSION_CONF, SHUFFLE_PARTITIONS
+from cfmodel.training.config import TrainConfig
+from cfmodel.warehouse.schemas import RECOMMENDATIONS as RECOMMENDATIONS_TABLE
+from cfrec_airflow.alerts import on_failure
+from cfrec_airflow.settings import settings
 
-JOBS_DIR = os.environ.get("CFREC_JOBS_DIR", str(Path(__file__).resolve().parent.parent / "jobs"))
-WAREHOUSE = os.environ.get("CFREC_WAREHOUSE", "/data/cfrec/warehouse")
-TRAIN_QUEUE = os.environ.get("CFREC_TRAIN_QUEUE", "default")
-TRAIN_POOL = os.environ.get("CFREC_TRAIN_POOL", "gpu")
-
-# Downstream DAGs schedule on this; each event's extra names the run date and partition.
-RECOMMENDATIONS = Asset(name="cfrec_recommendations", uri=f"file://{WAREHOUSE}/recommendations")
+# Downstream DAGs schedule on this; each event's extra names the warehouse, run date and counts.
+RECOMMENDATIONS = Asset(name="cfrec_recommendations", uri=f"file://{settings().warehouse}/{RECOMMENDATIONS_TABLE.name}")
+GATE_TASK = "gate"
+MODEL_STEPS = (TrainConfig, TrainRun, GateConfig, ScoreConfig, TablesConfig)
 
 
-def default_args() -> dict:
+def default_args() -> dict[str, Any]:
+    env = settings()
     return {
         "owner": "cfrec",
-        "retries": int(os.environ.get("CFREC_RETRIES", "2")),
-        "retry_delay": timedelta(seconds=float(os.environ.get("CFREC_RETRY_DELAY_SECONDS", "120"))),
+        "retries": env.retries,
+        "retry_delay": timedelta(seconds=env.retry_delay_seconds),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timedelta(hours=2),
@@ -36,132 +42,134 @@ def default_args() -> dict:
     }
 
 
-def model_params(**defaults) -> dict:
-    """Params of the training and scoring steps; None means the model type's own default."""
-    values = {
-        "model": "dot",
-        "n_factors": None,
-        "epochs": None,
-        "lr": None,
-        "wd": None,
-        "bs": None,
-        "warm_start": True,
-        "device": "auto",
-        "top_n": 10,
-        "gate_tolerance": 0.01,
-        **defaults,
+def params(*configs: type, **defaults: Any) -> dict[str, Param]:
+    """One Param per option of each config class, with its default (or the one given here) and help."""
+    out = {
+        "warehouse": Param(settings().warehouse, type="string", description="root folder of the Parquet tables and models"),
+        "shuffle_partitions": Param(int(SHUFFLE_PARTITIONS), type="integer", minimum=1,
+                                    description="spark.sql.shuffle.partitions of the Spark jobs"),
     }
-    return {
-        "warehouse": Param(WAREHOUSE, type="string", description="root folder of the Parquet tables and models"),
-        "model": Param(values["model"], enum=["dot", "nn", "rank"], description="model type"),
-        "n_factors": Param(values["n_factors"], type=["null", "integer"], minimum=1),
-        "epochs": Param(values["epochs"], type=["null", "integer"], minimum=1),
-        "lr": Param(values["lr"], type=["null", "number"], exclusiveMinimum=0),
-        "wd": Param(values["wd"], type=["null", "number"], minimum=0),
-        "bs": Param(values["bs"], type=["null", "integer"], minimum=1),
-        "warm_start": Param(
-            values["warm_start"],
-            type="boolean",
-            description="start from the vectors of the model promoted before this date",
-        ),
-        "device": Param(values["device"], type="string", description="auto, cpu, cuda or cuda:N"),
-        "gate_tolerance": Param(
-            values["gate_tolerance"],
-            type="number",
-            minimum=0,
-            description="a candidate may be this much worse (relative) than the model it replaces",
-        ),
-        "top_n": Param(values["top_n"], type="integer", minimum=1, description="recommendations per user"),
-        "shuffle_partitions": Param(8, type="integer", minimum=1),
-    }
+    for config in configs:
+        for opt in options.options(config):
+            value = defaults.get(opt.name, opt.default)
+            value = list(value) if isinstance(value, tuple) else value
+            schema = options.param_schema(opt)
+            if value is None and "null" not in schema["type"]:
+                schema["type"] = ["null", schema["type"]]
+            out[opt.name] = Param(value, description=opt.help, **schema)
+    return out
 
 
-SPARK_CONF = {
-    "spark.sql.shuffle.partitions": "{{ params.shuffle_partitions }}",
-    "spark.sql.session.timeZone": "UTC",
-    "spark.ui.showConsoleProgress": "false",
-}
+def night(context: dict) -> Night:
+    return Night(warehouse=context["params"]["warehouse"], run_date=context["ds"])
 
 
-def spark_job(task_id: str, job: str, args: list[str], **kwargs) -> SparkSubmitOperator:
-    return SparkSubmitOperator(
-        task_id=task_id,
-        conn_id="spark_default",
-        application=f"{JOBS_DIR}/{job}.py",
-        name=f"cfrec-{task_id}-{{{{ ds }}}}",
-        conf=SPARK_CONF,
-        application_args=args,
-        **kwargs,
-    )
+def input_ready(params: dict | None = None, ds: str | None = None) -> bool:
+    """The sensor's test: the night's files are there and readable as the configured source."""
+    from cfmodel import pipeline
+
+    return pipeline.input_ready(ds, options.from_mapping(IngestConfig, params))
 
 
-def model_steps(version_suffix: str = ""):
+class PipelineJob(SparkSubmitOperator):
+    """A pipeline step run by spark-submit (`jobs/<job>.py`). Its arguments are built when the task
+    runs, from the run's params through the step's config classes, so they are checked by the
+    same code as the command line's before Spark starts."""
+
+    def __init__(self, *, task_id: str, job: str, configs: tuple[type, ...], model_version: bool = False,
+                 **kwargs: Any):
+        conf = {**SESSION_CONF, "spark.sql.shuffle.partitions": "{{ params.shuffle_partitions }}"}
+        super().__init__(task_id=task_id, conn_id="spark_default", application=str(settings().jobs_dir / f"{job}.py"),
+                         name=f"cfrec-{task_id}-{{{{ ds }}}}", conf=conf, **kwargs)
+        self.configs = configs
+        self.model_version = model_version
+
+    def job_arguments(self, context: dict) -> list[str]:
+        args = options.to_argv(night(context))
+        for config in self.configs:
+            values = options.from_mapping(config, context["params"])
+            if isinstance(values, IngestConfig):
+                values = values.for_night(context["ds"])
+            args += options.to_argv(values, only=self.job_options(config))
+        if self.model_version:
+            args += ["--model-version", context["ti"].xcom_pull(task_ids=GATE_TASK)["score_with"]]
+        return args
+
+    @staticmethod
+    def job_options(config: type) -> tuple[str, ...] | None:
+        return ("similar_k",) if config is TablesConfig else None
+
+    def execute(self, context: dict) -> None:
+        self.application_args = self.job_arguments(context)
+        return super().execute(context)
+
+
+def ingest_steps():
+    """ingest >> quality_gate: the night's files into the warehouse, then the data-quality gate."""
+    ingest = PipelineJob(task_id="ingest", job="ingest", configs=(IngestConfig,))
+
+    @task(task_id="quality_gate")
+    def quality_gate(params=None, ds=None) -> dict:
+        from dataclasses import asdict
+
+        from cfmodel import pipeline
+
+        return asdict(pipeline.quality(Night(params["warehouse"], ds), options.from_mapping(QualityConfig, params)))
+
+    checked = quality_gate()
+    ingest >> checked
+    return ingest, checked
+
+
+def model_steps():
     """train >> evaluate >> gate >> score >> publish_tables >> publish, keyed on the logical date."""
 
-    @task(task_id="train", pool=TRAIN_POOL, queue=TRAIN_QUEUE)
-    def train(params=None, ds=None) -> dict:
-        from cfmodel.pipeline import train_candidate
+    env = settings()
 
-        options = {k: params[k] for k in ("model", "n_factors", "epochs", "lr", "wd", "bs")}
-        return train_candidate(
-            params["warehouse"],
-            ds,
-            options,
-            warm_start=params["warm_start"],
-            device=params["device"],
-            version_suffix=version_suffix,
-        )
+    @task(task_id="train", pool=env.train_pool, queue=env.train_queue)
+    def train(params=None, ds=None) -> dict:
+        from dataclasses import asdict
+
+        from cfmodel import pipeline
+
+        result = pipeline.train(Night(params["warehouse"], ds), options.from_mapping(TrainConfig, params),
+                                options.from_mapping(TrainRun, params))
+        return asdict(result)
 
     @task(task_id="evaluate")
     def evaluate(candidate: dict, params=None, ds=None) -> dict:
-        from cfmodel.reporting.tables import publish_metrics
+        from dataclasses import asdict
 
-        return publish_metrics(params["warehouse"], ds, candidate["version"])
+        from cfmodel import pipeline
 
-    @task(task_id="gate")
+        return asdict(pipeline.evaluate(Night(params["warehouse"], ds), candidate["version"]))
+
+    @task(task_id=GATE_TASK)
     def gate(candidate: dict, evaluation: dict, params=None, ds=None) -> dict:
-        from cfmodel.pipeline import gate as gate_model
+        from dataclasses import asdict
 
-        return gate_model(params["warehouse"], ds, candidate["version"], params["gate_tolerance"])
+        from cfmodel import pipeline
 
-    score = spark_job(
-        "score",
-        "score",
-        [
-            "--warehouse",
-            "{{ params.warehouse }}",
-            "--run-date",
-            "{{ ds }}",
-            "--top-n",
-            "{{ params.top_n }}",
-            "--model-version",
-            "{{ ti.xcom_pull(task_ids='gate')['score_with'] }}",
-        ],
-    )
-    publish_tables = spark_job(
-        "publish_tables",
-        "publish",
-        [
-            "--warehouse",
-            "{{ params.warehouse }}",
-            "--run-date",
-            "{{ ds }}",
-            "--model-version",
-            "{{ ti.xcom_pull(task_ids='gate')['score_with'] }}",
-        ],
-    )
+        decision = pipeline.gate(Night(params["warehouse"], ds), candidate["version"],
+                                 options.from_mapping(GateConfig, params))
+        return asdict(decision)
+
+    score = PipelineJob(task_id="score", job="score", configs=(ScoreConfig,), model_version=True)
+    publish_tables = PipelineJob(task_id="publish_tables", job="publish", configs=(TablesConfig,), model_version=True)
 
     @task(task_id="publish", outlets=[RECOMMENDATIONS])
     def publish(decision: dict, params=None, ds=None, outlet_events=None) -> dict:
-        from cfmodel.reporting.tables import recommendations_summary
+        from dataclasses import asdict
 
-        summary = recommendations_summary(params["warehouse"], ds)
-        outlet_events[RECOMMENDATIONS].extra = {"run_date": ds, "model_version": decision["score_with"], **summary}
+        from cfmodel.scoring.recommend import recommendations_summary
+
+        summary = asdict(recommendations_summary(params["warehouse"], ds))
+        outlet_events[RECOMMENDATIONS].extra = {"warehouse": params["warehouse"], "run_date": ds,
+                                                "model_version": decision["score_with"], **summary}
         return summary
 
     candidate = train()
-    evaluation = evaluate(candidate)
-    decision = gate(candidate, evaluation)
+    decision = gate(candidate, evaluate(candidate))
     decision >> score >> publish_tables
     announced = publish(decision)
     publish_tables >> announced

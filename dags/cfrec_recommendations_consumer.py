@@ -21,11 +21,13 @@ from cfrec_airflow.tasks import RECOMMENDATIONS, default_args
 def cfrec_recommendations_consumer():
     @task
     def most_recommended(triggering_asset_events=None) -> list[dict]:
+        from dataclasses import asdict
+
         from cfmodel.reporting.analytics import write_most_recommended
 
         results = []
         for event in triggering_asset_events[RECOMMENDATIONS]:
-            results.append(write_most_recommended(event.extra["warehouse"], event.extra["run_date"]))
+            results.append(asdict(write_most_recommended(event.extra["warehouse"], event.extra["run_date"])))
         return results
 
     most_recommended()

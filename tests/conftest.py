@@ -6,28 +6,21 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support import REPO, real_data_dir
 
 from cfrec_airflow import local as airflow_local
 
-# Airflow reads its configuration on first import: point it at a throwaway home before any test
-# module imports it.
+# The DAGs and spark-submit jobs of this checkout; Airflow reads its configuration on first import,
+# so it points at a throwaway home before any test module imports it.
+os.environ["CFREC_DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["CFREC_JOBS_DIR"] = str(REPO / "jobs")
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="cfrec-test-airflow-"))
 airflow_local.configure(AIRFLOW_HOME)
 
 
-def test_data_dir(name: str) -> Path:
-    root = os.environ.get("CFREC_TEST_DATA")
-    if not root:
-        pytest.skip("CFREC_TEST_DATA is not set (point it at the folder holding ml-100k/ to run real-data tests)")
-    path = Path(root) / name
-    if not path.is_dir():
-        pytest.skip(f"{path} does not exist")
-    return path
-
-
 @pytest.fixture(scope="session")
 def ml100k() -> Path:
-    return test_data_dir("ml-100k")
+    return real_data_dir("ml-100k")
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +42,3 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
-def write_lines(path: Path, lines: list[str], encoding: str = "utf-8", newline: str = "\n") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(newline.join(lines).encode(encoding) + newline.encode())
-    return path

@@ -1,6 +1,6 @@
 """`cfrec evaluate`: train on one rating file, measure on another, by the ranking protocol.
 
-Protocol (as in cfmodel.evaluation.metrics): the catalog is every item of either file; users = every user
+Protocol (as in cfmodel.evaluation.holdout): the catalog is every item of either file; users = every user
 with at least one test rating; candidates = the catalog minus the items that user rated in train
 and minus items nobody rated in train; relevant = the user's test items (any rating); top 10 by
 score. Rating models also report rmse and mae over the test ratings whose user and item appear in
@@ -18,21 +18,22 @@ import numpy as np
 import pandas as pd
 
 from cfmodel.errors import CfrecError
+from cfmodel.ingest.layouts import SourceLayout, get_layout
 from cfmodel.training.ids import IdIndex
 from cfmodel.training.interactions import Interactions
-from cfmodel.training.models import default_y_range
+from cfmodel.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 
-def _column(frame: pd.DataFrame, column, path: Path, what: str) -> pd.Series:
+def _column(frame: pd.DataFrame, column: str | int, path: Path, what: str) -> pd.Series:
     try:
         return frame[column] if isinstance(column, str) else frame.iloc[:, column]
     except (KeyError, IndexError):
         raise CfrecError(f"{path}: no {what} column '{column}'") from None
 
 
-def read_ratings_file(path: str | Path, layout) -> pd.DataFrame:
+def read_ratings_file(path: str | Path, layout: SourceLayout) -> pd.DataFrame:
     """A rating file in `layout` (cfmodel.ingest.layouts.SourceLayout) -> user_id, item_id, rating[, timestamp].
 
     Strict: a line that does not give a user, an item and a numeric rating within the source's
@@ -99,14 +100,15 @@ def _interactions(frame: pd.DataFrame, users: IdIndex, items: IdIndex) -> Intera
 def evaluate_frames(
     train: pd.DataFrame,
     test: pd.DataFrame,
-    config,
+    config: TrainConfig,
     device: str = "auto",
     scale: tuple[float, float] | None = None,
     progress: bool | None = None,
 ) -> dict:
     """Fit `config.model` on `train` and measure it and the most-popular baseline on `test`."""
-    from cfmodel.evaluation.metrics import holdout_metrics
-    from cfmodel.training.loop import fit, model_for, resolve_device
+    from cfmodel.evaluation.holdout import holdout_metrics
+    from cfmodel.training.loop import fit, resolve_device
+    from cfmodel.training.models import default_y_range, model_for
     from cfmodel.training.splits import split
 
     dev = resolve_device(device)
@@ -138,12 +140,10 @@ def evaluate_files(
     source: str,
     train_path: str | Path,
     test_path: str | Path,
-    config,
+    config: TrainConfig,
     device: str = "auto",
     progress: bool | None = None,
 ) -> dict:
-    from cfmodel.ingest.layouts import get_layout
-
     layout = get_layout(source)
     train, test = read_ratings_file(train_path, layout), read_ratings_file(test_path, layout)
     scale = (float(layout.scale.min), float(layout.scale.max)) if layout.scale.known else None

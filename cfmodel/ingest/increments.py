@@ -15,20 +15,8 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from cfmodel.warehouse.store import Warehouse, publish
-
-
-def increments_table(table: str) -> str:
-    """Where a table's nightly increments live: `<table>_increments/run_date=D`."""
-    return f"{table}_increments"
-
-
-RATINGS_INCREMENTS = increments_table("ratings")
-ITEMS_INCREMENTS = increments_table("items")
-RATINGS_COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
-ITEMS_COLUMNS = ["item_id", "title", "year", "genres"]
-RATINGS_SCHEMA = "user_id string, item_id string, rating float, timestamp bigint"
-ITEMS_SCHEMA = "item_id string, title string, year int, genres array<string>"
+from cfmodel.warehouse import Warehouse, publish
+from cfmodel.warehouse.schemas import ITEMS, ITEMS_INCREMENTS, RATINGS, RATINGS_INCREMENTS, increments_of
 
 
 def partitions(wh: Warehouse, table: str) -> list[Path]:
@@ -41,11 +29,11 @@ def partitions(wh: Warehouse, table: str) -> list[Path]:
 
 def read_ratings(spark: SparkSession, path: Path) -> DataFrame:
     """A ratings table or its increments (with their run_date), without a job to infer the schema."""
-    return spark.read.schema(RATINGS_SCHEMA).parquet(str(path))
+    return spark.read.schema(RATINGS.ddl).parquet(str(path))
 
 
 def read_items(spark: SparkSession, path: Path) -> DataFrame:
-    return spark.read.schema(ITEMS_SCHEMA).parquet(str(path))
+    return spark.read.schema(ITEMS.ddl).parquet(str(path))
 
 
 def _copy_partition(partition: Path):
@@ -74,22 +62,22 @@ def _up_to(rows: DataFrame, run_date: str | None) -> DataFrame:
 def materialise_ratings(spark: SparkSession, wh: Warehouse, run_date: str | None = None) -> tuple[int, int]:
     """Rebuild `ratings` from every increment up to `run_date`: per (user, item), the latest rating
     by timestamp, then by run date. Returns the rows of the table and the rows over the increments."""
-    parts = as_of(partitions(wh, RATINGS_INCREMENTS), run_date)
+    parts = as_of(partitions(wh, RATINGS_INCREMENTS.name), run_date)
     if len(parts) == 1:
         # A single increment is already deduplicated: copying its files skips a shuffle.
-        publish(wh.table("ratings"), _copy_partition(parts[0]))
-        rows = read_ratings(spark, wh.table("ratings")).count()
+        publish(wh.table(RATINGS), _copy_partition(parts[0]))
+        rows = read_ratings(spark, wh.table(RATINGS)).count()
         return rows, rows
     increments = _up_to(read_ratings(spark, wh.table(RATINGS_INCREMENTS)), run_date)
     current = latest_per_key(
         increments,
         ["user_id", "item_id"],
         [F.col("timestamp").desc_nulls_last(), F.col("run_date").desc()],
-    ).select(*RATINGS_COLUMNS)
+    ).select(*RATINGS.column_names)
     # Reading the increments while the new table is written beside the old one is safe:
     # publish only swaps folders once the write has finished.
-    publish(wh.table("ratings"), lambda tmp: current.write.parquet(str(tmp)))
-    return read_ratings(spark, wh.table("ratings")).count(), increments.count()
+    publish(wh.table(RATINGS), lambda tmp: current.write.parquet(str(tmp)))
+    return read_ratings(spark, wh.table(RATINGS)).count(), increments.count()
 
 
 def materialise_latest(
@@ -102,7 +90,7 @@ def materialise_latest(
 ) -> None:
     """Rebuild `table` from its increments up to `run_date`: per key, the latest run's row. Without
     increments, the table is empty when `schema` is given, and absent otherwise."""
-    parts = as_of(partitions(wh, increments_table(table)), run_date)
+    parts = as_of(partitions(wh, increments_of(table)), run_date)
     if len(parts) == 1:
         publish(wh.table(table), _copy_partition(parts[0]))
         return
@@ -113,7 +101,7 @@ def materialise_latest(
         current = spark.createDataFrame([], schema)
     else:
         reader = spark.read if schema is None else spark.read.schema(schema)
-        rows = _up_to(reader.parquet(str(wh.table(increments_table(table)))), run_date)
+        rows = _up_to(reader.parquet(str(wh.table(increments_of(table)))), run_date)
         columns = [c for c in rows.columns if c != "run_date"]
         current = latest_per_key(rows, keys, [F.col("run_date").desc()]).select(*columns)
     publish(wh.table(table), lambda tmp: current.coalesce(1).write.parquet(str(tmp)))
@@ -121,4 +109,4 @@ def materialise_latest(
 
 def materialise_items(spark: SparkSession, wh: Warehouse, run_date: str | None = None) -> None:
     """Rebuild `items` from every items increment up to `run_date`: per item id, the latest run's row."""
-    materialise_latest(spark, wh, "items", ["item_id"], run_date, ITEMS_SCHEMA)
+    materialise_latest(spark, wh, ITEMS.name, ["item_id"], run_date, ITEMS.ddl)

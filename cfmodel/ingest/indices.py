@@ -12,10 +12,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cfmodel.errors import CfrecError
-from cfmodel.warehouse.store import Warehouse, publish
+from cfmodel.warehouse import Warehouse, publish
+from cfmodel.warehouse.schemas import ITEM_INDEX, USER_INDEX
 
-INDEX_SCHEMA = "id string, index bigint"
-INDEX_TABLES = {"user_id": "user_index", "item_id": "item_index"}
+INDEX_TABLES = {"user_id": USER_INDEX, "item_id": ITEM_INDEX}
 
 
 def check_index(index: DataFrame, name: str) -> int:
@@ -67,10 +67,10 @@ def update_indices(spark: SparkSession, wh: Warehouse, ratings: DataFrame) -> di
     for column, table in INDEX_TABLES.items():
         path = wh.table(table)
         if path.exists():
-            existing = spark.read.schema(INDEX_SCHEMA).parquet(str(path))
+            existing = spark.read.schema(table.ddl).parquet(str(path))
         else:
-            existing = spark.createDataFrame([], INDEX_SCHEMA)
-        before = check_index(existing, table) if path.exists() else 0
+            existing = spark.createDataFrame([], table.ddl)
+        before = check_index(existing, table.name) if path.exists() else 0
         ids = ratings.select(F.col(column).alias("id")).where(F.col("id").isNotNull()).distinct()
         new = _numbered(ids.join(existing.select("id"), "id", "left_anti"), before)
         try:
@@ -81,5 +81,5 @@ def update_indices(spark: SparkSession, wh: Warehouse, ratings: DataFrame) -> di
                 publish(path, lambda tmp, df=one_file: df.write.parquet(str(tmp)))
         finally:
             new.unpersist()
-        summary[table] = {"ids": before + n_new, "new_ids": n_new}
+        summary[table.name] = {"ids": before + n_new, "new_ids": n_new}
     return summary

@@ -21,60 +21,66 @@ import logging
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
+from cfmodel.config import IngestConfig
 from cfmodel.errors import CfrecError
 from cfmodel.ingest import dedup, increments, indices, planning
 from cfmodel.ingest import parsing as sources
 from cfmodel.ingest.layouts import CSV_SOURCE
-from cfmodel.warehouse.store import Warehouse, publish
+from cfmodel.warehouse import Warehouse, publish
+from cfmodel.warehouse.schemas import (
+    DATASETS, INGEST_REPORT, ITEMS, ITEMS_INCREMENTS, RATINGS, RATINGS_INCREMENTS, REJECTS, increments_of,
+)
 
 log = logging.getLogger(__name__)
 
-REJECT_COLUMNS = ["source", "table", "source_file", "line_number", "raw", "reason"]
 # Reject rows written per Parquet file: keeps a garbage input from producing one huge file.
 REJECTS_PER_FILE = 1_000_000
-
-REPORT_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType()),
-        T.StructField("input_files", T.ArrayType(T.StringType())),
-        T.StructField("input_rows", T.LongType()),
-        T.StructField("clean_rows", T.LongType()),
-        T.StructField("rejected_rows", T.LongType()),
-        T.StructField("rejects_by_reason", T.MapType(T.StringType(), T.LongType())),
-        T.StructField("item_files", T.ArrayType(T.StringType())),
-        T.StructField("item_input_rows", T.LongType()),
-        T.StructField("item_rows", T.LongType()),
-        T.StructField("item_rejects", T.LongType()),
-        T.StructField("item_rejects_by_reason", T.MapType(T.StringType(), T.LongType())),
-        T.StructField("extra_rows", T.MapType(T.StringType(), T.LongType())),
-        T.StructField("extra_rejects_by_reason", T.MapType(T.StringType(), T.MapType(T.StringType(), T.LongType()))),
-        T.StructField("ratings_on_unknown_items", T.LongType()),
-        T.StructField("ratings_rows", T.LongType()),
-        T.StructField("superseded_earlier_rows", T.LongType()),
-        T.StructField("users", T.LongType()),
-        T.StructField("new_users", T.LongType()),
-        T.StructField("items", T.LongType()),
-        T.StructField("new_items", T.LongType()),
-        T.StructField("rating_min", T.DoubleType()),
-        T.StructField("rating_max", T.DoubleType()),
-        T.StructField("seconds", T.DoubleType()),
-    ]
-)
 STAGING_SCHEMA = (
     "user_id string, item_id string, rating double, timestamp bigint, reason string, "
     "source_file string, line_number bigint, raw string"
 )
-DATASETS_SCHEMA = (
-    "source string, rating_min double, rating_max double, rating_step double, scale_origin string, run_date string"
-)
+
+
+@dataclass
+class IngestReport:
+    """What one ingest read and wrote: the `ingest_report/run_date=D` row."""
+
+    source: str
+    input_files: list[str]
+    input_rows: int
+    clean_rows: int
+    rejected_rows: int
+    rejects_by_reason: dict[str, int]
+    item_files: list[str] = field(default_factory=list)
+    item_input_rows: int = 0
+    item_rows: int = 0
+    item_rejects: int = 0
+    item_rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    extra_rows: dict[str, int] = field(default_factory=dict)  # clean rows per side table
+    extra_rejects_by_reason: dict[str, dict[str, int]] = field(default_factory=dict)
+    ratings_on_unknown_items: int = 0  # this run's clean ratings whose item has no row in `items`
+    ratings_rows: int = 0  # the current table
+    superseded_earlier_rows: int = 0  # increment rows replaced by newer ratings
+    users: int = 0
+    new_users: int = 0
+    items: int = 0
+    new_items: int = 0
+    rating_min: float | None = None
+    rating_max: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def all_rejects(self) -> int:
+        extras = sum(sum(r.values()) for r in self.extra_rejects_by_reason.values())
+        return self.rejected_rows + self.item_rejects + extras
 
 
 def _write(df: DataFrame, path: Path, files: int | None = None) -> None:
@@ -181,12 +187,12 @@ def stage_ratings(spark: SparkSession, parsed: DataFrame, staging: Path) -> Stag
 
 def _rejects(parsed: DataFrame, source: str, table: str) -> DataFrame:
     return parsed.where(F.col("reason").isNotNull()).select(
-        F.lit(source).alias("source"), F.lit(table).alias("table"), *REJECT_COLUMNS[2:]
+        F.lit(source).alias("source"), F.lit(table).alias("table"), *REJECTS.column_names[2:]
     )
 
 
 def _check_same_source(wh: Warehouse, source: str) -> None:
-    path = wh.table("datasets")
+    path = wh.table(DATASETS)
     if path.exists():
         recorded = pd.read_parquet(path, columns=["source"])["source"]
         if len(recorded) and recorded.iloc[0] != source:
@@ -196,40 +202,33 @@ def _check_same_source(wh: Warehouse, source: str) -> None:
             )
 
 
-def _ingest_items(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str):
-    """Parse and publish this run's items increment; returns (parsed items or None, report fields)."""
-    partition = wh.partition(increments.ITEMS_INCREMENTS, run_date)
+def _ingest_items(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str,
+                  report: IngestReport) -> DataFrame | None:
+    """Parse and publish this run's items increment and fill in its report fields; returns the
+    parsed items (cached; None without an items file)."""
+    partition = wh.partition(ITEMS_INCREMENTS, run_date)
     if plan.items is None:
         shutil.rmtree(partition, ignore_errors=True)  # a re-run without an items file keeps no stale items
         log.warning("no items file in %s: ratings are kept, item titles unknown", plan.root)
-        return None, {
-            "item_files": [],
-            "item_input_rows": 0,
-            "item_rows": 0,
-            "item_rejects": 0,
-            "item_rejects_by_reason": {},
-        }
+        return None
     parsed, input_rows = parse_item_files(spark, plan)
     parsed = dedup.resolve(parsed, ["item_id"], dedup.file_order_newest_first())
     clean, by_reason = _count_by_reason(parsed)
     _check_accounted("item rows", input_rows, clean, by_reason)
-    _write(parsed.where(F.col("reason").isNull()).select(*increments.ITEMS_COLUMNS), partition, files=1)
-    return parsed, {
-        "item_files": [f.name for f in plan.items.files],
-        "item_input_rows": input_rows,
-        "item_rows": clean,
-        "item_rejects": sum(by_reason.values()),
-        "item_rejects_by_reason": by_reason,
-    }
+    _write(parsed.where(F.col("reason").isNull()).select(*ITEMS.column_names), partition, files=1)
+    report.item_files, report.item_input_rows = [f.name for f in plan.items.files], input_rows
+    report.item_rows, report.item_rejects, report.item_rejects_by_reason = clean, sum(by_reason.values()), by_reason
+    return parsed
 
 
-def _ingest_extras(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str):
-    """Parse and publish this run's increment of each side table (users, to_read, ...); returns the
-    parsed frames (cached) and the report fields. A side file absent from this run's input leaves
+def _ingest_extras(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str,
+                   report: IngestReport) -> list[tuple[str, DataFrame]]:
+    """Parse and publish this run's increment of each side table (users, to_read, ...) and fill in
+    the report; returns the parsed frames (cached). A side file absent from this run's input leaves
     no partition for the date."""
     for missing in plan.missing_extras:
-        shutil.rmtree(wh.partition(increments.increments_table(missing.table), run_date), ignore_errors=True)
-    parsed_frames, rows, rejects = [], {}, {}
+        shutil.rmtree(wh.partition(increments_of(missing.table), run_date), ignore_errors=True)
+    parsed_frames = []
     for extra in plan.extras:
         parsed, input_rows = parse_extra_files(spark, extra)
         parsed = dedup.resolve(parsed, list(extra.key), dedup.file_order_newest_first())
@@ -239,11 +238,11 @@ def _ingest_extras(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse
         columns = [c.name for c in extra.columns]
         _write(
             parsed.where(F.col("reason").isNull()).select(*columns).orderBy(*extra.key),
-            wh.partition(increments.increments_table(extra.table), run_date),
+            wh.partition(increments_of(extra.table), run_date),
             files=1,
         )
-        rows[extra.table], rejects[extra.table] = clean, by_reason
-    return parsed_frames, {"extra_rows": rows, "extra_rejects_by_reason": rejects}
+        report.extra_rows[extra.table], report.extra_rejects_by_reason[extra.table] = clean, by_reason
+    return parsed_frames
 
 
 def _record_scale(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str) -> tuple[float, float]:
@@ -253,95 +252,67 @@ def _record_scale(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse,
         origin = "options" if plan.source == CSV_SOURCE else "layout"
     else:
         # The generic source without a stated scale: the observed range over all current ratings.
-        row = increments.read_ratings(spark, wh.table("ratings")).agg(F.min("rating"), F.max("rating")).first()
+        row = increments.read_ratings(spark, wh.table(RATINGS)).agg(F.min("rating"), F.max("rating")).first()
         low, high, origin = float(row[0]), float(row[1]), "inferred"
     step = None if scale.step is None else float(scale.step)
-    dataset = spark.createDataFrame([(plan.source, low, high, step, origin, run_date)], DATASETS_SCHEMA)
-    _write(dataset, wh.table("datasets"), files=1)
+    dataset = spark.createDataFrame([(plan.source, low, high, step, origin, run_date)], DATASETS.ddl)
+    _write(dataset, wh.table(DATASETS), files=1)
     return low, high
 
 
-def ingest(
-    spark: SparkSession, source: str, input_dir: str | Path, warehouse: str | Path, run_date: str, **options
-) -> dict:
-    """Ingest `source` files from `input_dir` as the increment of `run_date`; returns the report.
-
-    `options`: `ratings_file`, `items_file` (name or glob in `input_dir`), `encoding` for every
-    source; the column and scale options of `cfmodel.ingest.layouts.CSV_DEFAULTS` for `csv`.
-    """
+def ingest(spark: SparkSession, warehouse: str | Path, run_date: str, config: IngestConfig) -> IngestReport:
+    """Ingest the configured source's files as the increment of `run_date`; returns the report."""
     started = time.perf_counter()
-    plan = planning.plan_ingest(source, input_dir, **options)
+    plan = planning.plan_ingest(config.source, config.input_for(run_date), **config.layout_options())
     wh = Warehouse.open(warehouse)
     _check_same_source(wh, plan.source)
-
     parsed, input_rows = parse_rating_files(spark, plan)
     staging = wh.root / ".staging" / f"ratings-{run_date}-{uuid.uuid4().hex[:12]}"
-    items_parsed = staged = None
-    extras_parsed = []
-    try:
+    with ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, staging, ignore_errors=True)
         staged = stage_ratings(spark, parsed, staging)
-        clean_rows, by_reason = staged.clean_rows, staged.by_reason
-        _check_accounted("rating rows", input_rows, clean_rows, by_reason)
-        if clean_rows == 0:
+        cleanup.callback(staged.superseded.unpersist)
+        _check_accounted("rating rows", input_rows, staged.clean_rows, staged.by_reason)
+        if staged.clean_rows == 0:
             files = ", ".join(f.name for f in plan.ratings.files)
-            raise CfrecError(f"no clean ratings in {files} ({input_rows} rows read; rejects by reason: {by_reason})")
-
-        _write(staged.clean, wh.partition(increments.RATINGS_INCREMENTS, run_date))
-        items_parsed, item_report = _ingest_items(spark, plan, wh, run_date)
-        extras_parsed, extra_report = _ingest_extras(spark, plan, wh, run_date)
-
-        rejected = (
-            sum(by_reason.values())
-            + item_report["item_rejects"]
-            + sum(sum(r.values()) for r in extra_report["extra_rejects_by_reason"].values())
-        )
-        rejects = _rejects(staged.rejects, plan.source, "ratings")
+            raise CfrecError(
+                f"no clean ratings in {files} ({input_rows} rows read; rejects by reason: {staged.by_reason})"
+            )
+        report = IngestReport(plan.source, [f.name for f in plan.ratings.files], input_rows, staged.clean_rows,
+                              sum(staged.by_reason.values()), staged.by_reason)
+        _write(staged.clean, wh.partition(RATINGS_INCREMENTS, run_date))
+        rejects = _rejects(staged.rejects, plan.source, RATINGS.name)
+        items_parsed = _ingest_items(spark, plan, wh, run_date, report)
         if items_parsed is not None:
-            rejects = rejects.unionByName(_rejects(items_parsed, plan.source, "items"))
-        for table, parsed_extra in extras_parsed:
+            cleanup.callback(items_parsed.unpersist)
+            rejects = rejects.unionByName(_rejects(items_parsed, plan.source, ITEMS.name))
+        for table, parsed_extra in _ingest_extras(spark, plan, wh, run_date, report):
+            cleanup.callback(parsed_extra.unpersist)
             rejects = rejects.unionByName(_rejects(parsed_extra, plan.source, table))
-        _write(rejects, wh.partition("rejects", run_date), files=max(1, -(-rejected // REJECTS_PER_FILE)))
-
-        ratings_rows, increment_rows = increments.materialise_ratings(spark, wh, run_date)
-        increments.materialise_items(spark, wh, run_date)
-        for extra in [*plan.extras, *plan.missing_extras]:  # earlier nights may have had the file
-            increments.materialise_latest(spark, wh, extra.table, list(extra.key), run_date)
-        items = increments.read_items(spark, wh.table("items"))
-        this_run = increments.read_ratings(spark, wh.partition(increments.RATINGS_INCREMENTS, run_date))
-        unknown_items = this_run.join(items, "item_id", "left_anti").count()
-        if unknown_items:
-            log.warning("%d clean ratings are on items missing from the items table", unknown_items)
-        index_summary = indices.update_indices(spark, wh, increments.read_ratings(spark, wh.table("ratings")))
-        rating_min, rating_max = _record_scale(spark, plan, wh, run_date)
-
-        report = {
-            "source": plan.source,
-            "input_files": [f.name for f in plan.ratings.files],
-            "input_rows": input_rows,
-            "clean_rows": clean_rows,
-            "rejected_rows": sum(by_reason.values()),
-            "rejects_by_reason": by_reason,
-            **item_report,
-            **extra_report,
-            "ratings_on_unknown_items": unknown_items,
-            "ratings_rows": ratings_rows,
-            "superseded_earlier_rows": increment_rows - ratings_rows,
-            "users": index_summary["user_index"]["ids"],
-            "new_users": index_summary["user_index"]["new_ids"],
-            "items": index_summary["item_index"]["ids"],
-            "new_items": index_summary["item_index"]["new_ids"],
-            "rating_min": rating_min,
-            "rating_max": rating_max,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        _write(spark.createDataFrame([report], REPORT_SCHEMA), wh.partition("ingest_report", run_date), files=1)
-    finally:
-        if staged is not None:
-            staged.superseded.unpersist()
-        if items_parsed is not None:
-            items_parsed.unpersist()
-        for _, parsed_extra in extras_parsed:
-            parsed_extra.unpersist()
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("ingest %s %s: %s", source, run_date, report)
+        files = max(1, -(-report.all_rejects // REJECTS_PER_FILE))
+        _write(rejects, wh.partition(REJECTS, run_date), files=files)
+        _rebuild_current_tables(spark, plan, wh, run_date, report)
+        report.seconds = round(time.perf_counter() - started, 3)
+        _write(spark.createDataFrame([asdict(report)], INGEST_REPORT.ddl), wh.partition(INGEST_REPORT, run_date),
+               files=1)
+    log.info("ingest %s %s: %s", config.source, run_date, report)
     return report
+
+
+def _rebuild_current_tables(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str,
+                            report: IngestReport) -> None:
+    """`ratings`, `items` and the side tables as of `run_date`, the id indices and the rating scale."""
+    ratings_rows, increment_rows = increments.materialise_ratings(spark, wh, run_date)
+    increments.materialise_items(spark, wh, run_date)
+    for extra in [*plan.extras, *plan.missing_extras]:  # earlier nights may have had the file
+        increments.materialise_latest(spark, wh, extra.table, list(extra.key), run_date)
+    items = increments.read_items(spark, wh.table(ITEMS))
+    this_run = increments.read_ratings(spark, wh.partition(RATINGS_INCREMENTS, run_date))
+    report.ratings_on_unknown_items = this_run.join(items, "item_id", "left_anti").count()
+    if report.ratings_on_unknown_items:
+        log.warning("%d clean ratings are on items missing from the items table", report.ratings_on_unknown_items)
+    index_summary = indices.update_indices(spark, wh, increments.read_ratings(spark, wh.table(RATINGS)))
+    report.ratings_rows, report.superseded_earlier_rows = ratings_rows, increment_rows - ratings_rows
+    report.users, report.new_users = index_summary["user_index"]["ids"], index_summary["user_index"]["new_ids"]
+    report.items, report.new_items = index_summary["item_index"]["ids"], index_summary["item_index"]["new_ids"]
+    report.rating_min, report.rating_max = _record_scale(spark, plan, wh, run_date)

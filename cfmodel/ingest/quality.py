@@ -10,33 +10,25 @@ so they do not count against the reject threshold. Every evaluation, passed or f
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cfmodel.errors import CfrecError
-from cfmodel.warehouse.store import Warehouse, publish
+from cfmodel.config import QualityConfig
+from cfmodel.warehouse import Warehouse, publish, write_arrow
+from cfmodel.warehouse.schemas import INGEST_REPORT, QUALITY
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_REJECT_FRACTION = 0.01
-DEFAULT_MAX_DROP_FRACTION = 0.5
 BENIGN_REASONS = frozenset({"blank_line", "duplicate_superseded"})
-
-QUALITY_SCHEMA = pa.schema(
-    [
-        ("check", pa.string()),
-        ("value", pa.float64()),
-        ("threshold", pa.float64()),
-        ("passed", pa.bool_()),
-        ("detail", pa.string()),
-    ]
-)
 
 
 def read_reports(wh: Warehouse) -> dict[str, dict]:
     """run_date -> that run's ingest report (one row each), with map columns as dicts."""
-    root = wh.table("ingest_report")
+    root = wh.table(INGEST_REPORT)
     reports = {}
     for partition in sorted(root.glob("run_date=*")) if root.is_dir() else []:
         rows = pq.read_table(partition).to_pylist()
@@ -66,12 +58,14 @@ def _reject_check(name: str, by_reason: dict, total: int, limit: float) -> dict:
     }
 
 
-def check_quality(
-    warehouse,
-    run_date: str,
-    max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION,
-    max_drop_fraction: float | None = DEFAULT_MAX_DROP_FRACTION,
-) -> dict:
+@dataclass
+class QualityResult:
+    run_date: str
+    passed: bool
+    checks: list[dict]  # the `quality/run_date=D` rows: check, value, threshold, passed, detail
+
+
+def check_quality(warehouse: str | Path, run_date: str, config: QualityConfig = QualityConfig()) -> QualityResult:
     """Gate the ingest of `run_date`; returns the checks, raises CfrecError when one fails.
 
     - reject fraction: rating rows (and, separately, item rows) rejected for a defect, over input
@@ -79,45 +73,35 @@ def check_quality(
     - drop: clean rating rows must not fall below `1 - max_drop_fraction` times those of the
       latest earlier run (skipped on the first run, or when `max_drop_fraction` is None).
     """
-    if not 0 <= max_reject_fraction <= 1:
-        raise CfrecError(f"max reject fraction must be between 0 and 1, got {max_reject_fraction}")
-    if max_drop_fraction is not None and not 0 <= max_drop_fraction <= 1:
-        raise CfrecError(f"max drop fraction must be between 0 and 1, got {max_drop_fraction}")
     wh = Warehouse.open(warehouse, create=False)
     reports = read_reports(wh)
     if run_date not in reports:
         raise CfrecError(f"no ingest report for {run_date} in {wh.root}; run 'cfrec ingest' for that date first")
     report = reports[run_date]
-
-    checks = [_reject_check("reject_fraction", report["rejects_by_reason"], report["input_rows"], max_reject_fraction)]
+    limit = config.max_reject_fraction
+    checks = [_reject_check("reject_fraction", report["rejects_by_reason"], report["input_rows"], limit)]
     if report.get("item_input_rows"):
         checks.append(
-            _reject_check(
-                "item_reject_fraction", report["item_rejects_by_reason"], report["item_input_rows"], max_reject_fraction
-            )
+            _reject_check("item_reject_fraction", report["item_rejects_by_reason"], report["item_input_rows"], limit)
         )
     earlier = [d for d in reports if d < run_date]
-    if earlier and max_drop_fraction is not None:
-        previous = reports[earlier[-1]]
-        drop = 1 - report["clean_rows"] / previous["clean_rows"] if previous["clean_rows"] else 0.0
-        checks.append(
-            {
-                "check": "clean_rows_drop",
-                "value": drop,
-                "threshold": max_drop_fraction,
-                "passed": drop <= max_drop_fraction,
-                "detail": f"{report['clean_rows']} clean rows vs {previous['clean_rows']} on {earlier[-1]}",
-            }
-        )
-
-    publish(
-        wh.partition("quality", run_date),
-        lambda tmp: (tmp.mkdir(), pq.write_table(pa.Table.from_pylist(checks, QUALITY_SCHEMA), tmp / "part-0.parquet")),
-    )
+    if earlier and config.max_drop_fraction is not None:
+        checks.append(_drop_check(report, reports[earlier[-1]], earlier[-1], config.max_drop_fraction))
+    publish(wh.partition(QUALITY, run_date), write_arrow(pa.Table.from_pylist(checks, QUALITY.arrow)))
     failed = [c for c in checks if not c["passed"]]
-    result = {"run_date": run_date, "passed": not failed, "checks": checks}
     if failed:
         reasons = "; ".join(f"{c['check']} {c['value']:.2%} > {c['threshold']:.2%}: {c['detail']}" for c in failed)
         raise CfrecError(f"data-quality gate failed for {run_date}: {reasons}")
     log.info("quality gate passed for %s: %s", run_date, checks)
-    return result
+    return QualityResult(run_date, True, checks)
+
+
+def _drop_check(report: dict, previous: dict, previous_date: str, limit: float) -> dict:
+    drop = 1 - report["clean_rows"] / previous["clean_rows"] if previous["clean_rows"] else 0.0
+    return {
+        "check": "clean_rows_drop",
+        "value": drop,
+        "threshold": limit,
+        "passed": drop <= limit,
+        "detail": f"{report['clean_rows']} clean rows vs {previous['clean_rows']} on {previous_date}",
+    }

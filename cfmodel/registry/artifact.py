@@ -1,98 +1,104 @@
-"""Versioned model artifacts: weights, id mappings, config and metrics in one folder.
+"""A trained model as the registry stores it: weights, id mappings, config and metrics in one folder.
 
-models/<version>/model.pt         state_dict
-models/<version>/config.json      model type and hyper-parameters, y_range, training options,
-                                  device, data snapshot, warm start
-models/<version>/metrics.json     hold-out metrics of the model and the popularity baseline,
-                                  per-epoch history
-models/<version>/loss_curve.png   training and validation loss
-models/<version>/users.parquet    id -> index
-models/<version>/items.parquet
-models/CURRENT                    the version scoring uses by default
+    <version>/model.pt         state_dict
+    <version>/config.json      `ArtifactConfig`: model type and hyper-parameters, y-range, training
+                               options, device, data snapshot, warm start
+    <version>/metrics.json     hold-out metrics of the model and the popularity baseline, per-epoch history
+    <version>/loss_curve.png   training and validation loss
+    <version>/users.parquet    id -> index
+    <version>/items.parquet
 """
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from cfmodel.errors import CfrecError
 from cfmodel.training.ids import IdIndex
-from cfmodel.training.models import model_from_config
-from cfmodel.warehouse.store import publish
+from cfmodel.training.models import CollabModel, build_model
+
+
+@dataclass
+class ArtifactConfig:
+    """config.json: how to rebuild the model, and what it was trained on, where and how."""
+
+    model_type: str = ""
+    hparams: dict[str, Any] = field(default_factory=dict)  # the model's constructor arguments
+    n_users: int = 0
+    n_items: int = 0
+    n_factors: int | None = None
+    y_range: list[float] | None = None  # rating models only
+    rating_scale: list[float] | None = None
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig.as_dict()
+    device: str | None = None
+    torch: str | None = None
+    run_date: str | None = None
+    created_at: str | None = None  # ISO-8601, UTC
+    data: dict[str, Any] = field(default_factory=dict)  # sizes of the data snapshot and its split
+    warm_start: dict[str, Any] | None = None  # what was copied from which version
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if out["y_range"] is None:
+            del out["y_range"]
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ArtifactConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    @property
+    def day(self) -> str | None:
+        """The run date the model was trained for (its creation day for models that name none)."""
+        return self.run_date or (self.created_at or "")[:10] or None
 
 
 @dataclass
 class ModelArtifact:
     version: str
-    model: nn.Module
+    model: CollabModel
     users: IdIndex
     items: IdIndex
-    config: dict
+    config: ArtifactConfig
     metrics: dict
     attachments: dict[str, bytes] = field(default_factory=dict)  # extra files, e.g. loss_curve.png
 
     @property
     def model_type(self) -> str:
-        return self.config.get("model_type", getattr(self.model, "model_type", "dot"))
+        return self.model.model_type
 
     def factors(self) -> dict[str, np.ndarray]:
-        """user_vectors, user_bias, item_vectors, item_bias as float32 numpy arrays.
-
-        dot: its vectors and biases (score = u . i + b_u + b_i through the y-range). rank: its
-        vectors and item biases, zero user biases (score = u . i + b_i). nn: its user and item
-        embeddings, which have different widths and are meant for similarity, not dot products,
-        and zero biases.
-        """
+        """user_vectors, user_bias, item_vectors, item_bias as float32 numpy arrays (see
+        `CollabModel.factor_tables`)."""
         return {k: v.detach().float().cpu().numpy() for k, v in self.model.factor_tables().items()}
 
 
-def save(artifact: ModelArtifact, models_dir: Path) -> Path:
-    def write(tmp: Path) -> None:
-        tmp.mkdir(parents=True)
-        torch.save({k: v.cpu() for k, v in artifact.model.state_dict().items()}, tmp / "model.pt")
-        (tmp / "config.json").write_text(json.dumps(artifact.config, indent=2))
-        (tmp / "metrics.json").write_text(json.dumps(artifact.metrics, indent=2))
-        artifact.users.to_frame().to_parquet(tmp / "users.parquet", index=False)
-        artifact.items.to_frame().to_parquet(tmp / "items.parquet", index=False)
-        for name, content in artifact.attachments.items():
-            (tmp / name).write_bytes(content)
-
-    return publish(Path(models_dir) / artifact.version, write)
+def write_artifact(artifact: ModelArtifact, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    torch.save({k: v.cpu() for k, v in artifact.model.state_dict().items()}, folder / "model.pt")
+    (folder / "config.json").write_text(json.dumps(artifact.config.to_dict(), indent=2))
+    (folder / "metrics.json").write_text(json.dumps(artifact.metrics, indent=2))
+    artifact.users.to_frame().to_parquet(folder / "users.parquet", index=False)
+    artifact.items.to_frame().to_parquet(folder / "items.parquet", index=False)
+    for name, content in artifact.attachments.items():
+        (folder / name).write_bytes(content)
 
 
-def set_current(models_dir: Path, version: str) -> None:
-    tmp = models_dir / f".CURRENT.{os.getpid()}"
-    tmp.write_text(version + "\n")
-    os.replace(tmp, models_dir / "CURRENT")
-
-
-def current_version(models_dir: Path) -> str:
-    marker = models_dir / "CURRENT"
-    if not marker.is_file():
-        raise CfrecError(f"no trained model in {models_dir}; run 'cfrec train' first")
-    return marker.read_text().strip()
-
-
-def load(models_dir: Path, version: str | None = None) -> ModelArtifact:
-    """A saved model of any type, rebuilt from its config.json, on CPU in eval mode."""
-    models_dir = Path(models_dir)
-    version = version or current_version(models_dir)
-    folder = models_dir / version
-    if not (folder / "_SUCCESS").is_file():
-        raise CfrecError(f"model version '{version}' not found (or incomplete) in {models_dir}")
-    config = json.loads((folder / "config.json").read_text())
+def read_artifact(folder: Path, version: str) -> ModelArtifact:
+    """A saved model of any type, rebuilt from its config.json, on the CPU in eval mode."""
+    config = ArtifactConfig.from_dict(json.loads((folder / "config.json").read_text()))
     try:
-        model = model_from_config(config)
+        model = build_model(config.model_type, **config.hparams)
         model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
-    except (KeyError, TypeError, RuntimeError) as exc:
+    except (KeyError, TypeError, RuntimeError, CfrecError) as exc:
         detail = " ".join(str(exc).split())[:300]  # one line, as the CLI prints it
         raise CfrecError(f"model version '{version}' cannot be rebuilt from its config.json: {detail}") from None
     model.eval()

@@ -1,26 +1,29 @@
-"""The model gate: a newly trained model becomes current only if it is not worse than the current one.
+"""The model gate: a newly trained model becomes current only if it is not worse than the model it replaces.
 
 Each model is judged by its own validation metric (RMSE for rating models, NDCG@10 for ranking
-models, unless told otherwise). The candidate is promoted when that metric is within `tolerance`
-(relative: 0.01 = 1%) of the current model's, in the metric's direction; otherwise models/CURRENT
-stays as it was and scoring keeps using the current model. Every decision, with its reason and
-both values, is written to models/<candidate>/promotion.json, from which the `model_runs` table
-reports it.
+models, unless told otherwise). The candidate is promoted when that metric is within the
+tolerance (relative: 0.01 = 1%) of the other model's, in the metric's direction; otherwise
+`CURRENT` stays as it was. Every decision, with its reason and both values, is recorded beside
+the candidate (`promotion.json`), from which the `model_runs` table reports it.
+
+`gate_for_date` is the nightly gate: the candidate of a date is judged against the model promoted
+*before* that date, and a run for an old date never moves `CURRENT` back in time.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
+from cfmodel.config import GateConfig
 from cfmodel.errors import CfrecError
-from cfmodel.registry import registry as runs
+from cfmodel.registry.registry import ModelRegistry, split_metrics, version_date
 
-if TYPE_CHECKING:
-    from cfmodel.registry import artifact
+log = logging.getLogger(__name__)
 
-DEFAULT_TOLERANCE = 0.01
 DEFAULT_SPLIT = "valid"
 # Tried in order when no metric is named: the first one both models report decides.
 GATE_METRICS = ("rmse", "ndcg@10")
@@ -37,18 +40,28 @@ def within_tolerance(metric: str, candidate: float, current: float, tolerance: f
     return candidate <= current + slack if lower_is_better(metric) else candidate >= current - slack
 
 
+@dataclass
+class Verdict:
+    promoted: bool
+    reason: str
+    metric: str | None
+    split: str
+    candidate_value: float | None
+    current_value: float | None
+
+
 def _gate_values(model_metrics: dict, split: str) -> dict[str, float]:
-    return runs.split_metrics(model_metrics).get(split, {}).get("model", {})
+    return split_metrics(model_metrics).get(split, {}).get("model", {})
 
 
 def decide(
     candidate_metrics: dict,
     current_metrics: dict | None,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float = GateConfig.gate_tolerance,
     metric: str | None = None,
     split: str = DEFAULT_SPLIT,
-) -> dict:
-    """The gate's verdict on two metrics.json contents: {"promoted", "metric", values, "reason"}."""
+) -> Verdict:
+    """The gate's verdict on two metrics.json contents (`current_metrics` None: nothing to judge against)."""
     if tolerance < 0:
         raise CfrecError(f"gate tolerance must be >= 0, got {tolerance}")
     cand = _gate_values(candidate_metrics, split)
@@ -57,82 +70,91 @@ def decide(
         metric = next((m for m in GATE_METRICS if m in cand and m in curr), None)
         if metric is None:
             metric = next((m for m in GATE_METRICS if m in cand), None)
-    verdict = {"metric": metric, "split": split, "candidate_value": cand.get(metric), "current_value": curr.get(metric)}
+
+    def verdict(promoted: bool, reason: str) -> Verdict:
+        return Verdict(promoted, reason, metric, split, cand.get(metric), curr.get(metric))
+
     if current_metrics is None:
-        return {**verdict, "promoted": True, "reason": "no model to judge against"}
+        return verdict(True, "no model to judge against")
     if metric is None or metric not in cand:
-        wanted = metric or " or ".join(GATE_METRICS)
-        return {**verdict, "promoted": False, "reason": f"candidate has no {split} {wanted} to judge it by"}
+        return verdict(False, f"candidate has no {split} {metric or ' or '.join(GATE_METRICS)} to judge it by")
     if metric not in curr:
-        return {
-            **verdict,
-            "promoted": True,
-            "reason": f"current model has no {split} {metric}; promoted without comparison",
-        }
+        return verdict(True, f"current model has no {split} {metric}; promoted without comparison")
     better = "lower" if lower_is_better(metric) else "higher"
+    values = f"{split} {metric} {cand[metric]:.4f}"
     if within_tolerance(metric, cand[metric], curr[metric], tolerance):
-        reason = f"{split} {metric} {cand[metric]:.4f} vs current {curr[metric]:.4f} ({better} is better, tolerance {tolerance:.1%})"
-        return {**verdict, "promoted": True, "reason": reason}
-    reason = (
-        f"{split} {metric} {cand[metric]:.4f} is worse than current {curr[metric]:.4f} by more than "
-        f"{tolerance:.1%} ({better} is better)"
-    )
-    return {**verdict, "promoted": False, "reason": reason}
+        return verdict(True, f"{values} vs current {curr[metric]:.4f} ({better} is better, tolerance {tolerance:.1%})")
+    return verdict(False, f"{values} is worse than current {curr[metric]:.4f} by more than {tolerance:.1%} "
+                          f"({better} is better)")
 
 
-# `against` left out: judge against the model named in models/CURRENT.
-CURRENT_MODEL = object()
+@dataclass
+class GateDecision:
+    """What the gate decided on a candidate; recorded as the candidate's promotion.json."""
+
+    version: str
+    previous: str | None  # the version it was judged against
+    current: str | None  # what CURRENT names afterwards
+    tolerance: float
+    decided_at: str
+    promoted: bool
+    reason: str
+    metric: str | None
+    split: str
+    candidate_value: float | None
+    current_value: float | None
+    score_with: str | None = None  # the version the night's recommendations use (nightly gate)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GateDecision:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def promote(
-    models_dir: Path,
-    candidate: artifact.ModelArtifact | str,
-    tolerance: float = DEFAULT_TOLERANCE,
-    metric: str | None = None,
-    split: str = DEFAULT_SPLIT,
-    against: str | None | object = CURRENT_MODEL,
+    registry: ModelRegistry,
+    version: str,
+    against: str | None,
+    config: GateConfig = GateConfig(),
     move_current: bool = True,
-) -> dict:
-    """Gate `candidate` (a trained artifact or its version) and record why.
-
-    The candidate is judged against models/CURRENT, or against the version `against` names (None:
-    there is nothing to judge against, so it passes), e.g. the model promoted before the run date
-    when a past date is re-run. With `move_current=False` a promotion is recorded but
-    models/CURRENT is left alone (a backfill must not move it back in time). Returns the
-    decision; its "current" is the version models/CURRENT names afterwards.
-    """
-    models_dir = Path(models_dir)
-    version = candidate if isinstance(candidate, str) else candidate.version
-    if not (models_dir / version / "_SUCCESS").is_file():
-        raise CfrecError(f"model version '{version}' not found (or incomplete) in {models_dir}")
-    candidate_metrics = runs.read_run(models_dir, version)["metrics"]
-    previous = runs.current_version(models_dir) if against is CURRENT_MODEL else against
-    if previous is not None and not (models_dir / previous / "_SUCCESS").is_file():
-        if against is not CURRENT_MODEL:
-            raise CfrecError(f"model version '{previous}' to judge against not found (or incomplete) in {models_dir}")
-        previous = None  # CURRENT names a model that is gone: nothing to defend
-    if previous == version:
-        # Retraining the same version replaced the current model's folder already: the old
-        # weights and metrics are gone, so there is nothing left to compare with.
-        verdict = {
-            "promoted": True,
-            "metric": metric,
-            "reason": "retrained in place of the version it is judged against; nothing to compare with",
-        }
+) -> GateDecision:
+    """Gate `version` against the version `against` (None: nothing to judge against, so it passes)
+    and record why. With `move_current=False` a promotion is recorded but CURRENT is left alone
+    (a backfill must not move it back in time)."""
+    registry.require(version)
+    if against is not None:
+        registry.require(against)
+    if against == version:
+        # Retraining the same version replaced the folder it is judged against: the old weights
+        # and metrics are gone, so there is nothing left to compare with.
+        verdict = Verdict(True, "retrained in place of the version it is judged against; nothing to compare with",
+                          config.gate_metric, DEFAULT_SPLIT, None, None)
     else:
-        current_metrics = runs.read_run(models_dir, previous)["metrics"] if previous else None
-        verdict = decide(candidate_metrics, current_metrics, tolerance, metric, split)
-    if verdict["promoted"] and move_current:
-        from cfmodel.registry import artifact
+        previous_metrics = registry.run(against).metrics if against else None
+        verdict = decide(registry.run(version).metrics, previous_metrics, config.gate_tolerance, config.gate_metric)
+    if verdict.promoted and move_current:
+        registry.set_current(version)
+    decision = GateDecision(version=version, previous=against, current=registry.current(),
+                            tolerance=config.gate_tolerance,
+                            decided_at=datetime.now(UTC).isoformat(timespec="seconds"), **asdict(verdict))
+    registry.record_promotion(version, asdict(decision))
+    return decision
 
-        artifact.set_current(models_dir, version)
-    decision = {
-        "version": version,
-        "previous": previous,
-        "current": runs.current_version(models_dir),
-        "tolerance": tolerance,
-        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        **verdict,
-    }
-    runs.record_promotion(models_dir, version, decision)
+
+def gate_for_date(warehouse: str | Path, run_date: str, version: str, config: GateConfig) -> GateDecision:
+    """The nightly gate: judge `version` against the model promoted before `run_date`; move CURRENT
+    only when the date is not older than the current model's. `score_with` is the candidate when
+    promoted, else the model it was judged against."""
+    from cfmodel.warehouse import Warehouse
+
+    registry = ModelRegistry(Warehouse.open(warehouse).models)
+    baseline = registry.promoted_before(run_date)
+    current = registry.current()
+    newest = current is None or (version_date(current) or "") <= run_date
+    decision = promote(registry, version, baseline, config, move_current=newest)
+    decision.score_with = version if decision.promoted else baseline
+    if decision.score_with is None:
+        raise CfrecError(f"model {version} failed the gate and there is no earlier model to fall back to")
+    if not newest:
+        log.info("run date %s is older than the current model %s: CURRENT left as it is", run_date, current)
     return decision

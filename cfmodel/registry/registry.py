@@ -1,20 +1,151 @@
-"""The record of trained models: each version's config, metrics and promotion decision.
+"""The model registry: every trained version, the `CURRENT` pointer and the record of each gate decision.
 
-Read straight from `models/<version>/*.json`, without loading weights, so listing every run
-stays cheap however many models are kept.
+    models/<version>/           one folder per version, published atomically (complete once `_SUCCESS` is there)
+    models/<version>/promotion.json   the gate's decision on that version
+    models/CURRENT              the version scoring uses by default
+
+Versions are named `<model>-<run date><suffix>`. Reading the record of a run (config, metrics,
+decision) needs no weights, so listing every run stays cheap however many models are kept.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from cfmodel.errors import CfrecError
+from cfmodel.registry.artifact import ArtifactConfig
+from cfmodel.warehouse import is_published, publish
+
+if TYPE_CHECKING:
+    from cfmodel.registry.artifact import ModelArtifact
+
+log = logging.getLogger(__name__)
+
+CURRENT_FILE = "CURRENT"
 PROMOTION_FILE = "promotion.json"
+VERSION = re.compile(r"^(?P<model>[a-z]+)-(?P<date>\d{4}-\d{2}-\d{2})(?P<suffix>.*)$")
 # Flat metrics.json keys look like `valid_rmse`; only held-out splits are metrics of quality.
 FLAT_SPLITS = ("valid", "test")
 BASELINE = "popularity"
+
+
+def version_name(model_type: str, run_date: str, suffix: str = "") -> str:
+    if suffix and not all(c.isalnum() or c in "-_." for c in suffix):
+        raise CfrecError(f"version suffix may hold only letters, digits, '-', '_' and '.', got '{suffix}'")
+    return f"{model_type}-{run_date}{suffix}"
+
+
+def version_date(version: str) -> str | None:
+    match = VERSION.match(version)
+    return match["date"] if match else None
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What the registry knows of a version without loading its weights."""
+
+    version: str
+    config: ArtifactConfig
+    metrics: dict
+    promotion: dict
+
+    @property
+    def promoted(self) -> bool:
+        return bool(self.promotion.get("promoted"))
+
+
+class ModelRegistry:
+    """The `models` folder of a warehouse."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def folder(self, version: str) -> Path:
+        return self.root / version
+
+    def exists(self, version: str) -> bool:
+        return is_published(self.folder(version))
+
+    def require(self, version: str) -> str:
+        if not self.exists(version):
+            raise CfrecError(f"model version '{version}' not found (or incomplete) in {self.root}")
+        return version
+
+    def versions(self) -> list[str]:
+        """Complete versions, oldest first by name."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith((".", "_")) and is_published(p))
+
+    # CURRENT -------------------------------------------------------------------------------------------------------
+
+    def current(self) -> str | None:
+        """The version `CURRENT` names; None when there is none yet."""
+        marker = self.root / CURRENT_FILE
+        return marker.read_text().strip() if marker.is_file() else None
+
+    def require_current(self) -> str:
+        version = self.current()
+        if version is None:
+            raise CfrecError(f"no trained model in {self.root}; run 'cfrec train' first")
+        return version
+
+    def set_current(self, version: str) -> None:
+        self.require(version)
+        tmp = self.root / f".{CURRENT_FILE}.{os.getpid()}"
+        tmp.write_text(version + "\n")
+        os.replace(tmp, self.root / CURRENT_FILE)
+
+    # artifacts -----------------------------------------------------------------------------------------------------
+
+    def save(self, artifact: ModelArtifact) -> Path:
+        from cfmodel.registry.artifact import write_artifact
+
+        return publish(self.folder(artifact.version), lambda tmp: write_artifact(artifact, tmp))
+
+    def load(self, version: str | None = None) -> ModelArtifact:
+        """A saved model of any type (default: the current one), on the CPU in eval mode."""
+        from cfmodel.registry.artifact import read_artifact
+
+        version = self.require(version or self.require_current())
+        return read_artifact(self.folder(version), version)
+
+    # run records ---------------------------------------------------------------------------------------------------
+
+    def run(self, version: str) -> ModelRun:
+        folder = self.folder(version)
+        return ModelRun(version, ArtifactConfig.from_dict(_read_json(folder / "config.json")),
+                        _read_json(folder / "metrics.json"), _read_json(folder / PROMOTION_FILE))
+
+    def record_promotion(self, version: str, decision: dict) -> None:
+        tmp = self.folder(version) / f".{PROMOTION_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(decision, indent=2))
+        os.replace(tmp, self.folder(version) / PROMOTION_FILE)
+
+    def promoted_before(self, run_date: str, model_type: str | None = None) -> str | None:
+        """The latest version promoted by the gate of a date earlier than `run_date` (of `model_type`)."""
+        best = None
+        for version in self.versions():
+            day = version_date(version)
+            if day is None or day >= run_date or (model_type and not version.startswith(f"{model_type}-")):
+                continue
+            if self.run(version).promoted and (best is None or day >= version_date(best)):
+                best = version
+        return best
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
 
 
 def _number(value) -> float | None:
@@ -43,43 +174,3 @@ def split_metrics(metrics: dict) -> dict[str, dict[str, dict[str, float]]]:
         if split in FLAT_SPLITS and metric and number is not None:
             out.setdefault(split, {"model": {}, BASELINE: {}})["model"].setdefault(metric, number)
     return out
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-
-
-def versions(models_dir: Path) -> list[str]:
-    """Complete model versions (published with a `_SUCCESS` marker), oldest first by name."""
-    if not models_dir.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in models_dir.iterdir()
-        if p.is_dir() and not p.name.startswith((".", "_")) and (p / "_SUCCESS").exists()
-    )
-
-
-def read_run(models_dir: Path, version: str) -> dict:
-    folder = models_dir / version
-    return {
-        "version": version,
-        "config": read_json(folder / "config.json"),
-        "metrics": read_json(folder / "metrics.json"),
-        "promotion": read_json(folder / PROMOTION_FILE),
-    }
-
-
-def record_promotion(models_dir: Path, version: str, decision: dict) -> None:
-    folder = models_dir / version
-    tmp = folder / f".{PROMOTION_FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps(decision, indent=2))
-    os.replace(tmp, folder / PROMOTION_FILE)
-
-
-def current_version(models_dir: Path) -> str | None:
-    marker = models_dir / "CURRENT"
-    return marker.read_text().strip() if marker.is_file() else None

@@ -13,30 +13,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from cfmodel.errors import CfrecError
-from cfmodel.registry import artifact
+from cfmodel.registry.artifact import ModelArtifact
+from cfmodel.registry.registry import ModelRegistry
+from cfmodel.scoring.similar import unit_vectors
+from cfmodel.scoring.topk import top_k
 from cfmodel.reporting import plots
-from cfmodel.warehouse.store import Warehouse
+from cfmodel.warehouse import Warehouse
+from cfmodel.warehouse.schemas import RATINGS
 
 
-def item_stats(wh: Warehouse, trained: artifact.ModelArtifact) -> pd.DataFrame:
-    """Per model item (in index order): item_id, title, ratings (count), mean_rating."""
-    ratings = pd.read_parquet(wh.require("ratings"), columns=["item_id", "rating"])
+def item_stats(wh: Warehouse, trained: ModelArtifact) -> pd.DataFrame:
+    """Per model item (in index order): item_id, title (the id when unknown), ratings (count), mean_rating."""
+    ratings = pd.read_parquet(wh.require(RATINGS), columns=["item_id", "rating"])
     stats = ratings.groupby("item_id")["rating"].agg(ratings="count", mean_rating="mean")
     frame = pd.DataFrame({"item_id": trained.items.ids}).join(stats, on="item_id")
     frame["ratings"] = frame["ratings"].fillna(0).astype(np.int64)
-    titles = wh.table("items")
-    if titles.exists():
-        names = (
-            pd.read_parquet(titles, columns=["item_id", "title"])
-            .drop_duplicates("item_id")
-            .set_index("item_id")["title"]
-        )
-        frame["title"] = frame["item_id"].map(names)
-    else:
-        frame["title"] = None
-    frame["title"] = frame["title"].fillna(frame["item_id"])
+    frame["title"] = pd.Series(wh.titles(trained.items.ids), dtype=object).fillna(frame["item_id"])
     return frame
 
 
@@ -47,7 +42,7 @@ def most_rated(stats: pd.DataFrame, n: int) -> np.ndarray:
     return rated[:n]
 
 
-def bias_extremes(trained: artifact.ModelArtifact, stats: pd.DataFrame, rows: np.ndarray, n: int) -> dict | None:
+def bias_extremes(trained: ModelArtifact, stats: pd.DataFrame, rows: np.ndarray, n: int) -> dict | None:
     """The `n` lowest and highest item biases among `rows`; None for a model without item biases."""
     if "i_bias" not in trained.model.item_tables:
         return None
@@ -79,21 +74,18 @@ def pca(vectors: np.ndarray, n_components: int = 3) -> tuple[np.ndarray, np.ndar
     return centred @ components.T, variance[:k] / variance.sum()
 
 
-def similar_items(trained: artifact.ModelArtifact, stats: pd.DataFrame, item_id: str, n: int = 10) -> list[dict]:
+def similar_items(trained: ModelArtifact, stats: pd.DataFrame, item_id: str, n: int = 10) -> list[dict]:
     """The `n` items whose vectors have the highest cosine similarity to `item_id`'s."""
     index = int(trained.items.encode([item_id])[0])
     if index < 0:
         raise CfrecError(f"item '{item_id}' is not known to model {trained.version}")
-    vectors = trained.factors()["item_vectors"].astype(np.float64)
-    norms = np.linalg.norm(vectors, axis=1)
-    cosine = vectors @ vectors[index] / np.maximum(norms * norms[index], 1e-12)
-    cosine[index] = -np.inf
-    cosine[stats["ratings"].to_numpy() == 0] = -np.inf  # untrained rows are noise
-    best = np.argsort(-cosine, kind="stable")[:n]
+    unit = unit_vectors(trained.factors()["item_vectors"])
+    untrained = np.flatnonzero(stats["ratings"].to_numpy() == 0)  # rows nobody rated are noise
+    best, cosine = top_k(torch.as_tensor(unit[[index]] @ unit.T), n, np.array([0]), np.array([index]), untrained)
     return [
-        {"item_id": stats.item_id.iat[i], "title": stats.title.iat[i], "cosine": round(float(cosine[i]), 4)}
-        for i in best
-        if np.isfinite(cosine[i])
+        {"item_id": stats.item_id.iat[i], "title": stats.title.iat[i], "cosine": round(float(c), 4)}
+        for i, c in zip(best[0], cosine[0])
+        if i >= 0
     ]
 
 
@@ -109,7 +101,7 @@ def interpret(
     """Item biases, item PCA and nearest items of a saved model; the PCA scatter goes to
     `out_dir`/item_pca.png (default WAREHOUSE/interpret/<version>/)."""
     wh = Warehouse.open(warehouse)
-    trained = artifact.load(wh.models, version)
+    trained = ModelRegistry(wh.models).load(version)
     stats = item_stats(wh, trained)
     rows = most_rated(stats, popular)
     if len(rows) < 3:

@@ -19,9 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfmodel.errors import CfrecError
-from cfmodel.registry import artifact
+from cfmodel.registry.artifact import ModelArtifact
+from cfmodel.registry.registry import ModelRegistry
+from cfmodel.scoring.topk import top_k
 from cfmodel.training.ids import IdIndex
-from cfmodel.training.models import build_model
+from cfmodel.training.models import CollabModel, build_model
+from cfmodel.warehouse import Warehouse
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "rating")
 # Per model type: chosen on MovieLens 100k u1 by folding in test users from their u1.base ratings
@@ -32,7 +35,7 @@ DEFAULT_L2 = {"dot": 0.05, "nn": 0.05, "rank": 0.2}
 @dataclass
 class FoldIn:
     users: IdIndex  # the folded-in users, in the model's row order
-    model: nn.Module  # the trained model with these users' rows in place of the trained users
+    model: CollabModel  # the trained model with these users' rows in place of the trained users
     rated: list[np.ndarray]  # per folded-in user, the item indices they rated
     rejects: pd.DataFrame  # user_id, item_id, rating, reason: input rows not used
     skipped_users: list[str]  # users none of whose rows was usable: no vector, no recommendations
@@ -56,7 +59,7 @@ def read_new_ratings(path: str | Path) -> pd.DataFrame:
     return frame[list(REQUIRED_COLUMNS)].apply(lambda col: col.str.strip())
 
 
-def usable_ratings(trained: artifact.ModelArtifact, ratings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def usable_ratings(trained: ModelArtifact, ratings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ratings to fold in with `item_index`, rejects with a reason): every input row is in one."""
     frame = ratings.reset_index(drop=True).copy()
     value = pd.to_numeric(frame["rating"], errors="coerce")
@@ -85,7 +88,7 @@ def _objective(
 
 
 def fold_in(
-    trained: artifact.ModelArtifact, ratings: pd.DataFrame, l2: float | None = None, max_iter: int = 200
+    trained: ModelArtifact, ratings: pd.DataFrame, l2: float | None = None, max_iter: int = 200
 ) -> FoldIn:
     """Fit a vector for each user in `ratings` (user_id, item_id, rating) against the fixed items.
 
@@ -133,21 +136,39 @@ def fold_in(
     return FoldIn(users, model, rated, rejects, no_items)
 
 
-@torch.no_grad()
-def recommend(fold: FoldIn, trained: artifact.ModelArtifact, top_n: int = 10) -> pd.DataFrame:
+def recommend(fold: FoldIn, trained: ModelArtifact, top_n: int = 10) -> pd.DataFrame:
     """Each folded-in user's top N items they did not rate: user_id, rank, item_id, score."""
-    scores = fold.model.score_all(torch.arange(len(fold.users))).float().clone()
-    for row, rated in enumerate(fold.rated):
-        scores[row, torch.as_tensor(rated)] = float("-inf")
-    k = min(top_n, scores.shape[1])
-    best, index = scores.topk(k, dim=1)
-    keep = torch.isfinite(best).numpy()
-    ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), keep.shape)
-    return pd.DataFrame(
-        {
-            "user_id": np.repeat(fold.users.ids, k)[keep.ravel()],
-            "rank": ranks[keep],
-            "item_id": trained.items.decode(index.numpy()[keep]),
-            "score": best.numpy()[keep].astype(np.float32),
-        }
-    )
+    users = np.arange(len(fold.users))
+    rows = np.repeat(users, [len(r) for r in fold.rated])
+    cols = np.concatenate(fold.rated) if len(fold.rated) else np.empty(0, np.int64)
+    with torch.inference_mode():
+        items, best = top_k(fold.model.score_all(torch.as_tensor(users)), top_n, rows, cols)
+    keep = items >= 0
+    ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.int32), keep.shape)
+    return pd.DataFrame({
+        "user_id": np.repeat(fold.users.ids, items.shape[1])[keep.ravel()],
+        "rank": ranks[keep],
+        "item_id": trained.items.decode(items[keep]),
+        "score": best[keep].astype(np.float32),
+    })
+
+
+def fold_in_file(warehouse: str | Path, ratings_file: str | Path, version: str | None = None, top_n: int = 10,
+                 l2: float | None = None, out: str | Path | None = None) -> dict:
+    """`cfrec fold-in`: fold in the users of a ratings file with a saved model (default: the current
+    one); their recommendations with titles are returned, or written to `out` (.parquet or .csv)."""
+    wh = Warehouse.open(warehouse)
+    trained = ModelRegistry(wh.models).load(version)
+    fold = fold_in(trained, read_new_ratings(ratings_file), l2=l2)
+    recs = recommend(fold, trained, top_n)
+    recs["title"] = wh.titles(recs["item_id"].to_numpy())
+    report = {"model_version": trained.version, "users": len(fold.users), "skipped_users": fold.skipped_users,
+              "rejects": fold.rejects.to_dict("records")}
+    if out is None:
+        report["recommendations"] = recs.to_dict("records")
+        return report
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recs.to_parquet(out, index=False) if out.suffix == ".parquet" else recs.to_csv(out, index=False)
+    report["written"] = str(out)
+    return report

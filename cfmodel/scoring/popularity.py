@@ -1,17 +1,20 @@
-"""The most-popular list: what users the model cannot score are recommended instead.
+"""The most-popular list: the baseline every model is measured beside, and what users the model
+cannot score are recommended instead.
 
-Popularity is the number of ratings an item has in the complete ratings table; ties go to the
-smaller item id so that the list is the same on every run and every executor. Each user still
-gets only items they have not rated, so a user who rated the top items sees the next ones.
+Popularity is an item's number of ratings; ties go to the smaller item id (or index) so that the
+list is the same on every run and every executor. Each user still gets only items they have not
+rated, so a user who rated the top items sees the next ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from cfmodel.scoring.topk import top_n_masked
+from cfmodel.scoring.topk import top_k
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,13 @@ class Popularity:
     counts: np.ndarray
 
     @classmethod
-    def from_counts(cls, catalog_ids: np.ndarray, counts: np.ndarray) -> Popularity:
-        catalog_ids = np.asarray(catalog_ids, dtype=object)
+    def from_counts(cls, counts: np.ndarray, catalog_ids: np.ndarray | None = None) -> Popularity:
+        """Items by `counts` (ratings per catalog item), ties by id (`catalog_ids`) or else by index."""
         counts = np.asarray(counts, np.int64)
-        if len(catalog_ids) != len(counts):
+        if catalog_ids is not None and len(catalog_ids) != len(counts):
             raise ValueError("one count per catalog item is needed")
-        order = np.lexsort((catalog_ids.astype(str), -counts)).astype(np.int64)
+        ties = np.arange(len(counts)) if catalog_ids is None else np.asarray(catalog_ids, dtype=object).astype(str)
+        order = np.lexsort((ties, -counts)).astype(np.int64)
         position = np.empty_like(order)
         position[order] = np.arange(len(order), dtype=np.int64)
         return cls(order=order, position=position, counts=counts)
@@ -40,10 +44,15 @@ class Popularity:
     def __len__(self) -> int:
         return len(self.order)
 
+    def score_fn(self, device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+        """The list as a model's `score_all`: every user gets the same scores, higher for more popular."""
+        row = torch.as_tensor((len(self) - self.position).astype(np.float32), device=device)
+        return lambda users: row.expand(len(users), -1)
+
     def top_n(self, offsets: np.ndarray, rated: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Best `n` unrated catalog items for each user of a CSR block of rated catalog indices.
 
-        Returns (items, counts) like `ranking.top_n_masked`: [users, min(n, catalog)], -1/NaN
+        Returns (items, counts) like `topk.top_k`: [users, min(n, catalog)], -1/NaN
         where a user has rated nearly everything. Only the first n + (most ratings of one user)
         positions can ever be needed, so the block is that wide and no wider.
         """
@@ -57,7 +66,7 @@ class Popularity:
         # Earlier positions get larger keys; float32 holds positions exactly far beyond any catalog.
         keys = np.arange(width, 0, -1, dtype=np.float32)
         block = np.repeat(keys[None, :], len(lengths), axis=0)
-        positions, _ = top_n_masked(block, rows[inside], cols[inside], n)
+        positions, _ = top_k(block, n, rows[inside], cols[inside])
         found = positions >= 0
         items = np.full(positions.shape, -1, np.int64)
         items[found] = self.order[positions[found]]

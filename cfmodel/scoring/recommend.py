@@ -10,40 +10,35 @@ user in the ratings table gets N rows. Nothing is collected on the driver but pe
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cfmodel.errors import CfrecError
-from cfmodel.registry import artifact
+from cfmodel.registry.artifact import ModelArtifact
+from cfmodel.registry.registry import ModelRegistry
 from cfmodel.scoring.popularity import Popularity
-from cfmodel.scoring.scorers import scorer_for, users_per_block
-from cfmodel.scoring.topk import csr_pairs, top_n_masked
+from cfmodel.scoring.topk import csr_cells, top_k
 from cfmodel.training.ids import IdIndex
-from cfmodel.warehouse.store import Warehouse, publish
+from cfmodel.training.models import CollabModel
+from cfmodel.warehouse import Warehouse, is_published, publish
+from cfmodel.warehouse.schemas import RATINGS, RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
 
 SOURCE_MODEL, SOURCE_POPULAR = "model", "popular"
-RECS_ARROW_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("rank", pa.int32()),
-        ("item_id", pa.string()),
-        ("score", pa.float32()),
-        ("source", pa.string()),
-        ("title", pa.string()),
-    ]
-)
-RECS_SCHEMA = "user_id string, rank int, item_id string, score float, source string, title string"
+# What executors produce; the model version is added to every row afterwards.
+SCORED = RECOMMENDATIONS.without("model_version")
 # Popularity blocks are n + (most items one user rated) wide, far narrower than the catalog.
 COLD_USERS_PER_BLOCK = 4096
-RECS_COLUMNS = ["user_id", "rank", "item_id", "score", "source", "model_version", "title"]
 
 
 @dataclass
@@ -51,10 +46,10 @@ class ScoringContext:
     """Everything an executor needs, shipped once per executor as a broadcast.
 
     The catalog is the model's items in model order followed by items the model has never seen,
-    so a catalog index below `scorer.n_items` is also the model's item index.
+    so a catalog index below `model.n_items` is also the model's item index.
     """
 
-    scorer: object
+    model: CollabModel
     users: IdIndex
     catalog_ids: np.ndarray
     titles: np.ndarray
@@ -81,26 +76,38 @@ def _rows(
             pa.array(np.full(len(picked), source, dtype=object), pa.string()),
             pa.array(ctx.titles[picked], pa.string()),
         ],
-        schema=RECS_ARROW_SCHEMA,
+        schema=SCORED.arrow,
     )
 
 
-def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch):
+def users_per_block(model: CollabModel) -> int:
+    return max(1, model.pairs_per_block // max(model.n_items, 1))
+
+
+def model_top_n(model: CollabModel, users: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int):
+    """The best `n` items of each user in `users` (model indices) never a masked (row, col) cell,
+    and the scores to show for them (NaN pads stay NaN)."""
+    users_t = torch.as_tensor(users, dtype=torch.long)
+    with torch.inference_mode():
+        items, best = top_k(model.ranking_scores(users_t), n, rows, cols)
+        shown = model.shown_scores(users_t, torch.from_numpy(best)).numpy()
+    return items, shown
+
+
+def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
     """(user_id, rated: list of catalog indices) -> recommendation rows, one Arrow batch per block."""
     user_index = ctx.users.encode(batch.column("user_id").to_numpy(zero_copy_only=False))
     known = user_index >= 0
-    scorer = ctx.scorer
+    model = ctx.model
 
     known_batch = batch.filter(pa.array(known))
     known_index = user_index[known]
-    block = users_per_block(scorer)
+    block = users_per_block(model)
     for start in range(0, known_batch.num_rows, block):
         part = known_batch.slice(start, block)
         offsets, rated = _csr(part.column("rated"))
-        rows, cols = csr_pairs(offsets, rated, scorer.n_items)
-        users = known_index[start : start + block]
-        items, best = top_n_masked(scorer.scores(users), rows, cols, ctx.n)
-        best = scorer.report(users, best)  # NaN pads stay NaN
+        rows, cols = csr_cells(offsets, rated, model.n_items)
+        items, best = model_top_n(model, known_index[start : start + block], rows, cols, ctx.n)
         yield _rows(ctx, part.column("user_id").to_numpy(zero_copy_only=False), items, best, SOURCE_MODEL)
 
     cold_batch = batch.filter(pa.array(~known))
@@ -118,22 +125,20 @@ def item_counts(ratings: DataFrame) -> pd.DataFrame:
 
 
 def scoring_context(
-    model: artifact.ModelArtifact, counts: pd.DataFrame, items: pd.DataFrame | None, n: int
+    model: ModelArtifact, counts: pd.DataFrame, titles: Warehouse | None, n: int
 ) -> ScoringContext:
+    """The broadcast for `model` and the catalog of `counts` (item_id, ratings); titles come from
+    the warehouse's items table (null without one)."""
     catalog = model.items.extended(counts["item_id"])
     catalog_ids = catalog.ids
     per_item = np.zeros(len(catalog), np.int64)
     per_item[catalog.encode(counts["item_id"])] = counts["ratings"].to_numpy()
-    titles = np.full(len(catalog), None, dtype=object)
-    if items is not None and len(items):
-        where = catalog.encode(items["item_id"])
-        titles[where[where >= 0]] = items["title"].to_numpy(dtype=object)[where >= 0]
     return ScoringContext(
-        scorer=scorer_for(model),
+        model=model.model.cpu().eval(),
         users=model.users,
         catalog_ids=catalog_ids,
-        titles=titles,
-        popularity=Popularity.from_counts(catalog_ids, per_item),
+        titles=titles.titles(catalog_ids) if titles is not None else np.full(len(catalog), None, dtype=object),
+        popularity=Popularity.from_counts(per_item, catalog_ids),
         n=n,
     )
 
@@ -141,18 +146,18 @@ def scoring_context(
 def recommend(
     spark: SparkSession,
     ratings: DataFrame,
-    model: artifact.ModelArtifact,
+    model: ModelArtifact,
     n: int,
-    items: pd.DataFrame | None = None,
+    titles: Warehouse | None = None,
 ) -> DataFrame:
     """ratings (user_id, item_id, ...) -> (user_id, rank, item_id, score, source, title), N rows per user.
 
-    `items` (item_id, title) supplies titles; without it the title column is null.
+    `titles`: the warehouse whose items table names the items; without it the title column is null.
     """
     if n < 1:
         raise CfrecError(f"top-N must be at least 1, got {n}")
     ratings = ratings.select("user_id", "item_id")
-    ctx = scoring_context(model, item_counts(ratings), items, n)
+    ctx = scoring_context(model, item_counts(ratings), titles, n)
     payload = spark.sparkContext.broadcast(ctx)
     catalog = spark.createDataFrame(
         pd.DataFrame(
@@ -170,15 +175,20 @@ def recommend(
         for batch in batches:
             yield from recommend_batch(context, batch)
 
-    return rated.mapInArrow(score_partition, RECS_SCHEMA)
+    return rated.mapInArrow(score_partition, SCORED.ddl)
 
 
-def read_titles(wh: Warehouse) -> pd.DataFrame | None:
-    path = wh.table("items")
-    if not path.exists():
-        log.warning("no items table in %s: recommendations get no titles", wh.root)
-        return None
-    return pd.read_parquet(path, columns=["item_id", "title"])
+@dataclass
+class ScoreReport:
+    run_date: str
+    model_version: str
+    top_n: int
+    rows: int = 0
+    users: int = 0
+    users_by_source: dict[str, int] | None = None
+    users_without_vector: int = 0  # users the model has no vector for: they got the popularity list
+    users_with_fewer_than_n: int = 0  # users who rated nearly the whole catalog
+    path: str = ""
 
 
 def score(
@@ -187,19 +197,19 @@ def score(
     run_date: str,
     top_n_items: int = 10,
     model_version: str | None = None,
-) -> dict:
+) -> ScoreReport:
     """Write recommendations/run_date=RUN_DATE/ with `model_version` (default: the current model)."""
     wh = Warehouse.open(warehouse)
-    model = artifact.load(wh.models, model_version)
-    ratings = spark.read.parquet(str(wh.require("ratings"))).select("user_id", "item_id")
+    model = ModelRegistry(wh.models).load(model_version)
+    ratings = spark.read.parquet(str(wh.require(RATINGS))).select("user_id", "item_id")
     recs = (
-        recommend(spark, ratings, model, top_n_items, read_titles(wh))
+        recommend(spark, ratings, model, top_n_items, wh)
         .withColumn("model_version", F.lit(model.version))
-        .select(*RECS_COLUMNS)
+        .select(*RECOMMENDATIONS.column_names)
     )
-    target = wh.partition("recommendations", run_date)
+    target = wh.partition(RECOMMENDATIONS, run_date)
     known_users = ratings.select("user_id").distinct().count()
-    report = {"run_date": run_date, "model_version": model.version, "top_n": top_n_items}
+    report = ScoreReport(run_date, model.version, top_n_items, path=str(target))
 
     def write(tmp: Path) -> None:
         recs.write.mode("overwrite").parquet(str(tmp))
@@ -207,17 +217,17 @@ def score(
         # Named file by file: Spark skips a hidden folder given as the path.
         files = sorted(str(f) for f in tmp.glob("*.parquet"))
         written = spark.read.schema(recs.schema).parquet(*files) if files else spark.createDataFrame([], recs.schema)
-        report.update(check_recommendations(written, known_users, top_n_items))
+        for name, value in check_recommendations(written, known_users, top_n_items).items():
+            setattr(report, name, value)
 
     publish(target, write)
-    report["path"] = str(target)
-    if report["users_without_vector"]:
-        log.warning("%d users have no model vector and got the popularity list", report["users_without_vector"])
+    if report.users_without_vector:
+        log.warning("%d users have no model vector and got the popularity list", report.users_without_vector)
     log.info("score: %s", report)
     return report
 
 
-def check_recommendations(recs: DataFrame, known_users: int, n: int) -> dict:
+def check_recommendations(recs: DataFrame, known_users: int, n: int) -> dict[str, object]:
     """Counts of a written partition by source; raises if a user of the ratings table is missing."""
     per_user = recs.groupBy("user_id", "source").agg(F.count("*").alias("n"))
     by_source = {
@@ -241,3 +251,32 @@ def check_recommendations(recs: DataFrame, known_users: int, n: int) -> dict:
         # Users who rated nearly the whole catalog have fewer than N unrated items left.
         "users_with_fewer_than_n": sum(r["short_users"] for r in by_source.values()),
     }
+
+
+@dataclass
+class RecommendationsSummary:
+    run_date: str
+    rows: int
+    users: int
+    users_by_source: dict[str, int]
+    model_versions: list[str]
+    path: str
+
+
+def recommendations_summary(warehouse: str | Path, run_date: str) -> RecommendationsSummary:
+    """Counts of a published recommendations partition, read with pyarrow (no Spark). Raises if
+    the partition was never published."""
+    wh = Warehouse.open(warehouse, create=False)
+    partition = wh.partition(RECOMMENDATIONS, run_date)
+    if not is_published(partition):
+        raise CfrecError(f"no published recommendations for {run_date} in {wh.root}")
+    recs = pq.read_table(partition, columns=["user_id", "source", "model_version"]).to_pandas()
+    users = recs.groupby("source")["user_id"].nunique()
+    return RecommendationsSummary(
+        run_date=run_date,
+        rows=int(len(recs)),
+        users=int(recs["user_id"].nunique()),
+        users_by_source={str(k): int(v) for k, v in users.items()},
+        model_versions=sorted(recs["model_version"].unique().tolist()),
+        path=str(partition),
+    )

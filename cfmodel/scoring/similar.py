@@ -13,22 +13,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from cfmodel.scoring.topk import top_k
+from cfmodel.training.models import PAIRS_PER_BLOCK
+from cfmodel.warehouse.schemas import SIMILAR_ITEMS
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-from cfmodel.scoring.scorers import DEFAULT_PAIRS_PER_BLOCK
-from cfmodel.scoring.topk import top_n_masked
-
-SIMILAR_ARROW_SCHEMA = pa.schema(
-    [
-        ("item_id", pa.string()),
-        ("rank", pa.int32()),
-        ("similar_item_id", pa.string()),
-        ("similarity", pa.float32()),
-        ("similar_title", pa.string()),
-    ]
-)
-SIMILAR_SCHEMA = "item_id string, rank int, similar_item_id string, similarity float, similar_title string"
+# What executors produce; the model version is added to every row afterwards.
+NEIGHBOURS = SIMILAR_ITEMS.without("model_version")
 
 
 def unit_vectors(vectors: np.ndarray) -> np.ndarray:
@@ -41,12 +34,12 @@ def unit_vectors(vectors: np.ndarray) -> np.ndarray:
 def most_similar(unit: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """For each row index in `items`: the k most cosine-similar other rows, best first.
 
-    Returns (neighbours, cosines) as `ranking.top_n_masked` does ([len(items), min(k, n - 1)]
+    Returns (neighbours, cosines) as `topk.top_k` does ([len(items), min(k, n - 1)]
     useful columns; -1/NaN pads when the catalog is smaller than k + 1).
     """
     items = np.asarray(items, np.int64)
     block = torch.as_tensor(unit[items]) @ torch.as_tensor(unit).T
-    neighbours, cosines = top_n_masked(block, np.arange(len(items)), items, k)
+    neighbours, cosines = top_k(block, k, np.arange(len(items)), items)
     return neighbours, cosines
 
 
@@ -62,7 +55,7 @@ def similar_items(
     item_ids = np.asarray(item_ids, dtype=object)
     titles = np.full(len(item_ids), None, dtype=object) if titles is None else np.asarray(titles, dtype=object)
     payload = spark.sparkContext.broadcast({"unit": unit_vectors(vectors), "ids": item_ids, "titles": titles, "k": k})
-    block = max(1, DEFAULT_PAIRS_PER_BLOCK // max(len(item_ids), 1))
+    block = max(1, PAIRS_PER_BLOCK // max(len(item_ids), 1))
     partitions = max(1, min(spark.sparkContext.defaultParallelism * 2, len(item_ids) // 256 + 1))
 
     def score_partition(batches):
@@ -86,7 +79,7 @@ def similar_items(
                         pa.array(cosines[found]),
                         pa.array(p["titles"][picked], pa.string()),
                     ],
-                    schema=SIMILAR_ARROW_SCHEMA,
+                    schema=NEIGHBOURS.arrow,
                 )
 
-    return spark.range(0, len(item_ids), numPartitions=partitions).mapInArrow(score_partition, SIMILAR_SCHEMA)
+    return spark.range(0, len(item_ids), numPartitions=partitions).mapInArrow(score_partition, NEIGHBOURS.ddl)

@@ -1,38 +1,24 @@
-"""Top-N selection over a block of scores, excluding what each user already rated.
+"""Masked top-k: the best k columns of each row of a score block, never a masked cell.
 
-A block is [users, items] scores (higher is better). Exclusions arrive either as one index array
-per user or in CSR form (offsets into one flat array of item indices), which is what a Parquet
-list column gives for free. Selection runs on torch's `topk`, several times faster than numpy's
-argpartition on wide rows; inputs and outputs are numpy.
+The one selection routine behind the recommendations, the evaluation of every model and of the
+popularity baseline, fold-in, similar items and model interpretation. Masks come as (row, column)
+cells, e.g. each user's rated items, and as whole columns masked for every row, e.g. items nobody
+rated. Selection runs on torch's `topk` on the block's own device, several times faster than
+numpy's argpartition on wide rows; results come back as numpy.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 
-def sigmoid_range(x: np.ndarray, low: float, high: float) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x))) * (high - low) + low
+def csr_cells(offsets: np.ndarray, values: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row column lists in CSR form (offsets into one flat array, as a Parquet or Arrow list
+    column gives them) -> (row, column) cells, keeping only columns inside the block.
 
-
-def exclusion_pairs(exclude: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """One index array per user -> (row, column) coordinates of every excluded cell."""
-    lengths = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=len(exclude))
-    if not lengths.sum():
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    rows = np.repeat(np.arange(len(exclude), dtype=np.int64), lengths)
-    cols = np.concatenate([np.asarray(e, np.int64) for e in exclude])
-    return rows, cols
-
-
-def csr_pairs(offsets: np.ndarray, values: np.ndarray, n_columns: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR exclusions -> (row, column) coordinates, keeping only columns inside the block.
-
-    Items beyond `n_columns` exist in the catalog but not in the model (they appeared after
-    training), so the model cannot recommend them and there is nothing to mask.
+    Columns beyond `n_columns` exist in the catalog but not in the model (items that appeared after
+    training), so the model cannot rank them and there is nothing to mask.
     """
     offsets = np.asarray(offsets, np.int64)
     values = np.asarray(values, np.int64)[offsets[0] : offsets[-1]]
@@ -41,73 +27,42 @@ def csr_pairs(offsets: np.ndarray, values: np.ndarray, n_columns: int) -> tuple[
     return rows[inside], values[inside]
 
 
-def top_n_masked(
+def top_k(
     scores: torch.Tensor | np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    n: int,
+    k: int,
+    rows: np.ndarray | None = None,
+    cols: np.ndarray | None = None,
+    masked_columns: np.ndarray | None = None,
+    refuse_nan: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best `n` columns per row of `scores`, never a masked (row, col) cell.
+    """Best `k` columns per row of `scores` ([rows, columns], higher is better), skipping the
+    masked cells (`rows[j]`, `cols[j]`) and every column in `masked_columns`.
 
-    Returns (items int64, values float32), each [rows, min(n, columns)], best first. Where a row
-    has fewer than n candidates the tail holds item -1 and value NaN. `scores` is modified in place.
+    Returns (columns int64, values float32), each [rows, min(k, columns)], best first. Where a row
+    has fewer than k candidates the tail holds column -1 and value NaN. `scores` may be modified in
+    place. A NaN score is refused (ValueError) unless `refuse_nan` is False, when it ranks first,
+    as `torch.topk` orders it.
     """
     # Inference mode lets the in-place mask write into blocks a model produced under inference mode.
     with torch.inference_mode():
         block = torch.as_tensor(scores)
         if block.dtype != torch.float32:
             block = block.float()
-        if len(rows):
-            block[torch.tensor(np.asarray(rows, np.int64)), torch.tensor(np.asarray(cols, np.int64))] = -torch.inf
-        k = min(n, block.shape[1])
+        device = block.device
+        if rows is not None and len(rows):
+            block[torch.as_tensor(np.asarray(rows, np.int64), device=device),
+                  torch.as_tensor(np.asarray(cols, np.int64), device=device)] = -torch.inf
+        if masked_columns is not None and len(masked_columns):
+            block[:, torch.as_tensor(np.asarray(masked_columns, np.int64), device=device)] = -torch.inf
+        k = min(k, block.shape[1])
         if k == 0:
             return np.empty((block.shape[0], 0), np.int64), np.empty((block.shape[0], 0), np.float32)
-        values, items = torch.topk(block, k, dim=1, largest=True, sorted=True)
-    values, items = values.numpy().copy(), items.numpy().astype(np.int64)
+        values, columns = torch.topk(block, k, dim=1, largest=True, sorted=True)
+        values, columns = values.cpu().numpy().copy(), columns.cpu().numpy().astype(np.int64)
     # topk orders NaN above everything, so a NaN anywhere in a row's candidates shows up here.
-    if np.isnan(values).any():
+    if refuse_nan and np.isnan(values).any():
         raise ValueError("the model produced NaN scores; refusing to rank them")
     missing = np.isneginf(values)
     values[missing] = np.nan
-    items[missing] = -1
-    return items, values
-
-
-def top_n_from_scores(
-    scores: torch.Tensor | np.ndarray, exclude: Sequence[np.ndarray], n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """`top_n_masked` with one exclusion array per user."""
-    rows, cols = exclusion_pairs(exclude)
-    return top_n_masked(scores, rows, cols, n)
-
-
-def dot_logits(
-    user_vectors: np.ndarray, user_bias: np.ndarray, item_vectors: np.ndarray, item_bias: np.ndarray
-) -> torch.Tensor:
-    """u . i + b_u + b_i for every (user, item) pair of the block, as one matrix product."""
-    logits = (
-        torch.as_tensor(np.asarray(user_vectors, np.float32)) @ torch.as_tensor(np.asarray(item_vectors, np.float32)).T
-    )
-    logits += torch.as_tensor(np.asarray(user_bias, np.float32))[:, None]
-    logits += torch.as_tensor(np.asarray(item_bias, np.float32))[None, :]
-    return logits
-
-
-def top_n(
-    user_vectors: np.ndarray,
-    user_bias: np.ndarray,
-    item_vectors: np.ndarray,
-    item_bias: np.ndarray,
-    exclude: Sequence[np.ndarray],
-    n: int,
-    y_range: tuple[float, float],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Best `n` items per user by the dot model's predicted rating, never an item in `exclude`.
-
-    The sigmoid is monotonic, so ranking happens on the logits and only the winners are mapped
-    to predicted ratings. Returns (items, scores) as `top_n_masked` does.
-    """
-    items, best = top_n_from_scores(dot_logits(user_vectors, user_bias, item_vectors, item_bias), exclude, n)
-    found = ~np.isnan(best)
-    best[found] = sigmoid_range(best[found], *y_range)
-    return items, best.astype(np.float32)
+    columns[missing] = -1
+    return columns, values

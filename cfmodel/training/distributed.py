@@ -26,7 +26,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cfmodel.errors import CfrecError
 from cfmodel.training.interactions import Interactions
+from cfmodel.training.config import TrainConfig
 from cfmodel.training.loop import FitResult, fit
+from cfmodel.training.models import CollabModel
 
 
 def shard(data: Interactions, rank: int, world: int, seed: int) -> Interactions:
@@ -36,7 +38,14 @@ def shard(data: Interactions, rank: int, world: int, seed: int) -> Interactions:
     return data.subset(np.sort(order[rank * per_rank : (rank + 1) * per_rank]))
 
 
-def ddp_fit(model, train: Interactions, valid: Interactions | None, config, device, progress=None) -> FitResult:
+def ddp_fit(
+    model: CollabModel,
+    train: Interactions,
+    valid: Interactions | None,
+    config: TrainConfig,
+    device: torch.device,
+    progress: bool | None = None,
+) -> FitResult:
     if not dist.is_initialized():
         raise CfrecError("distributed training needs a process group; launch it with torchrun")
     if not model.predicts_ratings:
@@ -57,39 +66,29 @@ def ddp_fit(model, train: Interactions, valid: Interactions | None, config, devi
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cfmodel.cli import build_parser, train_config
-    from cfmodel.training.trainer import train
+    """`cfrec train` in each process of a torchrun launch; rank 0 saves the model and gates it."""
+    from dataclasses import asdict
+
+    from cfmodel import options, pipeline
+    from cfmodel.cli.main import build_parser
+    from cfmodel.config import GateConfig, Night, TrainRun
 
     args = build_parser().parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-    cuda = torch.cuda.is_available() and args.device != "cpu"
+    night, config = options.from_namespace(Night, args), options.from_namespace(TrainConfig, args)
+    run = options.from_namespace(TrainRun, args)
+    cuda = torch.cuda.is_available() and run.device != "cpu"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
         rank = dist.get_rank()
-        device = f"cuda:{local_rank}" if cuda else "cpu"
-        trained = train(
-            args.warehouse,
-            args.run_date,
-            train_config(args),
-            device=device,
-            fitter=ddp_fit,
-            save=rank == 0,
-            progress=False,
-        )
+        run = dataclasses.replace(run, device=f"cuda:{local_rank}" if cuda else "cpu")
+        candidate = pipeline.train(night, config, run, fitter=ddp_fit, save=rank == 0, progress=False)
         if rank == 0:
-            print(
-                json.dumps(
-                    {
-                        "model_version": trained.version,
-                        "processes": dist.get_world_size(),
-                        "device": device,
-                        "valid": trained.metrics["valid"]["model"],
-                        "train_seconds": trained.metrics["train_seconds"],
-                    }
-                )
-            )
+            decision = pipeline.gate(night, candidate.version, options.from_namespace(GateConfig, args))
+            report = {"train": asdict(candidate), "gate": asdict(decision), "processes": dist.get_world_size()}
+            print(json.dumps(report, default=str))
     finally:
         dist.destroy_process_group()
     return 0

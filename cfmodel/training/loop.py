@@ -9,11 +9,12 @@ read once per epoch), so on CUDA the steps queue up back to back.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 import copy
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,83 +22,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cfmodel.errors import CfrecError
-from cfmodel.evaluation.metrics import RANKING_K, predict, ranking_metrics, top_k_scored
+from cfmodel.evaluation.holdout import predict, recommended_items
+from cfmodel.evaluation.metrics import RANKING_K, ranking_metrics
 from cfmodel.training.interactions import Interactions
 from cfmodel.training.losses import make_loss
-from cfmodel.training.models import check_model_type
+from cfmodel.training.config import TrainConfig
+from cfmodel.training.models import CollabModel
 
 log = logging.getLogger(__name__)
-
-# Per model type, the settings a field left at None takes. They were chosen on held-out parts of
-# MovieLens 100k (a random fifth of u1.base, and ua), then checked on u1.test (README, "Models").
-MODEL_DEFAULTS = {
-    "dot": dict(n_factors=50, epochs=6, lr=7e-3, wd=0.5, bias_wd=0.01, bs=256),
-    "nn": dict(n_factors=None, epochs=5, lr=5e-3, wd=0.5, bias_wd=0.5, bs=256),
-    "rank": dict(n_factors=64, epochs=6, lr=1e-2, wd=0.1, bias_wd=0.1, bs=512),
-}
-
-
-@dataclass
-class TrainConfig:
-    """Training options; a field left at None takes its model type's default (MODEL_DEFAULTS)."""
-
-    model: str = "dot"
-    n_factors: int | None = None  # embedding width (nn: both widths; None = fastai's emb_sz_rule)
-    epochs: int | None = None
-    lr: float | None = None  # peak learning rate of the one-cycle schedule
-    wd: float | None = None  # AdamW decoupled weight decay of embeddings and layers
-    bias_wd: float | None = None  # decay of the per-user and per-item biases
-    bs: int | None = None
-    valid_pct: float = 0.2
-    split: str = "random"  # or "time": each user's latest ratings are the hold-out
-    seed: int = 42
-    patience: int | None = 2  # epochs without improvement before stopping; None = never stop early
-    layers: tuple[int, ...] = (50,)  # nn hidden layers (fastai's tutorial uses 100,50)
-    ps: float = 0.0  # nn dropout after each hidden layer
-    embed_p: float = 0.1  # nn dropout on the embeddings
-    use_bn: bool = True  # nn batch norm
-    loss: str = "softmax"  # rank: softmax or bpr
-    n_negatives: int = 4096  # rank softmax: sampled items per batch; the whole catalog when smaller
-    min_rating: float | None = None  # rank: only ratings at or above count as positives
-    weight_by_rating: bool = False  # rank: weight each positive by its rating
-    max_rank_users: int | None = 10_000  # validation ranking metrics on at most this many users
-    mixed_precision: bool = True  # bfloat16 autocast on CUDA (never on CPU)
-
-    def __post_init__(self):
-        check_model_type(self.model)
-        self.layers = tuple(int(n) for n in self.layers)
-        for name, value in MODEL_DEFAULTS[self.model].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-
-    @classmethod
-    def for_model(cls, model: str = "dot", **overrides) -> TrainConfig:
-        """The model's defaults, with every override that is not None applied."""
-        return cls(model=model, **{k: v for k, v in overrides.items() if v is not None})
-
-    def as_dict(self) -> dict:
-        out = asdict(self)
-        out["layers"] = list(self.layers)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    def check(self) -> None:
-        for name in ("epochs", "bs"):
-            if getattr(self, name) < 1:
-                raise CfrecError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise CfrecError(f"lr must be positive, got {self.lr}")
-        if self.wd < 0 or self.bias_wd < 0:
-            raise CfrecError(f"weight decay must be >= 0, got wd={self.wd}, bias_wd={self.bias_wd}")
-        if self.n_factors is not None and self.n_factors < 1:
-            raise CfrecError(f"n_factors must be at least 1, got {self.n_factors}")
-        if self.patience is not None and self.patience < 1:
-            raise CfrecError(f"patience must be at least 1 (or None), got {self.patience}")
-
 
 @dataclass
 class FitResult:
@@ -157,7 +89,7 @@ SINGLE_THREAD_PARAMS = 4_000_000
 
 
 @contextlib.contextmanager
-def cpu_threads(model: nn.Module, device: torch.device):
+def cpu_threads(model: nn.Module, device: torch.device) -> Iterator[None]:
     """Train small models on one CPU thread; leave larger ones (and CUDA) to torch's default."""
     previous = torch.get_num_threads()
     small = sum(p.numel() for p in model.parameters()) < SINGLE_THREAD_PARAMS
@@ -176,7 +108,9 @@ class Validator:
     held-out items (top 10 among items the user did not rate in train and someone rated in train).
     """
 
-    def __init__(self, model: nn.Module, train: Interactions, valid: Interactions, config: TrainConfig, device) -> None:
+    def __init__(
+        self, model: CollabModel, train: Interactions, valid: Interactions, config: TrainConfig, device: torch.device
+    ) -> None:
         self.valid, self.device = valid, device
         self.rating = model.predicts_ratings
         self.monitor = "valid_rmse" if self.rating else f"valid_ndcg@{RANKING_K}"
@@ -194,7 +128,7 @@ class Validator:
             self.never = np.flatnonzero(train.item_counts(model.n_items) == 0)
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module, loss_fn) -> dict:
+    def __call__(self, model: CollabModel, loss_fn: Callable) -> dict:
         model.eval()
         out = {"valid_loss": self.loss(model, loss_fn)}
         if self.rating:
@@ -202,14 +136,14 @@ class Validator:
             err = predicted - self.valid.ratings
             out.update(valid_rmse=float(np.sqrt(np.mean(err**2))), valid_mae=float(np.mean(np.abs(err))))
         else:
-            recommended = top_k_scored(
+            recommended = recommended_items(
                 model.score_all, self.users, self.seen, RANKING_K, model.n_items, self.never, self.device
             )
             metrics = ranking_metrics(recommended, self.relevant, RANKING_K, model.n_items)
             out.update({f"valid_{k}": v for k, v in metrics.items() if k != "users"})
         return out
 
-    def loss(self, model: nn.Module, loss_fn, bs: int = 1 << 16) -> float:
+    def loss(self, model: CollabModel, loss_fn: Callable, bs: int = 1 << 16) -> float:
         """The training objective on the held-out ratings, averaged over rows."""
         u, i, r = self.tensors
         total = sum(
@@ -232,7 +166,7 @@ def batch_bounds(n_rows: int, bs: int) -> list[int]:
 
 
 def fit(
-    model: nn.Module,
+    model: CollabModel,
     train: Interactions,
     valid: Interactions | None,
     config: TrainConfig,
@@ -254,7 +188,75 @@ def fit(
         return _fit(model, train, valid, config, device, progress, train_module or model)
 
 
-def _fit(model, train, valid, config, device, progress, train_module) -> FitResult:
+@dataclass
+class _Steps:
+    """What every training step needs: the data on the device, the batches, optimiser and objective."""
+
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # users, items, ratings
+    bounds: list[int]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: Callable
+    module: nn.Module
+    autocast: torch.autocast
+    generator: torch.Generator
+
+    def epoch(self, bar: tqdm) -> np.ndarray:
+        """One pass over the shuffled rows; each step's loss, read from the device once at the end."""
+        u, i, r = self.tensors
+        order = torch.randperm(len(r), generator=self.generator, device=r.device)
+        losses = torch.empty(len(self.bounds) - 1, device=r.device)
+        for step in range(len(self.bounds) - 1):
+            batch = order[self.bounds[step] : self.bounds[step + 1]]
+            with self.autocast:
+                loss = self.loss_fn(self.module, u[batch], i[batch], r[batch])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            losses[step] = loss.detach()
+            bar.update()
+        return losses.cpu().numpy()
+
+
+class _EarlyStopping:
+    """Tracks the watched validation metric: the best epoch and its weights, and when to stop."""
+
+    def __init__(self, validator: Validator | None, patience: int | None, epochs: int) -> None:
+        self.validator, self.patience, self.epochs = validator, patience, epochs
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.best_state: dict | None = None
+        self.stale = 0
+
+    def stop_after(self, model: CollabModel, record: dict) -> bool:
+        if self.validator is None:
+            return False
+        epoch, value = record["epoch"], record[self.validator.monitor]
+        if self.validator.improved(value, self.best_value):
+            self.best_value, self.best_epoch, self.stale = value, epoch, 0
+            if self.patience is not None and epoch < self.epochs:
+                self.best_state = copy.deepcopy(model.state_dict())
+            return False
+        self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
+
+    def restore_best(self, model: CollabModel, last_epoch: int) -> None:
+        if self.patience is not None and self.best_epoch is not None and self.best_epoch != last_epoch:
+            model.load_state_dict(self.best_state)
+            log.info("restored the weights of epoch %d (best %s %.4f)", self.best_epoch, self.validator.monitor,
+                     self.best_value)
+
+
+def _fit(
+    model: CollabModel,
+    train: Interactions,
+    valid: Interactions | None,
+    config: TrainConfig,
+    device: torch.device,
+    progress: bool | None,
+    train_module: nn.Module,
+) -> FitResult:
     # torch imports its compiler stack when the first optimizer of a process is built (about a
     # second, once per process); the clock starts after that so `seconds` measures training alone.
     model.to(device)
@@ -265,45 +267,26 @@ def _fit(model, train, valid, config, device, progress, train_module) -> FitResu
     data = loss_fn.prepare(train)
     if len(data) == 0:
         raise CfrecError("no training ratings")
-    u, i, r = (torch.as_tensor(a, device=device) for a in (data.users, data.items, data.ratings))
+    tensors = tuple(torch.as_tensor(a, device=device) for a in (data.users, data.items, data.ratings))
     validator = Validator(model, train, valid, config, device) if valid is not None and len(valid) else None
-
     optimizer = make_optimizer(model, config, device)
-    bounds = batch_bounds(len(r), config.bs)
-    steps_per_epoch = len(bounds) - 1
-    scheduler = one_cycle(optimizer, config.lr, config.epochs * steps_per_epoch)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and config.mixed_precision)
+    bounds = batch_bounds(len(data), config.bs)
+    steps = _Steps(
+        tensors, bounds, optimizer, one_cycle(optimizer, config.lr, config.epochs * (len(bounds) - 1)), loss_fn,
+        train_module, torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and
+                                     config.mixed_precision), generator,
+    )
     show = sys.stderr.isatty() if progress is None else progress
-
-    history, batch_losses = [], []
-    best_value, best_epoch, best_state, stale = None, None, None, 0
-    stopped_early = False
+    stopping = _EarlyStopping(validator, config.patience, config.epochs)
+    history, batch_losses, stopped_early = [], [], False
+    sizes = np.diff(bounds)
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.perf_counter()
         model.train()
-        order = torch.randperm(len(r), generator=generator, device=device)
-        losses = torch.empty(steps_per_epoch, device=device)
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch}/{config.epochs}",
-            disable=not show,
-            leave=True,
-            mininterval=0.5,
-            file=sys.stderr,
-        )
-        for step in range(steps_per_epoch):
-            batch = order[bounds[step] : bounds[step + 1]]
-            with autocast:
-                loss = loss_fn(train_module, u[batch], i[batch], r[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses[step] = loss.detach()
-            bar.update()
-        step_losses = losses.cpu().numpy()
+        bar = tqdm(total=len(sizes), desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=True,
+                   mininterval=0.5, file=sys.stderr)
+        step_losses = steps.epoch(bar)
         batch_losses += step_losses.tolist()
-        sizes = np.diff(bounds)
         record = {"epoch": epoch, "train_loss": float(np.dot(step_losses, sizes) / sizes.sum())}
         if validator is not None:
             record.update(validator(model, loss_fn))  # full precision
@@ -312,46 +295,11 @@ def _fit(model, train, valid, config, device, progress, train_module) -> FitResu
         shown = ("train_loss", "valid_loss", validator.monitor if validator else "")
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in shown})
         bar.close()
-        log.info(
-            "epoch %d/%d %s", epoch, config.epochs, " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch")
-        )
-        if validator is None:
-            continue
-        value = record[validator.monitor]
-        if validator.improved(value, best_value):
-            best_value, best_epoch, stale = value, epoch, 0
-            if config.patience is not None and epoch < config.epochs:
-                best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if config.patience is not None and stale >= config.patience:
-                stopped_early = epoch < config.epochs
-                break
-    if config.patience is not None and best_epoch is not None and best_epoch != history[-1]["epoch"]:
-        model.load_state_dict(best_state)
-        log.info("restored the weights of epoch %d (best %s %.4f)", best_epoch, validator.monitor, best_value)
+        log.info("epoch %d/%d %s", epoch, config.epochs,
+                 " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
+        if stopping.stop_after(model, record):
+            stopped_early = epoch < config.epochs
+            break
+    stopping.restore_best(model, history[-1]["epoch"])
     model.eval()
-    return FitResult(history, best_epoch, stopped_early, batch_losses, time.perf_counter() - started)
-
-
-def model_for(config: TrainConfig, n_users: int, n_items: int, y_range: tuple[float, float] | None) -> nn.Module:
-    """A freshly initialised model of `config.model` (seeded by `config.seed`) for these sizes."""
-    from cfmodel.training.models import build_model
-
-    torch.manual_seed(config.seed)
-    if config.model == "dot":
-        return build_model("dot", n_users=n_users, n_items=n_items, n_factors=config.n_factors, y_range=y_range)
-    if config.model == "nn":
-        return build_model(
-            "nn",
-            n_users=n_users,
-            n_items=n_items,
-            user_size=config.n_factors,
-            item_size=config.n_factors,
-            layers=config.layers,
-            ps=config.ps,
-            embed_p=config.embed_p,
-            use_bn=config.use_bn,
-            y_range=y_range,
-        )
-    return build_model("rank", n_users=n_users, n_items=n_items, n_factors=config.n_factors)
+    return FitResult(history, stopping.best_epoch, stopped_early, batch_losses, time.perf_counter() - started)

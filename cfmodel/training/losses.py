@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfmodel.errors import CfrecError
+from cfmodel.training.config import RANKING_LOSSES, TrainConfig
 from cfmodel.training.interactions import Interactions
-
-RANKING_LOSSES = ("softmax", "bpr")
+from cfmodel.training.models import CollabModel
 NEGATIVE_SAMPLING_POWER = 0.75
 
 
@@ -99,8 +99,10 @@ class BprLoss(_RankingLoss):
         return self._mean(-F.logsigmoid(margin), ratings)
 
 
-def make_loss(model: nn.Module, config, train: Interactions, device: torch.device, generator: torch.Generator):
-    """The objective that trains `model` under `config` (a TrainConfig)."""
+def make_loss(
+    model: CollabModel, config: TrainConfig, train: Interactions, device: torch.device, generator: torch.Generator
+) -> RatingLoss | SoftmaxLoss | BprLoss:
+    """The objective that trains `model` under `config`."""
     if model.predicts_ratings:
         return RatingLoss()
     if config.loss == "softmax":

@@ -12,20 +12,24 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from cfmodel.errors import CfrecError
 from cfmodel.reporting.plots import lr_find_png
 from cfmodel.training.interactions import Interactions
-from cfmodel.training.loop import TrainConfig, cpu_threads
+from cfmodel.training.config import TrainConfig
+from cfmodel.training.loop import cpu_threads, resolve_device
+from cfmodel.training.splits import split
 from cfmodel.training.losses import make_loss
+from cfmodel.training.models import CollabModel
 
 
 @dataclass
 class LrFindResult:
+    model: str  # the model type swept
     lrs: list[float]
     losses: list[float]  # smoothed, debiased
     suggestions: dict[str, float]
@@ -66,7 +70,7 @@ def suggest(lrs: np.ndarray, losses: np.ndarray) -> dict[str, float]:
 
 
 def lr_find(
-    model: nn.Module,
+    model: CollabModel,
     train: Interactions,
     config: TrainConfig,
     device: torch.device,
@@ -114,4 +118,17 @@ def lr_find(
                 break
     if len(losses) < 10:
         raise CfrecError(f"lr-find diverged after {len(losses)} steps; lower start_lr")
-    return LrFindResult(lrs, losses, suggest(np.asarray(lrs), np.asarray(losses)))
+    return LrFindResult(model.model_type, lrs, losses, suggest(np.asarray(lrs), np.asarray(losses)))
+
+
+def lr_find_on_warehouse(
+    warehouse: str | Path, config: TrainConfig, device: str = "auto", start_lr: float = 1e-7, end_lr: float = 10.0,
+    num_it: int = 100,
+) -> LrFindResult:
+    """`lr_find` for a fresh `config.model` on the training part of the warehouse's ratings."""
+    from cfmodel.training.trainer import TrainingData
+    from cfmodel.warehouse import Warehouse
+
+    data = TrainingData.read(Warehouse.open(warehouse))
+    train_part, _ = split(data.ratings, config.valid_pct, config.seed, config.split)
+    return lr_find(data.model_for(config), train_part, config, resolve_device(device), start_lr, end_lr, num_it)

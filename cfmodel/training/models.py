@@ -1,28 +1,30 @@
-"""The embedding models, as plain PyTorch modules.
+"""The embedding models: one interface, `CollabModel`, and three PyTorch modules that implement it.
 
     dot   fastai's EmbeddingDotBias: rating = sigmoid_range(u . i + b_u + b_i, *y_range)
     nn    fastai's EmbeddingNN: [u, i] through an MLP (Linear, ReLU, BatchNorm, Dropout blocks)
     rank  the dot architecture without the y-range, trained to rank: score = u . i + b_i
 
-Every model has `model_type`, `hparams()` (the keyword arguments that rebuild it, stored in the
-artifact's config.json), `score_all(users)` ([users, n_items] scores to rank items by, vectorised
-and CPU-friendly for the Spark scoring job), `factor_tables()` (vectors and biases for the factor
-tables), and names its per-user and per-item tables (`user_tables`, `item_tables`) so warm start
-and fold-in can treat all models alike.
+Scoring, evaluation, warm start and fold-in see only the interface: which embedding tables hold
+per-user and per-item rows, how to score a block of users against every item, and how to turn the
+scores of the items kept into what the recommendations table shows.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from cfmodel.errors import CfrecError
+from cfmodel.training.config import MODEL_TYPES, TrainConfig
 
-MODEL_TYPES = ("dot", "nn", "rank")
-# Pairs (user, item) pushed through the MLP at once by EmbeddingNN.score_all: bounds its
-# activations to ~[pairs x widest layer] floats whatever the catalog size.
+# Scores held at once when a block of users is ranked: 32M float32 = 128 MB, whatever the catalog size.
+PAIRS_PER_BLOCK = 32 * 1024 * 1024
+# Pairs (user, item) pushed through the MLP at once by EmbeddingNN: bounds its activations to
+# ~[pairs x widest layer] floats whatever the catalog size.
 NN_PAIRS_PER_CHUNK = 1 << 18
 
 
@@ -46,8 +48,23 @@ def _embedding(n: int, dim: int) -> nn.Embedding:
     return emb
 
 
-class _CollabModel(nn.Module):
-    """What every model has: a `u_weight` and an `i_weight` embedding, whose rows are the users and items."""
+class CollabModel(nn.Module, ABC):
+    """What every model is: a `u_weight` and an `i_weight` embedding whose rows are the users and
+    items, plus whatever the model adds.
+
+    `user_tables` / `item_tables` name the embeddings with one row per user / item (warm start and
+    fold-in copy or refit those rows); `bias_tables` those that get the bias weight decay.
+    """
+
+    model_type: ClassVar[str]
+    predicts_ratings: ClassVar[bool]  # trained on squared error; False: trained to rank
+    user_tables: ClassVar[tuple[str, ...]]
+    item_tables: ClassVar[tuple[str, ...]]
+    bias_tables: ClassVar[tuple[str, ...]]
+    pairs_per_block: ClassVar[int] = PAIRS_PER_BLOCK  # how many (user, item) scores to hold at once
+
+    u_weight: nn.Embedding
+    i_weight: nn.Embedding
 
     @property
     def n_users(self) -> int:
@@ -57,8 +74,32 @@ class _CollabModel(nn.Module):
     def n_items(self) -> int:
         return self.i_weight.num_embeddings
 
+    @abstractmethod
+    def hparams(self) -> dict:
+        """The keyword arguments that rebuild this model (stored in the artifact's config.json)."""
 
-class EmbeddingDotBias(_CollabModel):
+    @abstractmethod
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """One score per (user, item) pair."""
+
+    @abstractmethod
+    def ranking_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """[len(users), n_items] scores that order each user's items as `score_all` does."""
+
+    def shown_scores(self, users: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """`ranking_scores` of some of each user's items ([len(users), k]) -> the scores to show."""
+        return scores
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """[len(users), n_items]: the predicted rating (rating models) or ranking score of every item."""
+        return self.shown_scores(users, self.ranking_scores(users))
+
+    @abstractmethod
+    def factor_tables(self) -> dict[str, torch.Tensor]:
+        """user_vectors, user_bias, item_vectors, item_bias: the factor tables' rows."""
+
+
+class EmbeddingDotBias(CollabModel):
     """fastai's `EmbeddingDotBias`: rating = sigmoid_range(u . i + b_u + b_i, *y_range)."""
 
     model_type = "dot"
@@ -67,7 +108,7 @@ class EmbeddingDotBias(_CollabModel):
     item_tables = ("i_weight", "i_bias")
     bias_tables = ("u_bias", "i_bias")
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int = 50, y_range: Sequence[float] = (0.0, 5.5)) -> None:
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 50, y_range: Sequence[float] = (0.0, 5.5)):
         super().__init__()
         self.n_factors = int(n_factors)
         self.y_range = tuple(float(v) for v in y_range)
@@ -78,9 +119,7 @@ class EmbeddingDotBias(_CollabModel):
 
     def hparams(self) -> dict:
         return {
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "n_factors": self.n_factors,
+            "n_users": self.n_users, "n_items": self.n_items, "n_factors": self.n_factors,
             "y_range": list(self.y_range),
         }
 
@@ -89,10 +128,13 @@ class EmbeddingDotBias(_CollabModel):
         logits = dot + self.u_bias(users).squeeze(1) + self.i_bias(items).squeeze(1)
         return sigmoid_range(logits, *self.y_range)
 
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        """Predicted ratings of `users` for every item: [len(users), n_items]."""
-        logits = torch.addmm(self.i_bias.weight[:, 0], self.u_weight(users), self.i_weight.weight.T)
-        return sigmoid_range(logits + self.u_bias(users), *self.y_range)
+    def ranking_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """u . i + b_i: the user's bias and the sigmoid do not change the order of a user's items,
+        so they are applied only to the items kept (`shown_scores`)."""
+        return torch.addmm(self.i_bias.weight[:, 0], self.u_weight(users), self.i_weight.weight.T)
+
+    def shown_scores(self, users: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return sigmoid_range(scores + self.u_bias(users), *self.y_range)
 
     def factor_tables(self) -> dict[str, torch.Tensor]:
         return {
@@ -103,7 +145,7 @@ class EmbeddingDotBias(_CollabModel):
         }
 
 
-class EmbeddingNN(_CollabModel):
+class EmbeddingNN(CollabModel):
     """fastai's `EmbeddingNN` (a TabularModel over the user and item embeddings).
 
     [u, i] -> embedding dropout -> per hidden layer: Linear (no bias when batch-normed), ReLU,
@@ -116,7 +158,7 @@ class EmbeddingNN(_CollabModel):
     user_tables = ("u_weight",)
     item_tables = ("i_weight",)
     bias_tables = ()
-    score_pairs_per_block = 4 * NN_PAIRS_PER_CHUNK  # read by the scoring job to size its user blocks
+    pairs_per_block = 4 * NN_PAIRS_PER_CHUNK
 
     def __init__(
         self,
@@ -129,7 +171,7 @@ class EmbeddingNN(_CollabModel):
         embed_p: float = 0.0,
         use_bn: bool = True,
         y_range: Sequence[float] = (0.0, 5.5),
-    ) -> None:
+    ):
         super().__init__()
         self.user_size = int(user_size or emb_sz_rule(n_users))
         self.item_size = int(item_size or emb_sz_rule(n_items))
@@ -158,15 +200,9 @@ class EmbeddingNN(_CollabModel):
 
     def hparams(self) -> dict:
         return {
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "user_size": self.user_size,
-            "item_size": self.item_size,
-            "layers": self.layer_sizes,
-            "ps": self.ps,
-            "embed_p": self.embed_p,
-            "use_bn": self.use_bn,
-            "y_range": list(self.y_range),
+            "n_users": self.n_users, "n_items": self.n_items, "user_size": self.user_size,
+            "item_size": self.item_size, "layers": self.layer_sizes, "ps": self.ps, "embed_p": self.embed_p,
+            "use_bn": self.use_bn, "y_range": list(self.y_range),
         }
 
     def _head(self, first: torch.Tensor) -> torch.Tensor:
@@ -180,8 +216,8 @@ class EmbeddingNN(_CollabModel):
         x = self.emb_drop(torch.cat([self.u_weight(users), self.i_weight(items)], dim=1))
         return self._head(self.hidden[0][0](x))
 
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        """Predicted ratings of `users` for every item: [len(users), n_items].
+    def ranking_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """Predicted ratings of `users` for every item.
 
         The first layer acts on [u, i], so it splits into W_u u + W_i i: each user and each item
         is projected once and the pairs only add, instead of concatenating every pair.
@@ -210,7 +246,7 @@ class EmbeddingNN(_CollabModel):
         }
 
 
-class EmbeddingDotRank(_CollabModel):
+class EmbeddingDotRank(CollabModel):
     """The dot architecture trained for top-N: score = u . i + b_i, no y-range.
 
     A user bias would not change any user's ranking, so there is none; scores are logits of a
@@ -223,7 +259,7 @@ class EmbeddingDotRank(_CollabModel):
     item_tables = ("i_weight", "i_bias")
     bias_tables = ("i_bias",)
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int = 64) -> None:
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 64):
         super().__init__()
         self.n_factors = int(n_factors)
         self.u_weight = _embedding(n_users, n_factors)
@@ -242,7 +278,7 @@ class EmbeddingDotRank(_CollabModel):
             return torch.addmm(self.i_bias.weight[:, 0], user_vectors, self.i_weight.weight.T)
         return torch.addmm(self.i_bias(items)[:, 0], user_vectors, self.i_weight(items).T)
 
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+    def ranking_scores(self, users: torch.Tensor) -> torch.Tensor:
         return self.item_logits(self.u_weight(users))
 
     def factor_tables(self) -> dict[str, torch.Tensor]:
@@ -254,23 +290,26 @@ class EmbeddingDotRank(_CollabModel):
         }
 
 
-MODEL_CLASSES = {cls.model_type: cls for cls in (EmbeddingDotBias, EmbeddingNN, EmbeddingDotRank)}
+MODEL_CLASSES: dict[str, type[CollabModel]] = {
+    cls.model_type: cls for cls in (EmbeddingDotBias, EmbeddingNN, EmbeddingDotRank)
+}
+assert tuple(MODEL_CLASSES) == MODEL_TYPES
 
 
-def check_model_type(model_type: str) -> str:
+def build_model(model_type: str, **hparams) -> CollabModel:
+    """A fresh model of `model_type` from its hyper-parameters (as `hparams()` returns them)."""
     if model_type not in MODEL_CLASSES:
         raise CfrecError(f"unknown model type '{model_type}' (known: {', '.join(MODEL_TYPES)})")
-    return model_type
+    return MODEL_CLASSES[model_type](**hparams)
 
 
-def build_model(model_type: str, **hparams) -> nn.Module:
-    """A fresh model of `model_type` from its hyper-parameters (as `hparams()` returns them)."""
-    return MODEL_CLASSES[check_model_type(model_type)](**hparams)
-
-
-def model_from_config(config: dict) -> nn.Module:
-    """Rebuild an untrained model from an artifact's config.json (any model type)."""
-    if "hparams" in config:
-        return build_model(config["model_type"], **config["hparams"])
-    # config.json written before the model registry: dot models with their sizes at the top level.
-    return EmbeddingDotBias(config["n_users"], config["n_items"], config["n_factors"], tuple(config["y_range"]))
+def model_for(config: TrainConfig, n_users: int, n_items: int, y_range: tuple[float, float] | None) -> CollabModel:
+    """A freshly initialised model of `config.model` (seeded by `config.seed`) for these sizes."""
+    torch.manual_seed(config.seed)
+    if config.model == "dot":
+        return build_model("dot", n_users=n_users, n_items=n_items, n_factors=config.n_factors, y_range=y_range)
+    if config.model == "nn":
+        return build_model("nn", n_users=n_users, n_items=n_items, user_size=config.n_factors,
+                           item_size=config.n_factors, layers=config.layers, ps=config.ps, embed_p=config.embed_p,
+                           use_bn=config.use_bn, y_range=y_range)
+    return build_model("rank", n_users=n_users, n_items=n_items, n_factors=config.n_factors)

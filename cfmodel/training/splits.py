@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from cfmodel.errors import CfrecError
+from cfmodel.training.config import SPLITS
 from cfmodel.training.interactions import Interactions
 
-SPLITS = ("random", "time")
+
 
 
 def check_valid_pct(valid_pct: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,25 +20,28 @@ import pyarrow.parquet as pq
 import torch
 
 from cfmodel.errors import CfrecError
-from cfmodel.evaluation.metrics import holdout_metrics
-from cfmodel.registry import artifact
+from cfmodel.evaluation.holdout import holdout_metrics
+from cfmodel.registry.artifact import ArtifactConfig, ModelArtifact
+from cfmodel.registry.registry import ModelRegistry, version_name
 from cfmodel.reporting import plots
+from cfmodel.training.config import TrainConfig
 from cfmodel.training.ids import IdIndex
 from cfmodel.training.interactions import Interactions
-from cfmodel.training.loop import FitResult, TrainConfig, fit, model_for, resolve_device
-from cfmodel.training.models import default_y_range
+from cfmodel.training.loop import FitResult, fit, resolve_device
+from cfmodel.training.models import CollabModel, default_y_range, model_for
 from cfmodel.training.splits import split
-from cfmodel.training.warmstart import previous_model, warm_start
-from cfmodel.warehouse.store import Warehouse
+from cfmodel.training.warmstart import warm_start
+from cfmodel.warehouse import Warehouse
+from cfmodel.warehouse.schemas import DATASETS, ITEM_INDEX, RATINGS, USER_INDEX
 
 log = logging.getLogger(__name__)
 
-INDEX_TABLES = {"user_id": "user_index", "item_id": "item_index"}
+INDEX_TABLES = {"user_id": USER_INDEX.name, "item_id": ITEM_INDEX.name}
 
 
 def rating_scale(wh: Warehouse, ratings: pd.DataFrame) -> tuple[float, float]:
     """The scale ingest recorded for the source; the observed range if none was recorded."""
-    datasets = wh.table("datasets")
+    datasets = wh.table(DATASETS)
     if datasets.exists():
         row = pd.read_parquet(datasets).iloc[0]
         if pd.notna(row["rating_min"]) and pd.notna(row["rating_max"]):
@@ -46,7 +50,7 @@ def rating_scale(wh: Warehouse, ratings: pd.DataFrame) -> tuple[float, float]:
 
 
 def read_ratings(wh: Warehouse) -> pd.DataFrame:
-    path = wh.require("ratings")
+    path = wh.require(RATINGS)
     available = set(pq.ParquetDataset(path).schema.names)
     columns = ["user_id", "item_id", "rating"] + (["timestamp"] if "timestamp" in available else [])
     ratings = pd.read_parquet(path, columns=columns)
@@ -77,104 +81,111 @@ def id_index(wh: Warehouse, ratings: pd.DataFrame, column: str) -> tuple[IdIndex
     return (IdIndex(index.ids[:used]) if used < len(index) else index), INDEX_TABLES[column]
 
 
+@dataclass
+class TrainingData:
+    """The warehouse's ratings as index arrays, with the id mappings and the rating scale."""
+
+    users: IdIndex
+    items: IdIndex
+    ratings: Interactions
+    scale: tuple[float, float]
+    ids_from: list[str]  # where each mapping came from: an index table, or the ratings
+
+    @classmethod
+    def read(cls, wh: Warehouse) -> TrainingData:
+        ratings = read_ratings(wh)
+        users, user_source = id_index(wh, ratings, "user_id")
+        items, item_source = id_index(wh, ratings, "item_id")
+        data = Interactions(
+            users.encode(ratings["user_id"]),
+            items.encode(ratings["item_id"]),
+            ratings["rating"].to_numpy(),
+            ratings["timestamp"].to_numpy() if "timestamp" in ratings else None,
+        )
+        return cls(users, items, data, rating_scale(wh, ratings), [user_source, item_source])
+
+    def model_for(self, config: TrainConfig) -> CollabModel:
+        """A fresh model of `config.model` for these ids, with the y-range of this rating scale."""
+        return model_for(config, len(self.users), len(self.items), default_y_range(*self.scale))
+
+
 def train(
     warehouse: str | Path,
     run_date: str,
-    config: TrainConfig | None = None,
+    config: TrainConfig,
     device: str = "auto",
-    y_range: tuple[float, float] | None = None,
-    warm_start_from: artifact.ModelArtifact | str | None = None,
-    progress: bool | None = None,
+    warm_start_from: str | None = None,
     version_suffix: str = "",
     fitter: Callable[..., FitResult] = fit,
     save: bool = True,
-) -> artifact.ModelArtifact:
+    progress: bool | None = None,
+) -> ModelArtifact:
     """Fit `config.model` on the warehouse's ratings and save it as models/<model>-<run_date><suffix>.
 
-    `warm_start_from`: a previous artifact, a version, or "current" (the current model when it is
-    of the same type, else a fresh start). `version_suffix` tells apart models of the same type
-    and date trained on another schedule (e.g. "-weekly"). `fitter` replaces the training loop
-    (cfmodel.training.distributed passes its data-parallel one); `save=False` skips writing the artifact
-    (every rank but the first). Returns the trained artifact.
+    `warm_start_from`: a saved version whose rows start the known ids. `version_suffix` tells apart
+    models of the same type and date trained on another schedule (e.g. "-full"). `fitter` replaces
+    the training loop (`cfmodel.training.distributed` passes its data-parallel one); `save=False`
+    skips writing the artifact (every rank but the first).
     """
-    config = config or TrainConfig()
-    config.check()
-    if version_suffix and not all(c.isalnum() or c in "-_." for c in version_suffix):
-        raise CfrecError(f"version suffix may hold only letters, digits, '-', '_' and '.', got '{version_suffix}'")
-    version = f"{config.model}-{run_date}{version_suffix}"
+    version = version_name(config.model, run_date, version_suffix)
     wh = Warehouse.open(warehouse)
+    registry = ModelRegistry(wh.models)
     dev = resolve_device(device)
-    ratings = read_ratings(wh)
-    users, user_source = id_index(wh, ratings, "user_id")
-    items, item_source = id_index(wh, ratings, "item_id")
-    data = Interactions(
-        users.encode(ratings["user_id"]),
-        items.encode(ratings["item_id"]),
-        ratings["rating"].to_numpy(),
-        ratings["timestamp"].to_numpy() if "timestamp" in ratings else None,
-    )
-    train_part, valid_part = split(data, config.valid_pct, config.seed, config.split)
-    scale = rating_scale(wh, ratings)
-    y_range = tuple(y_range or default_y_range(*scale))
-    model = model_for(config, len(users), len(items), y_range)
-
-    previous = previous_model(wh.models, warm_start_from, config.model)
-    warm = warm_start(model, users, items, previous) if previous is not None else None
+    data = TrainingData.read(wh)
+    train_part, valid_part = split(data.ratings, config.valid_pct, config.seed, config.split)
+    model = data.model_for(config)
+    warm = warm_start(model, data.users, data.items, registry.load(warm_start_from)) if warm_start_from else None
     result = fitter(model, train_part, valid_part, config, dev, progress)
-    valid = holdout_metrics(
-        model, train_part, valid_part, len(items), device=dev, max_users=config.max_rank_users, seed=config.seed
-    )
+    valid = holdout_metrics(model, train_part, valid_part, len(data.items), device=dev,
+                            max_users=config.max_rank_users, seed=config.seed)
     model.cpu().eval()
-
-    final = result.history[-1] if result.history else {}
-    hparams = model.hparams()
-    trained = artifact.ModelArtifact(
+    split_sizes = {"ratings": len(data.ratings), "train": len(train_part), "valid": len(valid_part)}
+    trained = ModelArtifact(
         version=version,
         model=model,
-        users=users,
-        items=items,
-        config={
-            "model_type": config.model,
-            "hparams": hparams,
-            "n_users": len(users),
-            "n_items": len(items),
-            "n_factors": hparams.get("n_factors"),
-            **({"y_range": list(y_range)} if model.predicts_ratings else {}),
-            "rating_scale": list(scale),
-            "train": config.as_dict(),
-            "device": str(dev),
-            "torch": torch.__version__,
-            "run_date": run_date,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "data": {
-                "ratings": len(data),
-                "train": len(train_part),
-                "valid": len(valid_part),
-                "users": len(users),
-                "items": len(items),
-                "ids_from": [user_source, item_source],
-            },
-            "warm_start": warm,
-        },
-        metrics={
-            "valid": valid,
-            **{f"valid_{k}": valid["model"].get(k) for k in ("rmse", "mae") if k in valid["model"]},
-            "train_loss": final.get("train_loss"),
-            "train_seconds": result.seconds,
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "stopped_early": result.stopped_early,
-            "history": result.history,
-        },
+        users=data.users,
+        items=data.items,
+        config=_artifact_config(model, config, data, split_sizes, dev, run_date, warm),
+        metrics=_artifact_metrics(valid, result),
         attachments={"loss_curve.png": plots.loss_curve_png(result.batch_losses, result.history, version)},
     )
     if save:
-        artifact.save(trained, wh.models)
-    log.info(
-        "trained %s on %s in %.1fs: %s",
-        version,
-        dev,
-        result.seconds,
-        {k: round(v, 4) for k, v in valid["model"].items() if isinstance(v, float)},
-    )
+        registry.save(trained)
+    shown = {k: round(v, 4) for k, v in valid["model"].items() if isinstance(v, float)}
+    log.info("trained %s on %s in %.1fs: %s", version, dev, result.seconds, shown)
     return trained
+
+
+def _artifact_config(model: CollabModel, config: TrainConfig, data: TrainingData, split_sizes: dict[str, int],
+                     device: torch.device, run_date: str, warm: dict | None) -> ArtifactConfig:
+    hparams = model.hparams()
+    return ArtifactConfig(
+        model_type=config.model,
+        hparams=hparams,
+        n_users=len(data.users),
+        n_items=len(data.items),
+        n_factors=hparams.get("n_factors"),
+        y_range=list(model.y_range) if model.predicts_ratings else None,
+        rating_scale=list(data.scale),
+        train=config.as_dict(),
+        device=str(device),
+        torch=torch.__version__,
+        run_date=run_date,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        data={**split_sizes, "users": len(data.users), "items": len(data.items), "ids_from": data.ids_from},
+        warm_start=warm,
+    )
+
+
+def _artifact_metrics(valid: dict, result: FitResult) -> dict:
+    final = result.history[-1] if result.history else {}
+    return {
+        "valid": valid,
+        **{f"valid_{k}": valid["model"].get(k) for k in ("rmse", "mae") if k in valid["model"]},
+        "train_loss": final.get("train_loss"),
+        "train_seconds": result.seconds,
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "history": result.history,
+    }

@@ -9,50 +9,26 @@ nn model the layers are copied too (same architecture required).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
 from cfmodel.errors import CfrecError
-from cfmodel.registry import artifact
 from cfmodel.training.ids import IdIndex
+from cfmodel.training.models import CollabModel
+
+if TYPE_CHECKING:
+    from cfmodel.registry.artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
-
-CURRENT = "current"
-
-
-def previous_model(models_dir: Path, source, model_type: str) -> artifact.ModelArtifact | None:
-    """The artifact to start from: `source` is an artifact, a version, or "current" (the model in
-    models/CURRENT when it is of the same type; None when there is no such model yet)."""
-    if source is None or isinstance(source, artifact.ModelArtifact):
-        return source
-    if source == CURRENT:
-        marker = Path(models_dir) / "CURRENT"
-        if not marker.is_file():
-            log.info("warm start: no current model yet; training from scratch")
-            return None
-        previous = artifact.load(models_dir)
-        if previous.model_type != model_type:
-            log.info(
-                "warm start: current model %s is a %s model, not %s; training from scratch",
-                previous.version,
-                previous.model_type,
-                model_type,
-            )
-            return None
-        return previous
-    return artifact.load(models_dir, str(source))
-
 
 def _copy_rows(target: torch.Tensor, source: torch.Tensor, target_rows: np.ndarray, source_rows: np.ndarray) -> None:
     with torch.no_grad():
         target[torch.as_tensor(target_rows)] = source.detach().to(target.dtype)[torch.as_tensor(source_rows)]
 
 
-def warm_start(model: nn.Module, users: IdIndex, items: IdIndex, previous: artifact.ModelArtifact) -> dict:
+def warm_start(model: CollabModel, users: IdIndex, items: IdIndex, previous: ModelArtifact) -> dict:
     """Copy `previous`'s rows for known ids (and nn layers) into `model`; returns what was copied."""
     if previous.model_type != model.model_type:
         raise CfrecError(

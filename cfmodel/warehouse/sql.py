@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cfmodel.errors import CfrecError
-from cfmodel.warehouse.store import Warehouse
+from cfmodel.warehouse import Warehouse
 
 OUTPUT_FORMATS = ("table", "csv", "json")
 
@@ -56,7 +56,7 @@ def connect(warehouse: str | Path):
     return con
 
 
-def _arrow(relation):
+def arrow_table(relation: object) -> object:
     # DuckDB >= 1.4 names it to_arrow_table; older releases call the same thing arrow().
     fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
     return fetch()
@@ -72,7 +72,7 @@ def query(warehouse: str | Path, sql: str) -> pd.DataFrame:
     con = connect(warehouse)
     try:
         relation = con.sql(sql)
-        return pd.DataFrame() if relation is None else _arrow(relation).to_pandas(date_as_object=True)
+        return pd.DataFrame() if relation is None else arrow_table(relation).to_pandas(date_as_object=True)
     except duckdb.Error as exc:
         raise CfrecError(str(exc).strip().splitlines()[0]) from None
     finally:

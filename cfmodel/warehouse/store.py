@@ -1,24 +1,20 @@
-"""The warehouse folder: where each table lives, and publishing a table directory atomically."""
+"""The warehouse folder: where each table, partition and the model registry live."""
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import logging
-import os
-import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from cfmodel.errors import CfrecError
+from cfmodel.warehouse.schemas import ITEMS, MODELS, RUN_DATE, Table
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
-
-# A temporary folder left this long by a writer of the same target is from a writer that died.
-STALE_AFTER_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -26,7 +22,7 @@ class Warehouse:
     root: Path
 
     @classmethod
-    def open(cls, path: str | Path, create: bool = True) -> "Warehouse":
+    def open(cls, path: str | Path, create: bool = True) -> Warehouse:
         root = Path(path).expanduser().resolve()
         if create:
             try:
@@ -40,21 +36,23 @@ class Warehouse:
             raise CfrecError(f"warehouse {root} does not exist")
         return cls(root)
 
-    def table(self, name: str) -> Path:
-        return self.root / name
+    def table(self, table: Table | str) -> Path:
+        return self.root / (table.name if isinstance(table, Table) else table)
 
-    def partition(self, name: str, run_date: str) -> Path:
-        return self.root / name / f"run_date={run_date}"
+    def partition(self, table: Table | str, run_date: str) -> Path:
+        return self.table(table) / f"{RUN_DATE}={run_date}"
 
-    def require(self, name: str) -> Path:
-        path = self.table(name)
+    def require(self, table: Table | str) -> Path:
+        path = self.table(table)
         if not path.exists():
+            name = table.name if isinstance(table, Table) else table
             raise CfrecError(f"table '{name}' not found in warehouse {self.root}; run 'cfrec ingest' first")
         return path
 
     @property
     def models(self) -> Path:
-        return self.root / "models"
+        """The model registry's folder (`cfmodel.registry`)."""
+        return self.root / MODELS
 
     def tables(self) -> dict[str, bool]:
         """Every readable table -> whether it is partitioned (`name=value` folders, e.g. run_date=D).
@@ -72,102 +70,29 @@ class Warehouse:
                 found[folder.name] = False
         return found
 
-    def table_files(self, name: str) -> list[Path]:
+    def table_files(self, table: Table | str) -> list[Path]:
         """The Parquet files readers should see for a table: none under hidden folders (writes in
         progress, versions being swapped out) and no hidden files."""
-        root = self.table(name)
+        root = self.table(table)
         return sorted(
             path for path in root.rglob("*.parquet")
             if not any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
         )
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    rename = getattr(_LIBC, "renameat2", None) if _LIBC is not None else None
-    if rename is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if rename(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
 
+    def titles(self, item_ids: np.ndarray) -> np.ndarray:
+        """The `items` table's title of each id (None where unknown, or with no items table)."""
+        import numpy as np
+        import pandas as pd
 
-try:
-    _LIBC = ctypes.CDLL(None, use_errno=True)
-except OSError:  # no C library to load (unusual platforms): fall back to two renames
-    _LIBC = None
-
-
-def _leftovers(final: Path, kind: str) -> list[Path]:
-    return sorted(final.parent.glob(f".{kind}-{final.name}-*"), key=lambda p: p.stat().st_mtime)
-
-
-def recover(final: Path) -> None:
-    """Undo what a writer killed midway left behind for `final`.
-
-    A writer killed between moving the previous version aside and moving the new one in leaves
-    `final` missing and the previous version in a hidden `.old-` folder: it is put back. Hidden
-    temporary folders of writers that died are removed once stale.
-    """
-    if not final.parent.is_dir():
-        return
-    old = [p for p in _leftovers(final, "old") if (p / "_SUCCESS").exists()]
-    if not final.exists() and old:
-        log.warning("restoring %s from %s, left by an interrupted publish", final, old[-1].name)
-        old[-1].rename(final)
-    for path in _leftovers(final, "old"):
-        shutil.rmtree(path, ignore_errors=True)
-    now = time.time()
-    for path in _leftovers(final, "tmp"):
-        if now - path.stat().st_mtime > STALE_AFTER_SECONDS:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def crash_if_injected(final: Path) -> None:
-    """Resilience testing: CFREC_INJECT_FAULT="<path suffix>:<marker file>" makes the first publish
-    of a target ending with that suffix crash after writing and before swapping, once (the marker
-    file records that it happened). Unset in normal operation."""
-    spec = os.environ.get("CFREC_INJECT_FAULT")
-    if not spec:
-        return
-    suffix, _, marker = spec.partition(":")
-    if str(final).endswith(suffix) and marker and not Path(marker).exists():
-        Path(marker).write_text(str(final))
-        raise RuntimeError(f"injected fault while publishing {final}")
-
-
-def publish(final: Path, write: Callable[[Path], None]) -> Path:
-    """Write a directory beside `final` with `write(tmp)`, then swap it into place.
-
-    Readers see either the previous complete directory or the new complete one: a writer that
-    dies midway leaves only a hidden temporary directory, which Spark, pyarrow and DuckDB skip.
-    On Linux the swap is one atomic exchange of the two directories; elsewhere it is two renames,
-    and `recover` (run first by every publish) restores the previous version if a writer died
-    between them. Re-publishing the same path replaces it. One writer per target at a time.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    recover(final)
-    token = uuid.uuid4().hex[:12]
-    tmp = final.parent / f".tmp-{final.name}-{token}"
-    old = final.parent / f".old-{final.name}-{token}"
-    try:
-        write(tmp)
-        if not tmp.is_dir():
-            raise CfrecError(f"nothing was written for {final}")
-        (tmp / "_SUCCESS").touch()
-        crash_if_injected(final)
-        if not final.exists():
-            tmp.rename(final)
-        elif _exchange(tmp, final):
-            shutil.rmtree(tmp, ignore_errors=True)  # now holds the previous version
-        else:
-            final.rename(old)
-            tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+        item_ids = np.asarray(item_ids, dtype=object)
+        titles = np.full(len(item_ids), None, dtype=object)
+        path = self.table(ITEMS)
+        if not path.exists():
+            log.warning("no items table in %s: no titles", self.root)
+            return titles
+        items = pd.read_parquet(path, columns=["item_id", "title"]).drop_duplicates("item_id")
+        found = pd.Index(items["item_id"]).get_indexer(pd.Index(item_ids.astype(str)))
+        titles[found >= 0] = items["title"].to_numpy(dtype=object)[found[found >= 0]]
+        return titles

@@ -1,0 +1,5 @@
+import sys
+
+from cfmodel.cli.main import main
+
+sys.exit(main())

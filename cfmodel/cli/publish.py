@@ -1,0 +1,107 @@
+"""Commands that write and read what analysts see: score, tables, sql, and run (the whole night)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cfmodel import options
+from cfmodel.cli.data import add_ingest_arguments, check_input, add_night, add_warehouse, ingest_config, night_of
+from cfmodel.cli.models import add_train_arguments, train_config
+from cfmodel.config import GateConfig, QualityConfig, ScoreConfig, TablesConfig, TrainRun
+
+
+def cmd_score(args: argparse.Namespace) -> object:
+    from cfmodel import pipeline
+    from cfmodel.registry.registry import ModelRegistry
+    from cfmodel.spark import get_spark
+    from cfmodel.warehouse import Warehouse
+
+    night, config = night_of(args), options.from_namespace(ScoreConfig, args)
+    wh = Warehouse.open(night.warehouse)
+    wh.require("ratings")
+    ModelRegistry(wh.models).require(args.model_version or ModelRegistry(wh.models).require_current())
+    return pipeline.score(get_spark("cfrec-score"), night, config, args.model_version)
+
+
+def cmd_tables(args: argparse.Namespace) -> object:
+    from cfmodel import pipeline
+    from cfmodel.spark import get_spark
+
+    config = options.from_namespace(TablesConfig, args)
+    return pipeline.publish_tables(get_spark("cfrec-tables"), night_of(args), config, args.model_version)
+
+
+def cmd_sql(args: argparse.Namespace) -> None:
+    from cfmodel.warehouse.sql import query, render
+
+    text = render(query(args.warehouse, args.query), args.format)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `cfrec sql ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def cmd_run(args: argparse.Namespace) -> dict:
+    from cfmodel import pipeline
+    from cfmodel.spark import get_spark
+
+    night = night_of(args)
+    config = pipeline.NightConfig(
+        ingest=ingest_config(args),
+        quality=options.from_namespace(QualityConfig, args),
+        model=train_config(args),
+        train=options.from_namespace(TrainRun, args),
+        gate=options.from_namespace(GateConfig, args),
+        score=options.from_namespace(ScoreConfig, args),
+        tables=options.from_namespace(TablesConfig, args),
+    )
+    check_input(night, config.ingest)
+    return pipeline.run_night(get_spark("cfrec-run"), night, config)
+
+
+def _add_model_version(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--model-version", default=None, help=f"{what} (default: the current one)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="write every user's top-N unrated items (Spark)",
+                       description="Score every user against every item with the current model and write "
+                                   "WAREHOUSE/recommendations/run_date=RUN_DATE/ (users the model has no vector for "
+                                   "get the most popular items). 'cfrec tables' writes the analytics tables.")
+    add_night(p)
+    options.add_arguments(p, ScoreConfig)
+    _add_model_version(p, "model version to score with")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("tables", help="write the analytics tables: similar items, factors, metrics, model runs",
+                       description="Write similar_items, item_factors and user_factors of the scoring model, "
+                                   "metrics/run_date=RUN_DATE for the models trained that date, and model_runs.")
+    add_night(p)
+    _add_model_version(p, "model whose factors and neighbours to publish")
+    options.add_arguments(p.add_argument_group("analytics tables"), TablesConfig, only=("similar_k",))
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("sql", help="run SQL over the warehouse tables with DuckDB (no cluster needed)",
+                       description="Run one SQL statement with DuckDB over the warehouse: every table is a view "
+                                   "of the same name (recommendations, items, ratings, metrics, model_runs, ...); "
+                                   "run_date partitions come back as a DATE column.")
+    p.add_argument("query", help='the SQL statement, e.g. "SELECT * FROM metrics ORDER BY run_date"')
+    add_warehouse(p)
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="output format (default: an aligned text table)")
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("run", help="the nightly DAG's steps in one process, without Airflow",
+                       description="Run ingest, the data-quality gate, training, the model gate, scoring and the "
+                                   "analytics tables in one process on local Spark: the same steps, defaults and "
+                                   "gate as the cfrec_nightly DAG.")
+    add_ingest_arguments(p)
+    add_night(p)
+    options.add_arguments(p.add_argument_group("data-quality gate"), QualityConfig)
+    add_train_arguments(p, run_options=("device", "warm_start", "version_suffix"))
+    options.add_arguments(p.add_argument_group("model gate"), GateConfig)
+    options.add_arguments(p, ScoreConfig)
+    options.add_arguments(p.add_argument_group("analytics tables"), TablesConfig)
+    p.set_defaults(func=cmd_run)

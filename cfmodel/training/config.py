@@ -1,0 +1,129 @@
+"""The training options of every model, and each model type's defaults.
+
+Only the standard library is imported here: the command line and the DAGs build their options
+from this class without loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from cfmodel.errors import CfrecError
+from cfmodel.options import option
+
+MODEL_TYPES = ("dot", "nn", "rank")
+SPLITS = ("random", "time")
+RANKING_LOSSES = ("softmax", "bpr")
+
+# Per model type, the settings a field left at None takes. They were chosen on held-out parts of
+# MovieLens 100k (a random fifth of u1.base, and ua), then checked on u1.test (README, "Models").
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dot": dict(n_factors=50, epochs=6, lr=7e-3, wd=0.5, bias_wd=0.01, bs=256),
+    "nn": dict(n_factors=None, epochs=5, lr=5e-3, wd=0.5, bias_wd=0.5, bs=256),
+    "rank": dict(n_factors=64, epochs=6, lr=1e-2, wd=0.1, bias_wd=0.1, bs=512),
+}
+
+
+def _per_model(name: str) -> str:
+    return "default: " + ", ".join(f"{m} {MODEL_DEFAULTS[m][name]}" for m in MODEL_TYPES)
+
+
+def _layers(value: str | list | tuple) -> tuple[int, ...]:
+    """'100,50' (command line) or [100, 50] (DAG params) -> (100, 50)."""
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        return tuple(int(p) for p in parts if str(p).strip())
+    except ValueError:
+        raise CfrecError(f"--layers must be comma-separated sizes such as 100,50, got '{value}'") from None
+
+
+def _patience(value: int | str) -> int | None:
+    """0 (or none) means never stop early."""
+    if value is None or str(value).lower() in ("0", "none", ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise CfrecError(f"patience must be a whole number, got '{value}'") from None
+
+
+@dataclass
+class TrainConfig:
+    """Training options; a field left at None takes its model type's default (MODEL_DEFAULTS)."""
+
+    model: str = option(
+        "dot",
+        "dot: fastai's EmbeddingDotBias; nn: fastai's EmbeddingNN; rank: the dot architecture trained for top-N lists",
+        choices=MODEL_TYPES,
+    )
+    n_factors: int | None = option(None, f"embedding size ({_per_model('n_factors')}; None for nn = fastai's rule)")
+    epochs: int | None = option(None, f"passes over the training set ({_per_model('epochs')})")
+    lr: float | None = option(None, f"peak learning rate of the one-cycle schedule ({_per_model('lr')})")
+    wd: float | None = option(None, f"AdamW decoupled weight decay ({_per_model('wd')})")
+    bias_wd: float | None = option(None, f"weight decay of the per-user and per-item biases ({_per_model('bias_wd')})")
+    bs: int | None = option(None, f"batch size ({_per_model('bs')})")
+    valid_pct: float = option(0.2, "fraction of ratings held out for validation")
+    split: str = option("random", "hold out a random part (random) or each user's latest ratings (time)", choices=SPLITS)
+    seed: int = option(42, "seed for the split, init and shuffling")
+    patience: int | None = option(
+        2, "stop after this many epochs without a better validation metric and keep the best epoch's weights "
+        "(0 = never stop early)", parse=_patience)
+    layers: tuple[int, ...] = option((50,), "nn: hidden layer sizes (fastai's tutorial uses 100,50)",
+                                     metavar="N,N,...", parse=_layers)
+    ps: float = option(0.0, "nn: dropout after each hidden layer", flag="--dropout")
+    embed_p: float = option(0.1, "nn: dropout on the embeddings", flag="--embed-dropout")
+    use_bn: bool = option(True, "nn: no batch norm after the hidden layers", flag="--no-batch-norm", negate=True)
+    loss: str = option("softmax", "rank: training objective", choices=RANKING_LOSSES)
+    n_negatives: int = option(4096, "rank softmax: items sampled per batch; the whole catalog when it is smaller")
+    min_rating: float | None = option(None, "rank: only ratings at or above this count as positives "
+                                            "(default: every rating)")
+    weight_by_rating: bool = option(False, "rank: weight each positive by its rating")
+    max_rank_users: int | None = option(10_000, "validation ranking metrics on at most this many users (0 = all)",
+                                        parse=lambda v: int(v) or None)
+    mixed_precision: bool = option(True, "no bfloat16 autocast on CUDA (it is never used on the CPU)",
+                                   flag="--no-mixed-precision", negate=True)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_TYPES:
+            raise CfrecError(f"unknown model type '{self.model}' (known: {', '.join(MODEL_TYPES)})")
+        self.layers = _layers(self.layers)
+        self.patience = _patience(self.patience)
+        for name, value in MODEL_DEFAULTS[self.model].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self.check()
+
+    @classmethod
+    def for_model(cls, model: str = "dot", **overrides: Any) -> TrainConfig:
+        """The model's defaults, with every override that is not None applied."""
+        return cls(model=model, **{k: v for k, v in overrides.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["layers"] = list(self.layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def check(self) -> None:
+        for name in ("epochs", "bs"):
+            if getattr(self, name) < 1:
+                raise CfrecError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise CfrecError(f"lr must be positive, got {self.lr}")
+        if self.wd < 0 or self.bias_wd < 0:
+            raise CfrecError(f"weight decay must be >= 0, got wd={self.wd}, bias_wd={self.bias_wd}")
+        if self.n_factors is not None and self.n_factors < 1:
+            raise CfrecError(f"n_factors must be at least 1, got {self.n_factors}")
+        if self.patience is not None and self.patience < 1:
+            raise CfrecError(f"patience must be at least 1 (or None), got {self.patience}")
+        if not 0.0 <= self.valid_pct < 1.0:
+            raise CfrecError(f"valid_pct must be in [0, 1), got {self.valid_pct}")
+        if self.split not in SPLITS:
+            raise CfrecError(f"unknown split '{self.split}' (use {' or '.join(SPLITS)})")
+        if self.loss not in RANKING_LOSSES:
+            raise CfrecError(f"unknown ranking loss '{self.loss}' (use {' or '.join(RANKING_LOSSES)})")

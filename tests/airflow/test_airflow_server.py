@@ -1,0 +1,49 @@
+import json
+import subprocess
+import urllib.request
+
+import pytest
+
+from cfrec_airflow import server as airflow_server
+from support import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def api(url, path, token=None, body=None):
+    request = urllib.request.Request(
+        url + path,
+        data=json.dumps(body).encode() if body else None,
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.load(reply)
+
+
+def test_local_server_serves_the_dags_and_stops_every_process(tmp_path):
+    import time
+
+    home, port = tmp_path / "airflow", free_port()
+    info = airflow_server.start(home, port=port, data_dir=tmp_path / "data")
+    try:
+        assert info["url"] == f"http://127.0.0.1:{port}"
+        assert api(info["url"], "/api/v2/monitor/health")["metadatabase"]["status"] == "healthy"
+        token = api(info["url"], "/auth/token", body={"username": info["user"], "password": info["password"]})[
+            "access_token"
+        ]
+        deadline, dag_ids = time.monotonic() + 90, []
+        while "cfrec_nightly" not in dag_ids and time.monotonic() < deadline:
+            dag_ids = [d["dag_id"] for d in api(info["url"], "/api/v2/dags", token)["dags"]]
+            time.sleep(2)
+        assert "cfrec_nightly" in dag_ids
+        with pytest.raises(Exception, match="already running"):
+            airflow_server.start(home, port=port)
+    finally:
+        result = airflow_server.stop(home)
+    assert result["stopped"] and not result["left_running"]
+    assert not airflow_server.healthy(port)
+    # Nothing of the server's process group is left but unreaped zombies of this test process.
+    ps = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True).stdout.splitlines()
+    survivors = [line for line in ps if line.split()[0] == str(result["pid"]) and not line.split()[1].startswith("Z")]
+    assert survivors == []
+    assert airflow_server.stop(home)["stopped"] is False

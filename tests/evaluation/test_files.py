@@ -1,0 +1,163 @@
+"""`cfrec evaluate`: reading rating files strictly, and the protocol on MovieLens 100k u1."""
+
+import json
+
+import pytest
+from support import planted_choices
+
+from cfmodel.cli import main
+from cfmodel.errors import CfrecError
+from cfmodel.evaluation.files import evaluate_files, read_ratings_file
+from cfmodel.ingest.layouts import get_layout
+from cfmodel.training.config import TrainConfig
+
+RANKING_KEYS = {"precision@10", "recall@10", "ndcg@10", "map@10", "coverage@10"}
+
+
+def write_split(tmp_path):
+    ratings = planted_choices()
+    lines = [f"{r.user_id[1:]}\t{r.item_id[1:]}\t{int(r.rating)}\t{r.timestamp}" for r in ratings.itertuples()]
+    (tmp_path / "x.base").write_text("\n".join(lines[::2][:-1] + lines[1::2][: len(lines) // 4]) + "\n")
+    (tmp_path / "x.test").write_text("\n".join(lines[1::2][len(lines) // 4 :] + ["5\t999\t3\t0"]) + "\n")
+    return tmp_path / "x.base", tmp_path / "x.test"
+
+
+def test_read_ratings_file_in_the_sources_layout(tmp_path):
+    path = tmp_path / "u.data"
+    path.write_text("1\t10\t5\t881250949\n2\t20\t3\t891717742\n")
+    frame = read_ratings_file(path, get_layout("movielens-100k"))
+    assert frame.to_dict("records") == [
+        {"user_id": "1", "item_id": "10", "rating": 5.0, "timestamp": 881250949},
+        {"user_id": "2", "item_id": "20", "rating": 3.0, "timestamp": 891717742},
+    ]
+
+
+def test_header_files_are_read_by_column_name(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_text("book_id,user_id,rating\n258,314,5\n4081,314,4\n")
+    frame = read_ratings_file(path, get_layout("goodbooks"))
+    assert frame[["user_id", "item_id", "rating"]].values.tolist() == [["314", "258", 5.0], ["314", "4081", 4.0]]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("3\t30\tfive\t1", "rating not numeric on line 2"),
+        ("3\t30\t9\t1", "rating out of scale on line 2"),
+        ("3\t\t4\t1", "missing item on line 2"),
+        ("3\t30\t4\tyesterday", "timestamp not numeric on line 2"),
+    ],
+)
+def test_bad_lines_are_errors_that_name_the_line(tmp_path, line, message):
+    path = tmp_path / "bad.data"
+    path.write_text("1\t10\t5\t1\n" + line + "\n")
+    with pytest.raises(CfrecError, match=message):
+        read_ratings_file(path, get_layout("movielens-100k"))
+
+
+def test_evaluate_command_prints_one_json_line(tmp_path, capsys):
+    train, test = write_split(tmp_path)
+    assert (
+        main(
+            [
+                "evaluate",
+                "--source",
+                "movielens-100k",
+                "--train",
+                str(train),
+                "--test",
+                str(test),
+                "--model",
+                "rank",
+                "--epochs",
+                "3",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    result = json.loads(out)
+    assert RANKING_KEYS <= set(result) and "rmse" not in result
+    assert result["model"] == "rank" and result["device"] == "cpu" and result["train_seconds"] > 0
+    assert RANKING_KEYS <= set(result["popularity"]) and result["catalog"] == 61  # item 999 only in test
+    assert result["config"]["valid_pct"] == 0.0 and result["epochs_run"] == 3
+
+
+def test_missing_file_is_a_clear_cli_error(tmp_path, capsys):
+    assert (
+        main(["evaluate", "--source", "movielens-100k", "--train", str(tmp_path / "a"), "--test", str(tmp_path / "b")])
+        == 2
+    )
+    assert "rating file" in capsys.readouterr().err
+
+
+# The targets are measured on this split; each model here uses its default settings.
+@pytest.mark.parametrize(
+    "model, check",
+    [
+        ("dot", lambda r: r["rmse"] <= 0.915 and r["mae"] < 0.73),
+        ("nn", lambda r: r["rmse"] <= 0.94),
+        ("rank", lambda r: r["ndcg@10"] >= 0.45 and r["precision@10"] >= 0.40),
+    ],
+)
+def test_default_models_on_movielens_u1(ml100k, model, check):
+    result = evaluate_files(
+        "movielens-100k",
+        ml100k / "u1.base",
+        ml100k / "u1.test",
+        TrainConfig.for_model(model, valid_pct=0.0),
+        device="cpu",
+        progress=False,
+    )
+    assert result["users"] == 459 and result["test_rows"] == 20000 and result["catalog"] == 1682
+    assert result["popularity"]["ndcg@10"] == pytest.approx(0.3254, abs=5e-4)
+    assert check(result), {k: v for k, v in result.items() if k != "config"}
+    if model != "rank":
+        assert result["unseen_rows"] == 32  # u1.test ratings of items nobody rated in u1.base
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "lr-find", "fold-in", "interpret"])
+def test_model_commands_explain_every_option(command):
+    from cfmodel.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"cfrec {command} {action.option_strings[0]} has no help text"
+
+
+def test_train_options_reach_the_config():
+    from cfmodel.cli import build_parser
+    from cfmodel.cli.models import train_config
+
+    args = build_parser().parse_args(
+        [
+            "evaluate",
+            "--source",
+            "s",
+            "--train",
+            "a",
+            "--test",
+            "b",
+            "--model",
+            "nn",
+            "--layers",
+            "64,32",
+            "--dropout",
+            "0.1",
+            "--epochs",
+            "3",
+            "--patience",
+            "0",
+        ]
+    )
+    config = train_config(args)
+    assert (config.model, config.layers, config.ps, config.epochs, config.patience) == ("nn", (64, 32), 0.1, 3, None)
+    assert config.lr == TrainConfig(model="nn").lr and config.valid_pct == 0.0
+    with pytest.raises(CfrecError, match="--layers must be comma-separated"):
+        train_config(
+            build_parser().parse_args(["evaluate", "--source", "s", "--train", "a", "--test", "b", "--layers", "x"])
+        )

@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cfmodel.errors import CfrecError
+from cfmodel.registry.artifact import ArtifactConfig, ModelArtifact
+from cfmodel.registry.registry import ModelRegistry
+from cfmodel.training.ids import IdIndex
+from cfmodel.training.config import TrainConfig
+from cfmodel.training.models import model_for
+from cfmodel.training.models import MODEL_TYPES
+
+
+def make_artifact(model_type="dot", version=None):
+    model = model_for(TrainConfig.for_model(model_type, n_factors=2, layers=(4,)), 3, 4, (0.0, 5.5))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    config = ArtifactConfig(model_type=model_type, hparams=model.hparams(), run_date="2026-01-01")
+    return ModelArtifact(
+        version or f"{model_type}-2026-01-01",
+        model.eval(),
+        IdIndex(["u1", "u2", "u3"]),
+        IdIndex(["a", "b", "c", "d"]),
+        config,
+        {"valid_rmse": 0.9},
+        {"loss_curve.png": b"\x89PNG fake"},
+    )
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_save_load_round_trip_gives_identical_scores(tmp_path, model_type):
+    saved = make_artifact(model_type)
+    registry = ModelRegistry(tmp_path)
+    registry.save(saved)
+    registry.set_current(saved.version)
+    loaded = registry.load()
+    assert loaded.version == saved.version and loaded.model_type == model_type
+    assert type(loaded.model) is type(saved.model) and not loaded.model.training
+    assert list(loaded.items.ids) == ["a", "b", "c", "d"] and list(loaded.users.ids) == ["u1", "u2", "u3"]
+    users = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        assert torch.equal(saved.model.score_all(users), loaded.model.score_all(users))
+    for key, value in saved.factors().items():
+        assert value.dtype == np.float32 and np.array_equal(value, loaded.factors()[key])
+    assert loaded.metrics == {"valid_rmse": 0.9} and loaded.config == saved.config
+    assert registry.run(saved.version).config == saved.config and registry.versions() == [saved.version]
+    assert (tmp_path / saved.version / "loss_curve.png").read_bytes() == b"\x89PNG fake"
+
+
+def test_factors_of_the_dot_model_are_its_vectors_and_biases():
+    trained = make_artifact("dot")
+    f = trained.factors()
+    m = trained.model
+    assert np.array_equal(f["user_bias"], m.u_bias.weight[:, 0].detach().numpy())
+    logits = f["user_vectors"] @ f["item_vectors"].T + f["user_bias"][:, None] + f["item_bias"][None, :]
+    with torch.no_grad():
+        expected = m.score_all(torch.arange(3)).numpy()
+    assert np.allclose(1 / (1 + np.exp(-logits)) * 5.5, expected, atol=1e-5)
+
+
+def test_nn_factors_are_embeddings_with_zero_biases():
+    f = make_artifact("nn").factors()
+    assert f["user_vectors"].shape == (3, 2) and not f["user_bias"].any() and not f["item_bias"].any()
+
+
+def test_missing_or_broken_model_is_a_clear_error(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    with pytest.raises(CfrecError, match="no trained model"):
+        registry.load()
+    with pytest.raises(CfrecError, match="not found"):
+        registry.load("dot-1999-01-01")
+    with pytest.raises(CfrecError, match="not found"):
+        registry.set_current("dot-1999-01-01")
+    saved = make_artifact("dot")
+    registry.save(saved)
+    config = json.loads((tmp_path / saved.version / "config.json").read_text())
+    config["hparams"]["n_factors"] = 7
+    (tmp_path / saved.version / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CfrecError, match="cannot be rebuilt from its config.json"):
+        registry.load(saved.version)

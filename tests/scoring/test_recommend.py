@@ -1,0 +1,107 @@
+"""Scoring one Arrow batch the way an executor does, without Spark."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from cfmodel.scoring.popularity import Popularity
+from cfmodel.scoring.recommend import ScoringContext, recommend_batch
+from cfmodel.training.config import MODEL_TYPES, TrainConfig
+from cfmodel.training.ids import IdIndex
+from cfmodel.training.models import model_for
+
+
+def random_model(model_type="dot", n_users=4, n_items=7, seed=0):
+    model = model_for(TrainConfig.for_model(model_type, n_factors=3, layers=(4,)), n_users, n_items, (0.0, 5.5))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    return model.eval()
+
+
+def context(model, n=3):
+    # Catalog: the model's 7 items, then "new", an item that appeared after training.
+    catalog_ids = np.array([f"i{j}" for j in range(7)] + ["new"], dtype=object)
+    counts = np.array([1, 2, 3, 4, 5, 6, 7, 100])
+    return ScoringContext(
+        model=model,
+        users=IdIndex(["u0", "u1", "u2", "u3"]),
+        catalog_ids=catalog_ids,
+        titles=np.array([f"Title {c}" for c in catalog_ids], dtype=object),
+        popularity=Popularity.from_counts(counts, catalog_ids),
+        n=n,
+    )
+
+
+def batch(rated: dict):
+    return pa.RecordBatch.from_arrays(
+        [pa.array(list(rated)), pa.array(list(rated.values()), pa.list_(pa.int32()))], names=["user_id", "rated"]
+    )
+
+
+def score_batch(ctx, rated):
+    return pa.Table.from_batches(list(recommend_batch(ctx, batch(rated)))).to_pandas()
+
+
+def test_known_users_get_model_lists_and_unknown_users_the_popular_list():
+    model = random_model()
+    ctx = context(model)
+    rated = {"u0": [0, 1], "stranger": [7, 6], "u2": [7], "u3": [0, 1, 2, 3, 4, 5]}
+    recs = score_batch(ctx, rated)
+
+    expected = model.score_all(torch.arange(4)).detach().numpy()
+    for user in ("u0", "u2"):
+        rows = recs[recs.user_id == user]
+        allowed = [j for j in range(7) if j not in rated[user]]
+        best = sorted(allowed, key=lambda j: -expected[int(user[1]), j])[:3]
+        assert rows["item_id"].tolist() == [f"i{j}" for j in best]
+        assert rows["rank"].tolist() == [1, 2, 3] and set(rows["source"]) == {"model"}
+        np.testing.assert_allclose(rows["score"], expected[int(user[1]), best], rtol=1e-5)
+        assert rows["title"].tolist() == [f"Title i{j}" for j in best]
+    # u3 rated all but one of the model's items: the model can offer one, never the unseen "new"
+    assert recs[recs.user_id == "u3"]["item_id"].tolist() == ["i6"]
+    assert "new" not in set(recs[recs.source == "model"]["item_id"])
+
+    stranger = recs[recs.user_id == "stranger"]
+    assert stranger["item_id"].tolist() == ["i5", "i4", "i3"]  # by count, without what they rated
+    assert stranger["score"].tolist() == [6.0, 5.0, 4.0] and set(stranger["source"]) == {"popular"}
+    assert list(recs.columns) == ["user_id", "rank", "item_id", "score", "source", "title"]
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_every_model_type_lists_its_best_unrated_items_with_the_scores_of_score_all(model_type):
+    model = random_model(model_type, seed=3)
+    rated = {"u0": [3], "u1": [], "u2": [0, 6], "u3": [1, 2]}
+    recs = score_batch(context(model), rated)
+    with torch.no_grad():
+        expected = model.score_all(torch.arange(4)).numpy()
+    for user, seen in rated.items():
+        row = expected[int(user[1])].copy()
+        row[seen] = -np.inf
+        best = np.argsort(-row, kind="stable")[:3]
+        rows = recs[recs.user_id == user]
+        assert rows["item_id"].tolist() == [f"i{j}" for j in best]
+        np.testing.assert_allclose(rows["score"], row[best], rtol=1e-5)
+
+
+def test_small_blocks_give_the_same_answer():
+    model = random_model(seed=5)
+    rated = {"u0": [1], "u1": [2], "u2": [], "u3": [4], "x": [], "y": [0]}
+    whole = score_batch(context(model), rated)
+    model.pairs_per_block = 7  # one user per block
+    one_user_blocks = score_batch(context(model), rated)
+    assert (
+        whole.sort_values(["user_id", "rank"])
+        .reset_index(drop=True)
+        .equals(one_user_blocks.sort_values(["user_id", "rank"]).reset_index(drop=True))
+    )
+
+
+def test_nan_scores_are_refused():
+    model = random_model()
+    with torch.no_grad():
+        model.i_weight.weight[2] = float("nan")
+    with pytest.raises(ValueError, match="NaN scores"):
+        score_batch(context(model), {"u0": []})

@@ -1,0 +1,221 @@
+"""What the tests share: real-data locations, file writers, a small warehouse with planted taste,
+and a throwaway Spark standalone cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cfmodel.training.interactions import Interactions
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# -- real data and files ----------------------------------------------------------------------------------------------
+
+
+def real_data_dir(name: str) -> Path:
+    root = os.environ.get("CFREC_TEST_DATA")
+    if not root:
+        pytest.skip("CFREC_TEST_DATA is not set (point it at the folder holding ml-100k/ to run real-data tests)")
+    path = Path(root) / name
+    if not path.is_dir():
+        pytest.skip(f"{path} does not exist")
+    return path
+
+
+def write_lines(path: Path, lines: list[str], encoding: str = "utf-8", newline: str = "\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(newline.join(lines).encode(encoding) + newline.encode())
+    return path
+
+
+
+def ingest_files(spark, source: str, input_dir, warehouse, run_date: str, **options) -> dict:
+    """The ingest step on a folder of `source` files, its report as a dict."""
+    from dataclasses import asdict
+
+    from cfmodel.config import IngestConfig
+    from cfmodel.ingest.job import ingest
+
+    config = IngestConfig(source=source, input_path=str(input_dir), **options)
+    return asdict(ingest(spark, warehouse, run_date, config))
+
+
+# -- a small warehouse written with pandas (no Spark) ---------------------------------------------------------------
+
+N_GROUPS = 3
+
+
+def planted_ratings(n_users=90, n_items=60, per_user=20, seed=0) -> pd.DataFrame:
+    """User u likes items of group u % 3 (rates them 4-5) and dislikes the others (1-2)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        for i in rng.choice(n_items, per_user, replace=False):
+            liked = i % N_GROUPS == u % N_GROUPS
+            rows.append(
+                (
+                    f"u{u}",
+                    f"i{i}",
+                    float(rng.integers(4, 6) if liked else rng.integers(1, 3)),
+                    int(rng.integers(0, 10**6)),
+                )
+            )
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+
+
+def write_warehouse(root: Path, ratings: pd.DataFrame | None = None, index_tables: bool = False) -> Path:
+    ratings = planted_ratings() if ratings is None else ratings
+    (root / "ratings").mkdir(parents=True, exist_ok=True)
+    ratings.to_parquet(root / "ratings" / "part-0.parquet", index=False)
+    items = sorted(ratings["item_id"].unique())
+    (root / "items").mkdir(exist_ok=True)
+    pd.DataFrame({"item_id": items, "title": [f"Title of {i}" for i in items]}).to_parquet(
+        root / "items" / "part-0.parquet"
+    )
+    (root / "datasets").mkdir(exist_ok=True)
+    pd.DataFrame({"source": ["test"], "rating_min": [1.0], "rating_max": [5.0]}).to_parquet(
+        root / "datasets" / "part-0.parquet"
+    )
+    if index_tables:
+        for column, table in (("user_id", "user_index"), ("item_id", "item_index")):
+            ids = sorted(ratings[column].unique(), reverse=True)  # deliberately not the sorted order
+            (root / table).mkdir(exist_ok=True)
+            pd.DataFrame({"id": ids, "index": np.arange(len(ids), dtype=np.int64)}).to_parquet(
+                root / table / "part-0.parquet"
+            )
+    return root
+
+
+def planted_choices(n_users=90, n_items=60, per_user=12, seed=0) -> pd.DataFrame:
+    """User u rates only items of group u % 3: *which* items get rated carries the taste."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        own = [i for i in range(n_items) if i % N_GROUPS == u % N_GROUPS]
+        for i in rng.choice(own, per_user, replace=False):
+            rows.append((f"u{u}", f"i{i}", float(rng.integers(1, 6)), int(rng.integers(0, 10**6))))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+
+
+def rating_interactions(n_users=200, n_items=150, n=20000, k=3, seed=0) -> Interactions:
+    """Ratings from a rank-k taste model plus noise."""
+    rng = np.random.default_rng(seed)
+    uv, iv = rng.normal(size=(n_users, k)), rng.normal(size=(n_items, k))
+    users, items = rng.integers(0, n_users, n), rng.integers(0, n_items, n)
+    ratings = np.clip(3.0 + 0.8 * np.einsum("ij,ij->i", uv[users], iv[items]) + rng.normal(0, 0.3, n), 1, 5)
+    return Interactions(users, items, ratings, rng.integers(0, 10**6, n))
+
+
+def choice_interactions(n_users=300, n_items=120, per_user=30, seed=0) -> Interactions:
+    """Each user rates items of their own taste group mostly: who-rates-what has structure."""
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(0, 4, n_users)
+    item_group = np.arange(n_items) % 4
+    users, items = [], []
+    for u in range(n_users):
+        own = np.flatnonzero(item_group == groups[u])
+        picks = rng.choice(own, per_user, replace=False)
+        users += [u] * per_user
+        items += picks.tolist()
+    users, items = np.array(users), np.array(items)
+    return Interactions(users, items, rng.integers(1, 6, len(users)).astype(float))
+
+
+# -- a Spark standalone cluster (one master, one worker) on 127.0.0.1 --------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spark_home() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+def start(cls: str, args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1"}
+    return subprocess.Popen(
+        [str(spark_home() / "bin" / "spark-class"), cls, *args],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def alive_workers(ui_port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as reply:
+            return sum(w["state"] == "ALIVE" for w in json.load(reply).get("workers", []))
+    except OSError:
+        return 0
+
+
+@contextmanager
+def standalone_cluster(workdir: Path, cores: int = 2, memory: str = "3g", timeout: float = 90):
+    """Yields the master URL once a worker has registered; stops both processes by PID."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, ui_port, worker_ui = free_port(), free_port(), free_port()
+    master = start(
+        "org.apache.spark.deploy.master.Master",
+        ["--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui_port)],
+        workdir / "master.log",
+    )
+    worker = None
+    try:
+        url = f"spark://127.0.0.1:{port}"
+        worker = start(
+            "org.apache.spark.deploy.worker.Worker",
+            [
+                url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                str(cores),
+                "--memory",
+                memory,
+                "--webui-port",
+                str(worker_ui),
+                "--work-dir",
+                str(workdir / "work"),
+            ],
+            workdir / "worker.log",
+        )
+        deadline = time.monotonic() + timeout
+        while alive_workers(ui_port) < 1:
+            if time.monotonic() > deadline or master.poll() is not None or worker.poll() is not None:
+                logs = "\n".join((workdir / f).read_text()[-2000:] for f in ("master.log", "worker.log"))
+                raise RuntimeError(f"Spark standalone cluster did not come up:\n{logs}")
+            time.sleep(0.5)
+        yield {"url": url, "ui_port": ui_port, "pids": (master.pid, worker.pid)}
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(master)

@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+import torch
+
+from cfmodel.errors import CfrecError
+from cfmodel.evaluation.holdout import holdout_metrics
+from cfmodel.training.interactions import Interactions
+from cfmodel.training.config import MODEL_DEFAULTS, TrainConfig
+from cfmodel.training.loop import cpu_threads, fit, one_cycle, resolve_device
+from cfmodel.training.models import model_for
+from cfmodel.training.splits import split
+from support import choice_interactions, rating_interactions
+
+
+def test_one_cycle_warms_up_then_anneals_with_momentum_cycling():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1e-2)
+    scheduler = one_cycle(optimizer, 1e-2, total_steps=100)
+    lrs, betas = [], []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        betas.append(optimizer.param_groups[0]["betas"][0])
+        optimizer.step()
+        scheduler.step()
+    peak = int(np.argmax(lrs))
+    assert 20 <= peak <= 30
+    assert lrs[0] == pytest.approx(1e-2 / 25)
+    assert lrs[peak] == pytest.approx(1e-2, rel=1e-3)
+    assert lrs[-1] < 1e-5
+    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1 : peak + 1]))  # rising
+    assert all(a >= b for a, b in zip(lrs[peak:-1], lrs[peak + 1 :]))  # then falling
+    assert betas[0] == pytest.approx(0.95) and betas[peak] == pytest.approx(0.85, abs=1e-3)
+    assert betas[-1] == pytest.approx(0.95, abs=1e-3)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(CfrecError):
+        resolve_device("tpu-please")
+    with pytest.raises(CfrecError, match="unsupported device"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(CfrecError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_config_takes_each_models_defaults_and_keeps_overrides():
+    assert TrainConfig().model == "dot" and TrainConfig().lr == MODEL_DEFAULTS["dot"]["lr"]
+    rank = TrainConfig(model="rank")
+    assert rank.n_factors == MODEL_DEFAULTS["rank"]["n_factors"] and rank.bs == MODEL_DEFAULTS["rank"]["bs"]
+    tuned = TrainConfig.for_model("nn", lr=1e-3, epochs=None)
+    assert tuned.lr == 1e-3 and tuned.epochs == MODEL_DEFAULTS["nn"]["epochs"] and tuned.n_factors is None
+    assert TrainConfig.from_dict(tuned.as_dict()) == tuned
+    with pytest.raises(CfrecError, match="unknown model type"):
+        TrainConfig(model="svd")
+    with pytest.raises(CfrecError, match="epochs must be at least 1"):
+        TrainConfig(epochs=0).check()
+
+
+def test_fit_learns_planted_structure():
+    data = rating_interactions()
+    train, valid = split(data, 0.2, seed=1)
+    config = TrainConfig.for_model("dot", n_factors=8, epochs=8, lr=2e-2, wd=0.01, bs=256, seed=1)
+    model = model_for(config, 200, 150, (0.0, 5.5))
+    result = fit(model, train, valid, config, torch.device("cpu"), progress=False)
+    assert [h["epoch"] for h in result.history] == list(range(1, 9))
+    baseline = float(np.sqrt(np.mean((valid.ratings - train.ratings.mean()) ** 2)))
+    assert result.history[-1]["valid_rmse"] < 0.6 * baseline
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert len(result.batch_losses) == 8 * int(np.ceil(len(train) / 256))
+    assert {"valid_loss", "valid_rmse", "valid_mae", "seconds"} <= set(result.history[-1])
+
+
+def test_fit_is_reproducible_from_the_seed():
+    data = rating_interactions(n=3000)
+    config = TrainConfig.for_model("dot", n_factors=4, epochs=2, seed=3)
+    runs = []
+    for _ in range(2):
+        model = model_for(config, 200, 150, (0.0, 5.5))
+        fit(model, data, None, config, torch.device("cpu"), progress=False)
+        runs.append(model.u_weight.weight.detach().clone())
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_nn_learns_planted_structure():
+    data = rating_interactions(n=15000)
+    train, valid = split(data, 0.2, seed=0)
+    config = TrainConfig.for_model("nn", epochs=6, lr=1e-2, wd=0.01, layers=(32,), seed=0)
+    result = fit(model_for(config, 200, 150, (0.0, 5.5)), train, valid, config, torch.device("cpu"), progress=False)
+    baseline = float(np.sqrt(np.mean((valid.ratings - train.ratings.mean()) ** 2)))
+    assert result.history[-1]["valid_rmse"] < 0.85 * baseline
+
+
+@pytest.mark.parametrize("loss, n_negatives", [("softmax", 4096), ("softmax", 40), ("bpr", 0)])
+def test_rank_model_learns_who_rates_what_better_than_popularity(loss, n_negatives):
+    data = choice_interactions()
+    train, valid = split(data, 0.2, seed=0)
+    config = TrainConfig.for_model(
+        "rank", n_factors=16, epochs=10, lr=2e-2, bs=256, loss=loss, n_negatives=n_negatives, patience=None
+    )
+    model = model_for(config, 300, 120, None)
+    result = fit(model, train, valid, config, torch.device("cpu"), progress=False)
+    measured = holdout_metrics(model, train, valid, 120)
+    assert measured["model"]["ndcg@10"] > measured["popularity"]["ndcg@10"] + 0.1
+    assert result.history[-1]["valid_ndcg@10"] == pytest.approx(measured["model"]["ndcg@10"], abs=1e-9)
+
+
+def test_rank_min_rating_filters_positives_and_errors_when_nothing_is_left():
+    data = choice_interactions(n_users=20, per_user=5)
+    config = TrainConfig.for_model("rank", min_rating=6.0, epochs=1)
+    with pytest.raises(CfrecError, match="no rating is >= min_rating 6.0"):
+        fit(model_for(config, 20, 120, None), data, None, config, torch.device("cpu"), progress=False)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch():
+    # A learning rate far too high for tiny data: validation gets worse after the first epochs.
+    data = rating_interactions(n_users=30, n_items=30, n=600, seed=2)
+    train, valid = split(data, 0.3, seed=0)
+    config = TrainConfig.for_model("dot", n_factors=32, epochs=30, lr=0.3, wd=0.0, bias_wd=0.0, bs=16, patience=2)
+    model = model_for(config, 30, 30, (0.0, 5.5))
+    result = fit(model, train, valid, config, torch.device("cpu"), progress=False)
+    assert result.stopped_early and len(result.history) < 30
+    best = min(result.history, key=lambda h: h["valid_rmse"])
+    assert result.best_epoch == best["epoch"]
+    from cfmodel.evaluation.holdout import predict
+    from cfmodel.evaluation.metrics import rmse
+
+    restored = rmse(predict(model, valid.users, valid.items), valid.ratings)
+    assert restored == pytest.approx(best["valid_rmse"], abs=1e-5)
+
+
+def test_small_models_train_on_one_thread_and_the_setting_is_restored():
+    before = torch.get_num_threads()
+    with cpu_threads(torch.nn.Linear(2, 2), torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_batches_cover_every_row_and_never_leave_a_single_row_for_batch_norm():
+    from cfmodel.training.loop import batch_bounds
+
+    assert batch_bounds(10, 4) == [0, 4, 8, 10]
+    assert batch_bounds(9, 4) == [0, 4, 9]
+    assert batch_bounds(1, 4) == [0, 1]
+    data = rating_interactions(n=257)  # 256 + 1: the last row would be a batch of its own
+    config = TrainConfig.for_model("nn", epochs=1, bs=256)
+    result = fit(model_for(config, 200, 150, (0.0, 5.5)), data, None, config, torch.device("cpu"), progress=False)
+    assert len(result.batch_losses) == 1

@@ -1,0 +1,72 @@
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cfmodel.training.interactions import Interactions
+from cfmodel.training.config import TrainConfig
+from cfmodel.training.losses import BprLoss, RatingLoss, SoftmaxLoss, make_loss
+from cfmodel.training.models import EmbeddingDotBias, EmbeddingDotRank
+
+
+def rank_model(n_users=5, n_items=8):
+    torch.manual_seed(0)
+    model = EmbeddingDotRank(n_users, n_items, n_factors=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    return model
+
+
+def test_full_softmax_is_cross_entropy_over_the_catalog():
+    model = rank_model()
+    users, items = torch.tensor([0, 1, 4]), torch.tensor([7, 2, 2])
+    loss = SoftmaxLoss(8, n_negatives=8, item_counts=torch.ones(8))
+    assert loss.full
+    expected = F.cross_entropy(model.score_all(users), items)
+    torch.testing.assert_close(loss(model, users, items, torch.ones(3)), expected)
+
+
+def test_sampled_softmax_masks_accidental_hits_and_approaches_the_full_loss():
+    model = rank_model(n_items=50)
+    users, items = torch.arange(5), torch.tensor([0, 1, 2, 3, 4])
+    generator = torch.Generator().manual_seed(0)
+    sampled = SoftmaxLoss(50, n_negatives=49, item_counts=torch.ones(50), generator=generator)
+    assert not sampled.full
+    values = torch.stack([sampled(model, users, items, torch.ones(5)) for _ in range(300)])
+    assert torch.isfinite(values).all()
+    full = F.cross_entropy(model.score_all(users), items)
+    # With uniform sampling and the logQ correction the sampled loss estimates the full one.
+    assert abs(values.mean().item() - full.item()) < 0.25 * full.item()
+
+
+def test_weight_by_rating_weights_each_positive():
+    model = rank_model()
+    users, items = torch.tensor([0, 1]), torch.tensor([3, 4])
+    per_row = F.cross_entropy(model.score_all(users), items, reduction="none")
+    weighted = SoftmaxLoss(8, 0, torch.ones(8), weight_by_rating=True)
+    ratings = torch.tensor([1.0, 3.0])
+    torch.testing.assert_close(weighted(model, users, items, ratings), (per_row * ratings).sum() / 4)
+
+
+def test_bpr_is_log_sigmoid_of_the_margin_against_a_drawn_item():
+    model = rank_model()
+    generator = torch.Generator().manual_seed(5)
+    bpr = BprLoss(8, None, False, generator)
+    users, items = torch.tensor([0, 2]), torch.tensor([1, 6])
+    negatives = torch.randint(0, 8, items.shape, generator=torch.Generator().manual_seed(5))
+    expected = -F.logsigmoid(model(users, items) - model(users, negatives)).mean()
+    torch.testing.assert_close(bpr(model, users, items, torch.ones(2)), expected)
+
+
+def test_min_rating_keeps_only_positives():
+    data = Interactions(np.array([0, 0, 1]), np.array([1, 2, 3]), np.array([2.0, 4.0, 5.0]))
+    loss = SoftmaxLoss(8, 0, torch.ones(8), min_rating=4.0)
+    assert loss.prepare(data).items.tolist() == [2, 3]
+
+
+def test_rating_models_get_mean_squared_error():
+    model = EmbeddingDotBias(3, 3, 2)
+    loss = make_loss(model, TrainConfig(), Interactions([0], [0], [3.0]), torch.device("cpu"), torch.Generator())
+    assert isinstance(loss, RatingLoss)
+    users, items, ratings = torch.tensor([0, 1]), torch.tensor([2, 0]), torch.tensor([1.0, 5.0])
+    torch.testing.assert_close(loss(model, users, items, ratings), ((model(users, items) - ratings) ** 2).mean())
