@@ -212,7 +212,8 @@ def to_argv(config: Any, only: tuple[str, ...] | None = None) -> list[str]:
             if value == (not opt.negate):
                 argv.append(opt.flag)
             continue
-        argv += [opt.flag, _shown(value)]
+        text = _shown(value)
+        argv += [f"{opt.flag}={text}"] if text.startswith("-") else [opt.flag, text]
     return argv
 
 

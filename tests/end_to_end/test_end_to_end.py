@@ -43,70 +43,93 @@ def assert_recommendations(warehouse, run_date, ml100k, model_version):
     return recs
 
 
-def test_cfrec_run_on_movielens_100k(spark, ml100k, tmp_path, capsys):
-    warehouse, run_date = tmp_path / "wh", "2026-11-20"
-    argv = [
-        "run",
-        "--source",
-        "movielens-100k",
-        "--input",
-        str(ml100k),
-        "--warehouse",
-        str(warehouse),
-        "--run-date",
-        run_date,
-    ]
-    assert main(argv) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["ingest"]["input_rows"] == 100_000 and report["ingest"]["clean_rows"] == 100_000
-    assert report["ingest"]["rejected_rows"] == 0 and report["ingest"]["item_rows"] == N_ITEMS
-    assert report["train"]["valid_rmse"] < 0.95
-    assert report["score"]["rows"] == N_USERS * TOP_N and report["score"]["users_without_vector"] == 0
+RUN_DATE = "2026-11-21"
+# Options away from their defaults, given to `cfrec run` and to the DAG alike.
+OPTIONS = {"epochs": 4, "similar_k": 5, "gate_tolerance": 0.02}
+# Columns that record when and how long, not what.
+VOLATILE = {"ingest_report": ["seconds"], "model_runs": ["created_at", "train_seconds"]}
+COMPARED = ("ratings", "items", "users", "ingest_report", "quality", "recommendations", "similar_items",
+            "item_factors", "user_factors", "metrics", "model_runs", "user_index", "item_index", "datasets")
 
-    first = assert_recommendations(warehouse, run_date, ml100k, f"dot-{run_date}")
+
+def frozen(value):
+    """Arrays, lists and maps (lists of pairs) as nested tuples: comparable and sortable."""
+    if hasattr(value, "__len__") and not isinstance(value, str):
+        return tuple(frozen(v) for v in value)
+    return value
+
+
+def table(warehouse, name):
+    frame = pd.read_parquet(warehouse / name).drop(columns=VOLATILE.get(name, [])).map(frozen)
+    return frame.sort_values(list(frame.columns)).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def nights(ml100k, airflow_db, tmp_path_factory, spark):
+    """ML-100k through `cfrec run` in-process and through the nightly DAG, into two warehouses."""
+    root = tmp_path_factory.mktemp("nights")
+    argv = ["run", "--source", "movielens-100k", "--input", str(ml100k), "--warehouse", str(root / "cli"),
+            "--run-date", RUN_DATE]
+    for name, value in OPTIONS.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    assert main(argv) == 0
+    conf = {"source": "movielens-100k", "input_path": str(ml100k), "warehouse": str(root / "dag"), **OPTIONS}
+    dag_run = airflow_local.run_dag("cfrec_nightly", datetime(2026, 11, 21, tzinfo=UTC), conf)
+    return root / "cli", root / "dag", dag_run
+
+
+def test_cfrec_run_on_movielens_100k(nights, ml100k, capsys, spark):
+    warehouse = nights[0]
+    assert main(["sql", "--warehouse", str(warehouse), "--format", "json",
+                 "SELECT input_rows, clean_rows, rejected_rows, item_rows FROM ingest_report"]) == 0
+    report = json.loads(capsys.readouterr().out)[0]
+    assert (report["input_rows"], report["clean_rows"], report["rejected_rows"]) == (100_000, 100_000, 0)
+    assert report["item_rows"] == N_ITEMS
+
+    first = assert_recommendations(warehouse, RUN_DATE, ml100k, f"dot-{RUN_DATE}")
     items = pd.read_parquet(warehouse / "items").set_index("item_id")
     assert items.loc["543", "title"] == "Misérables, Les (1995)"
     assert items.loc["1", "year"] == 1995 and list(items.loc["1", "genres"]) == ["Animation", "Children's", "Comedy"]
 
-    config = json.loads((warehouse / "models" / f"dot-{run_date}" / "config.json").read_text())
+    config = json.loads((warehouse / "models" / f"dot-{RUN_DATE}" / "config.json").read_text())
     assert (config["n_users"], config["n_items"], config["n_factors"], config["y_range"]) == (
-        N_USERS,
-        N_ITEMS,
-        50,
-        [0.0, 5.5],
-    )
+        N_USERS, N_ITEMS, 50, [0.0, 5.5])
+    assert config["train"]["epochs"] == OPTIONS["epochs"]
+    metrics = json.loads((warehouse / "models" / f"dot-{RUN_DATE}" / "metrics.json").read_text())
+    assert metrics["valid_rmse"] < 0.95
+    assert pd.read_parquet(warehouse / "similar_items").groupby("item_id").size().eq(OPTIONS["similar_k"]).all()
 
     # Re-scoring the same date replaces the partition rather than adding to it.
-    assert main(["score", "--warehouse", str(warehouse), "--run-date", run_date]) == 0
+    assert main(["score", "--warehouse", str(warehouse), "--run-date", RUN_DATE]) == 0
     capsys.readouterr()
-    again = assert_recommendations(warehouse, run_date, ml100k, f"dot-{run_date}")
+    again = assert_recommendations(warehouse, RUN_DATE, ml100k, f"dot-{RUN_DATE}")
     pd.testing.assert_frame_equal(
         first.sort_values(["user_id", "rank"]).reset_index(drop=True),
         again.sort_values(["user_id", "rank"]).reset_index(drop=True),
     )
-    assert [p.name for p in (warehouse / "recommendations").iterdir()] == [f"run_date={run_date}"]
+    assert [p.name for p in (warehouse / "recommendations").iterdir()] == [f"run_date={RUN_DATE}"]
 
 
-def test_nightly_dag_on_movielens_100k(airflow_db, ml100k, tmp_path):
-    warehouse = tmp_path / "wh"
-    logical_date = datetime(2026, 11, 21, tzinfo=UTC)
-    conf = {"source": "movielens-100k", "input_path": str(ml100k), "warehouse": str(warehouse), "top_n": TOP_N}
-    dag_run = airflow_local.run_dag("cfrec_nightly", logical_date, conf)
+def test_nightly_dag_on_movielens_100k(nights, ml100k):
+    warehouse, dag_run = nights[1], nights[2]
     states = airflow_local.task_states(dag_run)
     assert dag_run.state == "success", states
     assert set(states.values()) == {"success"} and {"ingest", "train", "score", "publish_tables"} <= set(states), states
-
-    assert_recommendations(warehouse, "2026-11-21", ml100k, "dot-2026-11-21")
-    report = pd.read_parquet(warehouse / "ingest_report" / "run_date=2026-11-21").iloc[0]
-    assert report["input_rows"] == 100_000 and report["clean_rows"] == 100_000
-    metrics = json.loads((warehouse / "models" / "dot-2026-11-21" / "metrics.json").read_text())
-    assert metrics["valid_rmse"] < 0.95
-    assert (warehouse / "models" / "CURRENT").read_text().strip() == "dot-2026-11-21"
-    for table in ("similar_items", "item_factors", "user_factors", "model_runs", "metrics/run_date=2026-11-21"):
-        assert (warehouse / table / "_SUCCESS").exists(), table
+    assert_recommendations(warehouse, RUN_DATE, ml100k, f"dot-{RUN_DATE}")
+    assert (warehouse / "models" / "CURRENT").read_text().strip() == f"dot-{RUN_DATE}"
+    for name in ("similar_items", "item_factors", "user_factors", "model_runs", f"metrics/run_date={RUN_DATE}"):
+        assert (warehouse / name / "_SUCCESS").exists(), name
 
     # What `make demo` prints at the end: each shown user's recommendations with titles and scores.
-    shown = describe_output(warehouse, "2026-11-21")
-    recs = pd.read_parquet(warehouse / "recommendations" / "run_date=2026-11-21")
+    shown = describe_output(warehouse, RUN_DATE)
+    recs = pd.read_parquet(warehouse / "recommendations" / f"run_date={RUN_DATE}")
     best = recs[(recs["user_id"] == recs["user_id"].iloc[0]) & (recs["rank"] == 1)].iloc[0]
     assert f" 1. {best['title']}  [" in shown and f"predicted {best['score']:.2f}" in shown
+
+
+def test_cfrec_run_and_the_nightly_dag_write_identical_tables(nights):
+    cli, dag, _ = nights
+    for name in COMPARED:
+        pd.testing.assert_frame_equal(table(cli, name), table(dag, name), obj=name)
+    decisions = [json.loads((w / "models" / f"dot-{RUN_DATE}" / "promotion.json").read_text()) for w in (cli, dag)]
+    assert [d["promoted"] for d in decisions] == [True, True] and decisions[0]["reason"] == decisions[1]["reason"]
