@@ -223,10 +223,10 @@ def bench_nn(spark, data: Path | None, shape: dict, sample_users: int, top_n: in
     """The nn model scores every (user, item) pair in vectorised chunks: time it on ml-100k through
     Spark, and on the 25M shape on a sample of users in one process, extrapolated."""
     import pyarrow as pa
+    from cfmodel.scoring.scorers import scorer_for
 
     from cfmodel.scoring.popularity import Popularity
     from cfmodel.scoring.recommend import ScoringContext, recommend_batch
-    from cfmodel.scoring.scorers import scorer_for
 
     rows = []
     if data is not None:

@@ -34,7 +34,7 @@ def spark_als(train_path: Path, test_path: Path, rank: int, seed: int) -> dict:
     from pyspark.ml.recommendation import ALS
 
     from cfmodel.evaluation.holdout import holdout_metrics
-    from cfmodel.ingest.layouts import get_layout
+    from cfmodel.ingest.source_options import get_layout
     from cfmodel.spark import get_spark
     from cfmodel.training.ids import IdIndex
     from cfmodel.training.interactions import Interactions
@@ -127,7 +127,10 @@ def ratio(a, b) -> str:
 
 
 def print_table(rows: list[dict], als: dict | None, popularity: dict) -> None:
-    header = f"{'model':<22}{'RMSE':>8}{'vs ALS':>8}{'NDCG@10':>9}{'vs pop':>8}{'P@10':>7}{'MAP@10':>8}{'cov@10':>8}{'train s':>9}{'vs ALS':>8}  target"
+    header = (
+        f"{'model':<22}{'RMSE':>8}{'vs ALS':>8}{'NDCG@10':>9}{'vs pop':>8}{'P@10':>7}{'MAP@10':>8}{'cov@10':>8}"
+        f"{'train s':>9}{'vs ALS':>8}  target"
+    )
     print(header)
     print("-" * len(header))
     for row in [*rows, *([als] if als else []), {"model": "most popular", **popularity}]:

@@ -9,10 +9,10 @@ themselves are `cfmodel.training.config.TrainConfig`. Only the standard library 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from cfmodel.errors import CfrecError
-from cfmodel.ingest.layouts import CSV_DEFAULTS, KNOWN_SOURCES, get_layout
+from cfmodel.ingest.source_options import CSV_DEFAULTS, KNOWN_SOURCES, get_layout
 from cfmodel.options import option
 
 DEFAULT_SOURCE = "movielens-100k"
@@ -30,7 +30,7 @@ def run_date_value(text: str | date) -> str:
 
 
 def today() -> str:
-    return datetime.now(timezone.utc).date().isoformat()
+    return datetime.now(UTC).date().isoformat()
 
 
 def _at_least(name: str, value: float, low: float) -> None:
@@ -43,8 +43,11 @@ class Night:
     """What every step is keyed on: the warehouse it writes and the logical date of the run."""
 
     warehouse: str = option(None, "root folder of the Parquet tables and models", metavar="DIR", required=True)
-    run_date: str = option(None, "logical date of this run, YYYY-MM-DD; names the output partitions "
-                                 "(default: today, UTC)", parse=run_date_value)
+    run_date: str = option(
+        None,
+        "logical date of this run, YYYY-MM-DD; names the output partitions (default: today, UTC)",
+        parse=run_date_value,
+    )
 
     def __post_init__(self) -> None:
         if not self.warehouse:
@@ -61,32 +64,47 @@ def _csv_help(text: str, key: str) -> str:
 class IngestConfig:
     """Which files to read and how: a named source's layout, or the generic `csv` one."""
 
-    source: str = option(DEFAULT_SOURCE, f"layout of the input files: {', '.join(KNOWN_SOURCES)} "
-                                         "(README, 'Sources', describes each)", required=True)
-    input_path: str | None = option(None, "folder holding the source's files (e.g. u.data, u.item); "
-                                          "{ds} is replaced by the run date", flag="--input", metavar="DIR",
-                                    required=True)
-    ratings_file: str | None = option(None, "ratings file name or glob inside --input, instead of the "
-                                            "source's own (e.g. u1.base)", metavar="PATTERN")
+    source: str = option(
+        DEFAULT_SOURCE,
+        f"layout of the input files: {', '.join(KNOWN_SOURCES)} (README, 'Sources', describes each)",
+        required=True,
+    )
+    input_path: str | None = option(
+        None,
+        "folder holding the source's files (e.g. u.data, u.item); {ds} is replaced by the run date",
+        flag="--input",
+        metavar="DIR",
+        required=True,
+    )
+    ratings_file: str | None = option(
+        None, "ratings file name or glob inside --input, instead of the source's own (e.g. u1.base)", metavar="PATTERN"
+    )
     items_file: str | None = option(None, "items file name or glob inside --input", metavar="PATTERN")
     encoding: str | None = option(None, "text encoding of the files, utf-8 or latin-1 (default: the source's)")
-    format: str | None = option(None, "csv only: ratings file format (default: parquet for *.parquet, else csv)",
-                                choices=("csv", "parquet"))
+    format: str | None = option(
+        None, "csv only: ratings file format (default: parquet for *.parquet, else csv)", choices=("csv", "parquet")
+    )
     sep: str | None = option(None, _csv_help("csv only: field separator, e.g. ',' or '\\t'", "sep"))
-    header: bool | None = option(None, "csv only: the files have no header line: columns are then 0-based "
-                                       "positions", flag="--no-header", negate=True)
+    header: bool | None = option(
+        None,
+        "csv only: the files have no header line: columns are then 0-based positions",
+        flag="--no-header",
+        negate=True,
+    )
     user_col: str | None = option(None, _csv_help("csv only: user id column", "user_col"))
     item_col: str | None = option(None, _csv_help("csv only: item id column", "item_col"))
     rating_col: str | None = option(None, _csv_help("csv only: rating column", "rating_col"))
     timestamp_col: str | None = option(None, "csv only: timestamp column, epoch seconds or ISO-8601 (default: none)")
     rating_min: float | None = option(None, "csv only: lowest valid rating (default: inferred from the data)")
     rating_max: float | None = option(None, "csv only: highest valid rating (default: inferred from the data)")
-    rating_step: float | None = option(None, "csv only: ratings must be rating-min plus a whole number of "
-                                             "steps, e.g. 0.5")
+    rating_step: float | None = option(
+        None, "csv only: ratings must be rating-min plus a whole number of steps, e.g. 0.5"
+    )
     item_id_col: str | None = option(None, _csv_help("csv only: item id column of the items file", "item_id_col"))
     title_col: str | None = option(None, _csv_help("csv only: title column of the items file", "title_col"))
-    genres_col: str | None = option(None, "csv only: genres column of the items file, values separated by "
-                                          "--genre-sep (default: none)")
+    genres_col: str | None = option(
+        None, "csv only: genres column of the items file, values separated by --genre-sep (default: none)"
+    )
     genre_sep: str | None = option(None, _csv_help("csv only: separator between genres", "genre_sep"))
 
     def __post_init__(self) -> None:
@@ -95,8 +113,11 @@ class IngestConfig:
     def layout_options(self) -> dict:
         """The options given for the layout (`get_layout`'s keyword arguments), defaults left out."""
         skip = ("source", "input_path")
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip
-                and getattr(self, f.name) is not None}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in skip and getattr(self, f.name) is not None
+        }
 
     def input_for(self, run_date: str) -> str:
         """The input folder of a night: `/data/in/{ds}` -> `/data/in/2026-11-23`."""
@@ -118,11 +139,14 @@ def _drop_fraction(value: float | str) -> float | None:
 class QualityConfig:
     """The data-quality gate between ingest and training."""
 
-    max_reject_fraction: float = option(0.01, "fail when more than this fraction of the night's rating (or item) "
-                                              "rows was rejected for a defect")
-    max_drop_fraction: float | None = option(0.5, "fail when clean rows fell by more than this fraction against "
-                                                  "the previous run; -1 turns the check off",
-                                             parse=_drop_fraction)
+    max_reject_fraction: float = option(
+        0.01, "fail when more than this fraction of the night's rating (or item) rows was rejected for a defect"
+    )
+    max_drop_fraction: float | None = option(
+        0.5,
+        "fail when clean rows fell by more than this fraction against the previous run; -1 turns the check off",
+        parse=_drop_fraction,
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_reject_fraction <= 1:
@@ -143,21 +167,32 @@ class TrainRun:
 
     device: str = option("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     warm_start: str | None = option(
-        WARM_START_PREVIOUS, f"start from a previous model's vectors for the ids it knew: '{WARM_START_PREVIOUS}' (the latest model "
-              "of the same type promoted before the run date) or a VERSION; 'none' starts fresh",
-        nargs="?", const=WARM_START_PREVIOUS, metavar="VERSION", parse=_warm_start)
-    version_suffix: str = option("", "appended to the version name, for models of the same type and date "
-                                     "trained on another schedule (e.g. -full)")
+        WARM_START_PREVIOUS,
+        f"start from a previous model's vectors for the ids it knew: '{WARM_START_PREVIOUS}' (the latest model "
+        "of the same type promoted before the run date) or a VERSION; 'none' starts fresh",
+        nargs="?",
+        const=WARM_START_PREVIOUS,
+        metavar="VERSION",
+        parse=_warm_start,
+    )
+    version_suffix: str = option(
+        "",
+        "appended to the version name, for models of the same type and date trained on another schedule (e.g. -full)",
+    )
 
 
 @dataclass(frozen=True)
 class GateConfig:
     """The model gate: a candidate becomes current only if it is not worse than the model it replaces."""
 
-    gate_tolerance: float = option(0.01, "promote the new model only if its validation metric is no worse than "
-                                         "the model promoted before the run date by more than this fraction")
-    gate_metric: str | None = option(None, "validation metric the gate compares (default: the first of rmse, "
-                                           "ndcg@10 both models report)")
+    gate_tolerance: float = option(
+        0.01,
+        "promote the new model only if its validation metric is no worse than "
+        "the model promoted before the run date by more than this fraction",
+    )
+    gate_metric: str | None = option(
+        None, "validation metric the gate compares (default: the first of rmse, ndcg@10 both models report)"
+    )
 
     def __post_init__(self) -> None:
         if self.gate_tolerance < 0:
@@ -176,8 +211,12 @@ class ScoreConfig:
 @dataclass(frozen=True)
 class TablesConfig:
     similar_k: int = option(20, "neighbours per item in the similar_items table")
-    tables: bool = option(True, "write only the recommendations, not similar_items, factors, metrics and "
-                                "model_runs", flag="--no-tables", negate=True)
+    tables: bool = option(
+        True,
+        "write only the recommendations, not similar_items, factors, metrics and model_runs",
+        flag="--no-tables",
+        negate=True,
+    )
 
     def __post_init__(self) -> None:
         if self.similar_k < 1:

@@ -17,7 +17,14 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cfmodel.config import (
-    WARM_START_PREVIOUS, GateConfig, IngestConfig, Night, QualityConfig, ScoreConfig, TablesConfig, TrainRun,
+    WARM_START_PREVIOUS,
+    GateConfig,
+    IngestConfig,
+    Night,
+    QualityConfig,
+    ScoreConfig,
+    TablesConfig,
+    TrainRun,
 )
 from cfmodel.errors import CfrecError
 from cfmodel.training.config import TrainConfig
@@ -92,11 +99,17 @@ def train(night: Night, model: TrainConfig, run: TrainRun | None = None, **fit_o
         previous = registry.promoted_before(night.run_date, model.model)
         if previous is None:
             log.info("warm start: no %s model promoted before %s; training from scratch", model.model, night.run_date)
-    trained = fit_model(night.warehouse, night.run_date, model, run.device, previous, run.version_suffix,
-                        **fit_options)
+    trained = fit_model(night.warehouse, night.run_date, model, run.device, previous, run.version_suffix, **fit_options)
     valid = trained.metrics.get("valid", {})
-    return TrainResult(trained.version, trained.config.device, previous, valid.get("model", {}),
-                       valid.get("popularity", {}), trained.metrics["train_seconds"], trained.metrics["epochs_run"])
+    return TrainResult(
+        trained.version,
+        trained.config.device,
+        previous,
+        valid.get("model", {}),
+        valid.get("popularity", {}),
+        trained.metrics["train_seconds"],
+        trained.metrics["epochs_run"],
+    )
 
 
 def evaluate(night: Night, version: str) -> MetricsReport:

@@ -7,6 +7,10 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 # Every cfrec Spark application, local or submitted by the DAGs.
 SESSION_CONF = {
@@ -34,7 +38,7 @@ def build_code_zip(dest_dir: str | Path) -> Path:
     return target
 
 
-def ship_code(spark) -> Path | None:
+def ship_code(spark: SparkSession) -> Path | None:
     """On a cluster, send this driver's cfmodel to every executor (like --py-files), so jobs run
     unchanged wherever spark_default points. Executors still need the third-party dependencies."""
     context = spark.sparkContext
@@ -48,7 +52,7 @@ def ship_code(spark) -> Path | None:
     return shipped
 
 
-def get_spark(app_name: str = "cfrec"):
+def get_spark(app_name: str = "cfrec") -> SparkSession:
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)

@@ -9,10 +9,9 @@ from cfmodel.datasets.synth import SynthSpec
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
-    from cfrec_airflow.demo import run_demo
-
     from cfmodel import options
     from cfmodel.config import ScoreConfig
+    from cfrec_airflow.demo import run_demo
 
     top_n = options.from_namespace(ScoreConfig, args).top_n
     return run_demo(args.workdir, users=args.users, items=args.items, ratings=args.ratings, top_n=top_n)
@@ -23,8 +22,10 @@ def cmd_airflow(args: argparse.Namespace) -> dict:
 
     if args.action == "start":
         info = server.start(args.home, port=args.port, data_dir=args.data_dir)
-        print(f"Airflow is up at {info['url']} (user {info['user']}, password {info['password']}); "
-              f"log: {info['log']}. Stop it with 'make stop'.")
+        print(
+            f"Airflow is up at {info['url']} (user {info['user']}, password {info['password']}); "
+            f"log: {info['log']}. Stop it with 'make stop'."
+        )
         return info
     return server.stop(args.home)
 
@@ -34,25 +35,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     from cfmodel.config import ScoreConfig
 
     spec = SynthSpec()
-    p = sub.add_parser("demo", help="synthesize data and run the nightly Airflow DAG on it, in-process",
-                       description="Generate a synthetic data set, run the cfrec_nightly DAG with dag.test() "
-                                   "(SQLite metadata, local Spark) and print a few recommendations. The DAG files "
-                                   "come from $CFREC_DAGS_FOLDER (make demo sets it).")
-    p.add_argument("--workdir", default="demo", metavar="DIR",
-                   help="folder for the data, warehouse and Airflow home (default ./demo)")
+    p = sub.add_parser(
+        "demo",
+        help="synthesize data and run the nightly Airflow DAG on it, in-process",
+        description="Generate a synthetic data set, run the cfrec_nightly DAG with dag.test() "
+        "(SQLite metadata, local Spark) and print a few recommendations. The DAG files "
+        "come from $CFREC_DAGS_FOLDER (make demo sets it).",
+    )
+    p.add_argument(
+        "--workdir",
+        default="demo",
+        metavar="DIR",
+        help="folder for the data, warehouse and Airflow home (default ./demo)",
+    )
     p.add_argument("--users", type=int, default=spec.n_users, help=f"synthetic users (default {spec.n_users})")
     p.add_argument("--items", type=int, default=spec.n_items, help=f"synthetic items (default {spec.n_items})")
     p.add_argument("--ratings", type=int, default=spec.n_ratings, help=f"synthetic ratings (default {spec.n_ratings})")
     options.add_arguments(p, ScoreConfig)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("airflow", help="start or stop a local Airflow server with the cfrec DAGs",
-                       description="Start 'airflow standalone' on 127.0.0.1 in the background (SQLite, local "
-                                   "Spark) with cfrec's DAGs, or stop it and every process it started.")
+    p = sub.add_parser(
+        "airflow",
+        help="start or stop a local Airflow server with the cfrec DAGs",
+        description="Start 'airflow standalone' on 127.0.0.1 in the background (SQLite, local "
+        "Spark) with cfrec's DAGs, or stop it and every process it started.",
+    )
     p.add_argument("action", choices=["start", "stop"], help="start or stop the server")
     p.add_argument("--home", default=".airflow", metavar="DIR", help="AIRFLOW_HOME for the server (default ./.airflow)")
     p.add_argument("--port", type=int, default=8280, help="port of the web UI and API on 127.0.0.1 (default 8280)")
-    p.add_argument("--data-dir", default="demo", metavar="DIR",
-                   help="default input/warehouse root for DAG runs, unless CFREC_INPUT_PATH/CFREC_WAREHOUSE are set "
-                        "(default ./demo)")
+    p.add_argument(
+        "--data-dir",
+        default="demo",
+        metavar="DIR",
+        help="default input/warehouse root for DAG runs, unless CFREC_INPUT_PATH/CFREC_WAREHOUSE are set "
+        "(default ./demo)",
+    )
     p.set_defaults(func=cmd_airflow)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
     from airflow.sdk import DAG
 
+
 def local_environment(airflow_home: Path, dags: Path | None = None) -> dict[str, str]:
     """The environment of a local Airflow: its home, the DAGs folder (default `dags_folder()`),
     SQLite metadata, local Spark and this virtualenv's spark-submit and Python."""

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from cfmodel.errors import CfrecError
 
-
 NIGHTLY_DAG_FILE = "cfrec_nightly.py"
 
 

@@ -9,6 +9,7 @@ Machine-specific settings come from the environment (`cfrec_airflow.settings`) a
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
@@ -45,9 +46,15 @@ def default_args() -> dict[str, Any]:
 def params(*configs: type, **defaults: Any) -> dict[str, Param]:
     """One Param per option of each config class, with its default (or the one given here) and help."""
     out = {
-        "warehouse": Param(settings().warehouse, type="string", description="root folder of the Parquet tables and models"),
-        "shuffle_partitions": Param(int(SHUFFLE_PARTITIONS), type="integer", minimum=1,
-                                    description="spark.sql.shuffle.partitions of the Spark jobs"),
+        "warehouse": Param(
+            settings().warehouse, type="string", description="root folder of the Parquet tables and models"
+        ),
+        "shuffle_partitions": Param(
+            int(SHUFFLE_PARTITIONS),
+            type="integer",
+            minimum=1,
+            description="spark.sql.shuffle.partitions of the Spark jobs",
+        ),
     }
     for config in configs:
         for opt in options.options(config):
@@ -76,11 +83,18 @@ class PipelineJob(SparkSubmitOperator):
     runs, from the run's params through the step's config classes, so they are checked by the
     same code as the command line's before Spark starts."""
 
-    def __init__(self, *, task_id: str, job: str, configs: tuple[type, ...], model_version: bool = False,
-                 **kwargs: Any):
+    def __init__(
+        self, *, task_id: str, job: str, configs: tuple[type, ...], model_version: bool = False, **kwargs: Any
+    ) -> None:
         conf = {**SESSION_CONF, "spark.sql.shuffle.partitions": "{{ params.shuffle_partitions }}"}
-        super().__init__(task_id=task_id, conn_id="spark_default", application=str(settings().jobs_dir / f"{job}.py"),
-                         name=f"cfrec-{task_id}-{{{{ ds }}}}", conf=conf, **kwargs)
+        super().__init__(
+            task_id=task_id,
+            conn_id="spark_default",
+            application=str(settings().jobs_dir / f"{job}.py"),
+            name=f"cfrec-{task_id}-{{{{ ds }}}}",
+            conf=conf,
+            **kwargs,
+        )
         self.configs = configs
         self.model_version = model_version
 
@@ -104,14 +118,12 @@ class PipelineJob(SparkSubmitOperator):
         return super().execute(context)
 
 
-def ingest_steps():
+def ingest_steps() -> tuple[PipelineJob, Any]:
     """ingest >> quality_gate: the night's files into the warehouse, then the data-quality gate."""
     ingest = PipelineJob(task_id="ingest", job="ingest", configs=(IngestConfig,))
 
     @task(task_id="quality_gate")
-    def quality_gate(params=None, ds=None) -> dict:
-        from dataclasses import asdict
-
+    def quality_gate(params: dict | None = None, ds: str | None = None) -> dict:
         from cfmodel import pipeline
 
         return asdict(pipeline.quality(Night(params["warehouse"], ds), options.from_mapping(QualityConfig, params)))
@@ -121,51 +133,51 @@ def ingest_steps():
     return ingest, checked
 
 
-def model_steps():
+def model_steps() -> tuple[Any, Any]:
     """train >> evaluate >> gate >> score >> publish_tables >> publish, keyed on the logical date."""
 
     env = settings()
 
     @task(task_id="train", pool=env.train_pool, queue=env.train_queue)
-    def train(params=None, ds=None) -> dict:
-        from dataclasses import asdict
-
+    def train(params: dict | None = None, ds: str | None = None) -> dict:
         from cfmodel import pipeline
 
-        result = pipeline.train(Night(params["warehouse"], ds), options.from_mapping(TrainConfig, params),
-                                options.from_mapping(TrainRun, params))
+        result = pipeline.train(
+            Night(params["warehouse"], ds),
+            options.from_mapping(TrainConfig, params),
+            options.from_mapping(TrainRun, params),
+        )
         return asdict(result)
 
     @task(task_id="evaluate")
-    def evaluate(candidate: dict, params=None, ds=None) -> dict:
-        from dataclasses import asdict
-
+    def evaluate(candidate: dict, params: dict | None = None, ds: str | None = None) -> dict:
         from cfmodel import pipeline
 
         return asdict(pipeline.evaluate(Night(params["warehouse"], ds), candidate["version"]))
 
     @task(task_id=GATE_TASK)
-    def gate(candidate: dict, evaluation: dict, params=None, ds=None) -> dict:
-        from dataclasses import asdict
-
+    def gate(candidate: dict, evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
         from cfmodel import pipeline
 
-        decision = pipeline.gate(Night(params["warehouse"], ds), candidate["version"],
-                                 options.from_mapping(GateConfig, params))
+        decision = pipeline.gate(
+            Night(params["warehouse"], ds), candidate["version"], options.from_mapping(GateConfig, params)
+        )
         return asdict(decision)
 
     score = PipelineJob(task_id="score", job="score", configs=(ScoreConfig,), model_version=True)
     publish_tables = PipelineJob(task_id="publish_tables", job="publish", configs=(TablesConfig,), model_version=True)
 
     @task(task_id="publish", outlets=[RECOMMENDATIONS])
-    def publish(decision: dict, params=None, ds=None, outlet_events=None) -> dict:
-        from dataclasses import asdict
-
+    def publish(decision: dict, params: dict | None = None, ds: str | None = None, outlet_events: Any = None) -> dict:
         from cfmodel.scoring.recommend import recommendations_summary
 
         summary = asdict(recommendations_summary(params["warehouse"], ds))
-        outlet_events[RECOMMENDATIONS].extra = {"warehouse": params["warehouse"], "run_date": ds,
-                                                "model_version": decision["score_with"], **summary}
+        outlet_events[RECOMMENDATIONS].extra = {
+            "warehouse": params["warehouse"],
+            "run_date": ds,
+            "model_version": decision["score_with"],
+            **summary,
+        }
         return summary
 
     candidate = train()

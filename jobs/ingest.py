@@ -1,4 +1,7 @@
-"""spark-submit entry point: `spark-submit jobs/ingest.py --source S --input DIR --warehouse DIR [--run-date D]`."""
+"""spark-submit entry point of the ingest step (= `cfrec ingest`, every option of it).
+
+spark-submit jobs/ingest.py --source S --input DIR --warehouse DIR [--run-date D] [source options]
+"""
 
 import sys
 

@@ -1,5 +1,8 @@
-"""spark-submit entry point: `spark-submit jobs/publish.py --warehouse DIR [--run-date D] [--model-version V] [--similar-k K]`:
-similar_items, item_factors, user_factors, metrics and model_runs without re-scoring."""
+"""spark-submit entry point of the publish_tables step (= `cfrec tables`): similar_items, item_factors,
+user_factors, metrics and model_runs without re-scoring.
+
+    spark-submit jobs/publish.py --warehouse DIR [--run-date D] [--model-version V] [--similar-k K]
+"""
 
 import sys
 

@@ -1,4 +1,7 @@
-"""spark-submit entry point: `spark-submit jobs/score.py --warehouse DIR [--top-n N] [--run-date D] [--model-version V]`."""
+"""spark-submit entry point of the score step (= `cfrec score`).
+
+spark-submit jobs/score.py --warehouse DIR [--top-n N] [--run-date D] [--model-version V]
+"""
 
 import sys
 

@@ -40,5 +40,3 @@ def airflow_db():
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
-
-

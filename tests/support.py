@@ -41,7 +41,6 @@ def write_lines(path: Path, lines: list[str], encoding: str = "utf-8", newline: 
     return path
 
 
-
 def ingest_files(spark, source: str, input_dir, warehouse, run_date: str, **options) -> dict:
     """The ingest step on a folder of `source` files, its report as a dict."""
     from dataclasses import asdict

@@ -22,10 +22,14 @@ def night_of(args: argparse.Namespace) -> Night:
 
 def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     options.add_arguments(p, IngestConfig, only=("source", "input_path"))
-    options.add_arguments(p.add_argument_group("input files (any source)"), IngestConfig,
-                          only=("ratings_file", "items_file", "encoding"))
-    csv_only = tuple(o.name for o in options.options(IngestConfig)
-                     if o.name not in ("source", "input_path", "ratings_file", "items_file", "encoding"))
+    options.add_arguments(
+        p.add_argument_group("input files (any source)"), IngestConfig, only=("ratings_file", "items_file", "encoding")
+    )
+    csv_only = tuple(
+        o.name
+        for o in options.options(IngestConfig)
+        if o.name not in ("source", "input_path", "ratings_file", "items_file", "encoding")
+    )
     options.add_arguments(p.add_argument_group("generic files (--source csv)"), IngestConfig, only=csv_only)
 
 
@@ -36,8 +40,9 @@ def ingest_config(args: argparse.Namespace) -> IngestConfig:
 def cmd_synth(args: argparse.Namespace) -> dict:
     from cfmodel.datasets.synth import SynthSpec, generate
 
-    return generate(args.dest, SynthSpec(n_users=args.users, n_items=args.items, n_ratings=args.ratings,
-                                         seed=args.seed))
+    return generate(
+        args.dest, SynthSpec(n_users=args.users, n_items=args.items, n_ratings=args.ratings, seed=args.seed)
+    )
 
 
 def cmd_fetch(args: argparse.Namespace) -> dict:
@@ -70,14 +75,16 @@ def cmd_quality(args: argparse.Namespace) -> object:
     return pipeline.quality(night_of(args), options.from_namespace(QualityConfig, args))
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from cfmodel.datasets.fetch import DATASETS
+def add_synth(sub: argparse._SubParsersAction) -> None:
     from cfmodel.datasets.synth import SynthSpec
 
     spec = SynthSpec()
-    p = sub.add_parser("synth", help="write a synthetic MovieLens-100k-shaped data set",
-                       description="Write a synthetic data set with planted latent structure in the "
-                                   "movielens-100k layout.")
+
+    p = sub.add_parser(
+        "synth",
+        help="write a synthetic MovieLens-100k-shaped data set",
+        description="Write a synthetic data set with planted latent structure in the movielens-100k layout.",
+    )
     p.add_argument("--dest", required=True, metavar="DIR", help="folder to write u.data, u.item and u.genre into")
     p.add_argument("--users", type=int, default=spec.n_users, help=f"number of users (default {spec.n_users})")
     p.add_argument("--items", type=int, default=spec.n_items, help=f"number of items (default {spec.n_items})")
@@ -85,27 +92,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=spec.seed, help=f"random seed (default {spec.seed})")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("fetch", help="download a public rating data set (MovieLens, goodbooks-10k, MovieTweetings)",
-                       description="Download a public data set from its official address, verify it, and unpack "
-                                   "it under DEST; prints the folder and --source to ingest it with.")
+
+def add_fetch(sub: argparse._SubParsersAction) -> None:
+    from cfmodel.datasets.fetch import DATASETS
+
+    p = sub.add_parser(
+        "fetch",
+        help="download a public rating data set (MovieLens, goodbooks-10k, MovieTweetings)",
+        description="Download a public data set from its official address, verify it, and unpack "
+        "it under DEST; prints the folder and --source to ingest it with.",
+    )
     p.add_argument("name", choices=sorted(DATASETS), metavar="NAME", help=f"data set: {', '.join(sorted(DATASETS))}")
     p.add_argument("--dest", required=True, metavar="DIR", help="folder to download and unpack into")
-    p.add_argument("--base-url", metavar="URL", help="fetch the same files from this mirror instead (files flat "
-                                                     "under URL)")
+    p.add_argument(
+        "--base-url", metavar="URL", help="fetch the same files from this mirror instead (files flat under URL)"
+    )
     p.add_argument("--retries", type=int, default=4, help="attempts per file on network or server errors (default 4)")
     p.set_defaults(func=cmd_fetch)
 
-    p = sub.add_parser("ingest", help="parse raw rating files into Parquet tables (Spark)",
-                       description="Parse a source's rating and item files into the warehouse's ratings, items, "
-                                   "rejects and ingest_report tables.")
+
+def add_ingest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="parse raw rating files into Parquet tables (Spark)",
+        description="Parse a source's rating and item files into the warehouse's ratings, items, "
+        "rejects and ingest_report tables.",
+    )
     add_ingest_arguments(p)
     add_night(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("quality", help="data-quality gate on a night's ingest (fails on too many rejects)",
-                       description="Check the ingest report of RUN_DATE: fail when the fraction of rejected rows "
-                                   "(blank lines and superseded duplicates aside) exceeds a threshold, or when the "
-                                   "clean row count dropped sharply against the previous run.")
+
+def add_quality(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quality",
+        help="data-quality gate on a night's ingest (fails on too many rejects)",
+        description="Check the ingest report of RUN_DATE: fail when the fraction of rejected rows "
+        "(blank lines and superseded duplicates aside) exceeds a threshold, or when the "
+        "clean row count dropped sharply against the previous run.",
+    )
     add_night(p)
     options.add_arguments(p, QualityConfig)
     p.set_defaults(func=cmd_quality)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    add_synth(sub)
+    add_fetch(sub)
+    add_ingest(sub)
+    add_quality(sub)

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cfrec",
         description="Nightly collaborative-filtering recommendations: Spark ingest, PyTorch training, "
-                    "Parquet top-N tables.",
+        "Parquet top-N tables.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -44,8 +44,16 @@ def train_distributed(args: argparse.Namespace) -> dict:
     if "--nproc" in argv:
         del argv[argv.index("--nproc") : argv.index("--nproc") + 2]
     argv = [a for a in argv if not a.startswith("--nproc=")]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "cfmodel.training.distributed", *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={args.nproc}",
+        "-m",
+        "cfmodel.training.distributed",
+        *argv,
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode
@@ -69,8 +77,13 @@ def cmd_lr_find(args: argparse.Namespace) -> dict:
     plot = Path(args.plot).expanduser()
     plot.parent.mkdir(parents=True, exist_ok=True)
     plot.write_bytes(found.png())
-    return {"model": found.model, "suggested_lr": found.suggested, "suggestions": found.suggestions,
-            "steps": len(found.lrs), "plot": str(plot)}
+    return {
+        "model": found.model,
+        "suggested_lr": found.suggested,
+        "suggestions": found.suggestions,
+        "steps": len(found.lrs),
+        "plot": str(plot),
+    }
 
 
 def cmd_fold_in(args: argparse.Namespace) -> dict:
@@ -83,72 +96,128 @@ def cmd_fold_in(args: argparse.Namespace) -> dict:
 def cmd_interpret(args: argparse.Namespace) -> dict:
     from cfmodel.reporting.interpret import interpret
 
-    return interpret(args.warehouse, args.model_version, args.out, n=args.n, popular=args.popular,
-                     plot_items=args.plot_items, similar_to=args.similar_to)
+    return interpret(
+        args.warehouse,
+        args.model_version,
+        args.out,
+        n=args.n,
+        popular=args.popular,
+        plot_items=args.plot_items,
+        similar_to=args.similar_to,
+    )
 
 
 def _add_model_version(p: argparse.ArgumentParser, what: str = "model to use") -> None:
     p.add_argument("--model-version", default=None, help=f"{what} (default: the current one)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="fit an embedding model (dot, nn or rank) on the ratings table (PyTorch)",
-                       description="Fit a model (--model dot, nn or rank) on the warehouse's ratings, hold out a part "
-                                   "for validation, and save a versioned artifact WAREHOUSE/models/MODEL-RUN_DATE with "
-                                   "the hold-out metrics of the model and the most-popular baseline; the model gate "
-                                   "then decides whether it becomes current, as in the nightly DAG.")
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fit an embedding model (dot, nn or rank) on the ratings table (PyTorch)",
+        description="Fit a model (--model dot, nn or rank) on the warehouse's ratings, hold out a part "
+        "for validation, and save a versioned artifact WAREHOUSE/models/MODEL-RUN_DATE with "
+        "the hold-out metrics of the model and the most-popular baseline; the model gate "
+        "then decides whether it becomes current, as in the nightly DAG.",
+    )
     add_night(p)
     add_train_arguments(p, run_options=("device", "warm_start", "version_suffix"))
     options.add_arguments(p.add_argument_group("model gate"), GateConfig)
-    p.add_argument("--nproc", type=int, default=1, help="train data-parallel in this many processes under torchrun "
-                                                        "(DDP; gloo on CPU, NCCL on GPUs); default 1")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="train data-parallel in this many processes under torchrun (DDP; gloo on CPU, NCCL on GPUs); default 1",
+    )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="train on one rating file, measure on another (rmse and top-10 metrics)",
-                       description="Fit a model on --train and print one JSON line of its metrics on --test: rmse and "
-                                   "mae (rating models), precision, recall, NDCG, MAP and coverage at 10 (every user "
-                                   "with a test rating; candidates = items the user did not rate in train), beside "
-                                   "the most-popular baseline's.")
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="train on one rating file, measure on another (rmse and top-10 metrics)",
+        description="Fit a model on --train and print one JSON line of its metrics on --test: rmse and "
+        "mae (rating models), precision, recall, NDCG, MAP and coverage at 10 (every user "
+        "with a test rating; candidates = items the user did not rate in train), beside "
+        "the most-popular baseline's.",
+    )
     p.add_argument("--source", required=True, help="layout of the rating files, e.g. movielens-100k")
     p.add_argument("--train", required=True, metavar="FILE", help="ratings to train on, e.g. ml-100k/u1.base")
     p.add_argument("--test", required=True, metavar="FILE", help="ratings to measure on, e.g. ml-100k/u1.test")
     add_train_arguments(p, valid_pct=0.0)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("lr-find", help="sweep the learning rate on the ratings table and plot loss against it",
-                       description="fastai's learning-rate finder on the warehouse's ratings (training part): "
-                                   "writes the loss-vs-learning-rate plot and prints the suggested rate.")
+
+def add_lr_find(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "lr-find",
+        help="sweep the learning rate on the ratings table and plot loss against it",
+        description="fastai's learning-rate finder on the warehouse's ratings (training part): "
+        "writes the loss-vs-learning-rate plot and prints the suggested rate.",
+    )
     add_warehouse(p)
     add_train_arguments(p)
-    p.add_argument("--plot", default="lr_find.png", metavar="PNG", help="where to write the plot (default ./lr_find.png)")
+    p.add_argument(
+        "--plot", default="lr_find.png", metavar="PNG", help="where to write the plot (default ./lr_find.png)"
+    )
     p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default 1e-7)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default 10)")
     p.add_argument("--num-it", type=int, default=100, help="batches in the sweep (default 100)")
     p.set_defaults(func=cmd_lr_find)
 
-    p = sub.add_parser("fold-in", help="recommend to new users from a few of their ratings, without retraining",
-                       description="Fit a vector for each user in --ratings with the model's item vectors held "
-                                   "fixed, and print (or write) their top-N items. Rows naming items the model does "
-                                   "not know are listed as rejects with a reason.")
+
+def add_fold_in(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fold-in",
+        help="recommend to new users from a few of their ratings, without retraining",
+        description="Fit a vector for each user in --ratings with the model's item vectors held "
+        "fixed, and print (or write) their top-N items. Rows naming items the model does "
+        "not know are listed as rejects with a reason.",
+    )
     add_warehouse(p)
     p.add_argument("--ratings", required=True, metavar="FILE", help="CSV or TSV with a header: user_id,item_id,rating")
     _add_model_version(p)
     options.add_arguments(p, ScoreConfig)
-    p.add_argument("--l2", type=float, default=None,
-                   help="pull of each new vector towards zero (default: dot 0.05, nn 0.05, rank 0.2)")
-    p.add_argument("--out", default=None, metavar="FILE",
-                   help="write the recommendations here (.parquet or .csv) instead of printing them")
+    p.add_argument(
+        "--l2",
+        type=float,
+        default=None,
+        help="pull of each new vector towards zero (default: dot 0.05, nn 0.05, rank 0.2)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="write the recommendations here (.parquet or .csv) instead of printing them",
+    )
     p.set_defaults(func=cmd_fold_in)
 
-    p = sub.add_parser("interpret", help="item biases, PCA of item vectors (PNG) and nearest items of a model",
-                       description="What a trained model learned: items liked or disliked beyond their raters' tastes "
-                                   "(biases), the three main directions of the item vectors with a labelled scatter "
-                                   "plot, and nearest items by cosine similarity.")
+
+def add_interpret(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "interpret",
+        help="item biases, PCA of item vectors (PNG) and nearest items of a model",
+        description="What a trained model learned: items liked or disliked beyond their raters' tastes "
+        "(biases), the three main directions of the item vectors with a labelled scatter "
+        "plot, and nearest items by cosine similarity.",
+    )
     add_warehouse(p)
     _add_model_version(p, "model to read")
-    p.add_argument("--out", default=None, metavar="DIR", help="folder for item_pca.png (default WAREHOUSE/interpret/VERSION)")
+    p.add_argument(
+        "--out", default=None, metavar="DIR", help="folder for item_pca.png (default WAREHOUSE/interpret/VERSION)"
+    )
     p.add_argument("--n", type=int, default=15, help="items listed per end of each ranking (default 15)")
     p.add_argument("--popular", type=int, default=1000, help="consider the N most-rated items (default 1000)")
     p.add_argument("--plot-items", type=int, default=50, help="most-rated items labelled in the scatter (default 50)")
-    p.add_argument("--similar-to", nargs="*", default=None, metavar="ITEM_ID", help="list the nearest items of these items")
+    p.add_argument(
+        "--similar-to", nargs="*", default=None, metavar="ITEM_ID", help="list the nearest items of these items"
+    )
     p.set_defaults(func=cmd_interpret)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    add_train(sub)
+    add_evaluate(sub)
+    add_lr_find(sub)
+    add_fold_in(sub)
+    add_interpret(sub)

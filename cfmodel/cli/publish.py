@@ -7,7 +7,7 @@ import os
 import sys
 
 from cfmodel import options
-from cfmodel.cli.data import add_ingest_arguments, check_input, add_night, add_warehouse, ingest_config, night_of
+from cfmodel.cli.data import add_ingest_arguments, add_night, add_warehouse, check_input, ingest_config, night_of
 from cfmodel.cli.models import add_train_arguments, train_config
 from cfmodel.config import GateConfig, QualityConfig, ScoreConfig, TablesConfig, TrainRun
 
@@ -65,38 +65,60 @@ def _add_model_version(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--model-version", default=None, help=f"{what} (default: the current one)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="write every user's top-N unrated items (Spark)",
-                       description="Score every user against every item with the current model and write "
-                                   "WAREHOUSE/recommendations/run_date=RUN_DATE/ (users the model has no vector for "
-                                   "get the most popular items). 'cfrec tables' writes the analytics tables.")
+def add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score",
+        help="write every user's top-N unrated items (Spark)",
+        description="Score every user against every item with the current model and write "
+        "WAREHOUSE/recommendations/run_date=RUN_DATE/ (users the model has no vector for "
+        "get the most popular items). 'cfrec tables' writes the analytics tables.",
+    )
     add_night(p)
     options.add_arguments(p, ScoreConfig)
     _add_model_version(p, "model version to score with")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("tables", help="write the analytics tables: similar items, factors, metrics, model runs",
-                       description="Write similar_items, item_factors and user_factors of the scoring model, "
-                                   "metrics/run_date=RUN_DATE for the models trained that date, and model_runs.")
+
+def add_tables(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tables",
+        help="write the analytics tables: similar items, factors, metrics, model runs",
+        description="Write similar_items, item_factors and user_factors of the scoring model, "
+        "metrics/run_date=RUN_DATE for the models trained that date, and model_runs.",
+    )
     add_night(p)
     _add_model_version(p, "model whose factors and neighbours to publish")
     options.add_arguments(p.add_argument_group("analytics tables"), TablesConfig, only=("similar_k",))
     p.set_defaults(func=cmd_tables)
 
-    p = sub.add_parser("sql", help="run SQL over the warehouse tables with DuckDB (no cluster needed)",
-                       description="Run one SQL statement with DuckDB over the warehouse: every table is a view "
-                                   "of the same name (recommendations, items, ratings, metrics, model_runs, ...); "
-                                   "run_date partitions come back as a DATE column.")
+
+def add_sql(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sql",
+        help="run SQL over the warehouse tables with DuckDB (no cluster needed)",
+        description="Run one SQL statement with DuckDB over the warehouse: every table is a view "
+        "of the same name (recommendations, items, ratings, metrics, model_runs, ...); "
+        "run_date partitions come back as a DATE column.",
+    )
     p.add_argument("query", help='the SQL statement, e.g. "SELECT * FROM metrics ORDER BY run_date"')
     add_warehouse(p)
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
-                   help="output format (default: an aligned text table)")
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="output format (default: an aligned text table)",
+    )
     p.set_defaults(func=cmd_sql)
 
-    p = sub.add_parser("run", help="the nightly DAG's steps in one process, without Airflow",
-                       description="Run ingest, the data-quality gate, training, the model gate, scoring and the "
-                                   "analytics tables in one process on local Spark: the same steps, defaults and "
-                                   "gate as the cfrec_nightly DAG.")
+
+def add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the nightly DAG's steps in one process, without Airflow",
+        description="Run ingest, the data-quality gate, training, the model gate, scoring and the "
+        "analytics tables in one process on local Spark: the same steps, defaults and "
+        "gate as the cfrec_nightly DAG.",
+    )
     add_ingest_arguments(p)
     add_night(p)
     options.add_arguments(p.add_argument_group("data-quality gate"), QualityConfig)
@@ -105,3 +127,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_arguments(p, ScoreConfig)
     options.add_arguments(p.add_argument_group("analytics tables"), TablesConfig)
     p.set_defaults(func=cmd_run)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    add_score(sub)
+    add_tables(sub)
+    add_sql(sub)
+    add_run(sub)

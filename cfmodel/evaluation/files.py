@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from cfmodel.errors import CfrecError
-from cfmodel.ingest.layouts import SourceLayout, get_layout
+from cfmodel.ingest.layouts import SourceLayout
+from cfmodel.ingest.source_options import get_layout
+from cfmodel.training.config import TrainConfig
 from cfmodel.training.ids import IdIndex
 from cfmodel.training.interactions import Interactions
-from cfmodel.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,14 @@ newer rating of the same (user, item) supersedes them.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from cfmodel.warehouse import Warehouse, publish
-from cfmodel.warehouse.schemas import ITEMS, ITEMS_INCREMENTS, RATINGS, RATINGS_INCREMENTS, increments_of
+from cfmodel.warehouse.schemas import ITEMS, RATINGS, RATINGS_INCREMENTS, increments_of
 
 
 def partitions(wh: Warehouse, table: str) -> list[Path]:
@@ -36,7 +37,7 @@ def read_items(spark: SparkSession, path: Path) -> DataFrame:
     return spark.read.schema(ITEMS.ddl).parquet(str(path))
 
 
-def _copy_partition(partition: Path):
+def _copy_partition(partition: Path) -> Callable[[Path], None]:
     def write(tmp: Path) -> None:
         shutil.copytree(partition, tmp)
 

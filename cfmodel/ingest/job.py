@@ -33,10 +33,17 @@ from cfmodel.config import IngestConfig
 from cfmodel.errors import CfrecError
 from cfmodel.ingest import dedup, increments, indices, planning
 from cfmodel.ingest import parsing as sources
-from cfmodel.ingest.layouts import CSV_SOURCE
+from cfmodel.ingest.source_options import CSV_SOURCE
 from cfmodel.warehouse import Warehouse, publish
 from cfmodel.warehouse.schemas import (
-    DATASETS, INGEST_REPORT, ITEMS, ITEMS_INCREMENTS, RATINGS, RATINGS_INCREMENTS, REJECTS, increments_of,
+    DATASETS,
+    INGEST_REPORT,
+    ITEMS,
+    ITEMS_INCREMENTS,
+    RATINGS,
+    RATINGS_INCREMENTS,
+    REJECTS,
+    increments_of,
 )
 
 log = logging.getLogger(__name__)
@@ -202,8 +209,9 @@ def _check_same_source(wh: Warehouse, source: str) -> None:
             )
 
 
-def _ingest_items(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str,
-                  report: IngestReport) -> DataFrame | None:
+def _ingest_items(
+    spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str, report: IngestReport
+) -> DataFrame | None:
     """Parse and publish this run's items increment and fill in its report fields; returns the
     parsed items (cached; None without an items file)."""
     partition = wh.partition(ITEMS_INCREMENTS, run_date)
@@ -221,8 +229,9 @@ def _ingest_items(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse,
     return parsed
 
 
-def _ingest_extras(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str,
-                   report: IngestReport) -> list[tuple[str, DataFrame]]:
+def _ingest_extras(
+    spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str, report: IngestReport
+) -> list[tuple[str, DataFrame]]:
     """Parse and publish this run's increment of each side table (users, to_read, ...) and fill in
     the report; returns the parsed frames (cached). A side file absent from this run's input leaves
     no partition for the date."""
@@ -278,8 +287,14 @@ def ingest(spark: SparkSession, warehouse: str | Path, run_date: str, config: In
             raise CfrecError(
                 f"no clean ratings in {files} ({input_rows} rows read; rejects by reason: {staged.by_reason})"
             )
-        report = IngestReport(plan.source, [f.name for f in plan.ratings.files], input_rows, staged.clean_rows,
-                              sum(staged.by_reason.values()), staged.by_reason)
+        report = IngestReport(
+            plan.source,
+            [f.name for f in plan.ratings.files],
+            input_rows,
+            staged.clean_rows,
+            sum(staged.by_reason.values()),
+            staged.by_reason,
+        )
         _write(staged.clean, wh.partition(RATINGS_INCREMENTS, run_date))
         rejects = _rejects(staged.rejects, plan.source, RATINGS.name)
         items_parsed = _ingest_items(spark, plan, wh, run_date, report)
@@ -293,14 +308,16 @@ def ingest(spark: SparkSession, warehouse: str | Path, run_date: str, config: In
         _write(rejects, wh.partition(REJECTS, run_date), files=files)
         _rebuild_current_tables(spark, plan, wh, run_date, report)
         report.seconds = round(time.perf_counter() - started, 3)
-        _write(spark.createDataFrame([asdict(report)], INGEST_REPORT.ddl), wh.partition(INGEST_REPORT, run_date),
-               files=1)
+        _write(
+            spark.createDataFrame([asdict(report)], INGEST_REPORT.ddl), wh.partition(INGEST_REPORT, run_date), files=1
+        )
     log.info("ingest %s %s: %s", config.source, run_date, report)
     return report
 
 
-def _rebuild_current_tables(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str,
-                            report: IngestReport) -> None:
+def _rebuild_current_tables(
+    spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str, report: IngestReport
+) -> None:
     """`ratings`, `items` and the side tables as of `run_date`, the id indices and the rating scale."""
     ratings_rows, increment_rows = increments.materialise_ratings(spark, wh, run_date)
     increments.materialise_items(spark, wh, run_date)

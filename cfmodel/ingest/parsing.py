@@ -282,7 +282,7 @@ def read_parquet_rows(spark: SparkSession, file: InputFile) -> DataFrame:
 def parse_parquet_ratings(rows: DataFrame, plan: RatingsPlan, scale: RatingScale) -> DataFrame:
     """Rows from `read_parquet_rows` -> the columns `parse_ratings` returns."""
 
-    def text(column):
+    def text(column: str | None) -> Column:
         if column is None:
             return F.lit(None).cast("string")
         return F.trim(F.coalesce(F.col("fields").getField(column), F.lit("")))

@@ -23,8 +23,8 @@ from cfmodel.ingest.layouts import (
     ItemsSpec,
     RatingScale,
     TextFormat,
-    get_layout,
 )
+from cfmodel.ingest.source_options import get_layout
 
 
 @dataclass(frozen=True)

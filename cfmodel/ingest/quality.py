@@ -16,8 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cfmodel.errors import CfrecError
 from cfmodel.config import QualityConfig
+from cfmodel.errors import CfrecError
 from cfmodel.warehouse import Warehouse, publish, write_arrow
 from cfmodel.warehouse.schemas import INGEST_REPORT, QUALITY
 
@@ -65,7 +65,7 @@ class QualityResult:
     checks: list[dict]  # the `quality/run_date=D` rows: check, value, threshold, passed, detail
 
 
-def check_quality(warehouse: str | Path, run_date: str, config: QualityConfig = QualityConfig()) -> QualityResult:
+def check_quality(warehouse: str | Path, run_date: str, config: QualityConfig | None = None) -> QualityResult:
     """Gate the ingest of `run_date`; returns the checks, raises CfrecError when one fails.
 
     - reject fraction: rating rows (and, separately, item rows) rejected for a defect, over input
@@ -73,6 +73,7 @@ def check_quality(warehouse: str | Path, run_date: str, config: QualityConfig = 
     - drop: clean rating rows must not fall below `1 - max_drop_fraction` times those of the
       latest earlier run (skipped on the first run, or when `max_drop_fraction` is None).
     """
+    config = config or QualityConfig()
     wh = Warehouse.open(warehouse, create=False)
     reports = read_reports(wh)
     if run_date not in reports:

@@ -1,12 +1,12 @@
 """A trained model as the registry stores it: weights, id mappings, config and metrics in one folder.
 
-    <version>/model.pt         state_dict
-    <version>/config.json      `ArtifactConfig`: model type and hyper-parameters, y-range, training
-                               options, device, data snapshot, warm start
-    <version>/metrics.json     hold-out metrics of the model and the popularity baseline, per-epoch history
-    <version>/loss_curve.png   training and validation loss
-    <version>/users.parquet    id -> index
-    <version>/items.parquet
+<version>/model.pt         state_dict
+<version>/config.json      `ArtifactConfig`: model type and hyper-parameters, y-range, training
+                           options, device, data snapshot, warm start
+<version>/metrics.json     hold-out metrics of the model and the popularity baseline, per-epoch history
+<version>/loss_curve.png   training and validation loss
+<version>/users.parquet    id -> index
+<version>/items.parquet
 """
 
 from __future__ import annotations

@@ -84,8 +84,9 @@ def decide(
     values = f"{split} {metric} {cand[metric]:.4f}"
     if within_tolerance(metric, cand[metric], curr[metric], tolerance):
         return verdict(True, f"{values} vs current {curr[metric]:.4f} ({better} is better, tolerance {tolerance:.1%})")
-    return verdict(False, f"{values} is worse than current {curr[metric]:.4f} by more than {tolerance:.1%} "
-                          f"({better} is better)")
+    return verdict(
+        False, f"{values} is worse than current {curr[metric]:.4f} by more than {tolerance:.1%} ({better} is better)"
+    )
 
 
 @dataclass
@@ -115,28 +116,40 @@ def promote(
     registry: ModelRegistry,
     version: str,
     against: str | None,
-    config: GateConfig = GateConfig(),
+    config: GateConfig | None = None,
     move_current: bool = True,
 ) -> GateDecision:
     """Gate `version` against the version `against` (None: nothing to judge against, so it passes)
     and record why. With `move_current=False` a promotion is recorded but CURRENT is left alone
     (a backfill must not move it back in time)."""
+    config = config or GateConfig()
     registry.require(version)
     if against is not None:
         registry.require(against)
     if against == version:
         # Retraining the same version replaced the folder it is judged against: the old weights
         # and metrics are gone, so there is nothing left to compare with.
-        verdict = Verdict(True, "retrained in place of the version it is judged against; nothing to compare with",
-                          config.gate_metric, DEFAULT_SPLIT, None, None)
+        verdict = Verdict(
+            True,
+            "retrained in place of the version it is judged against; nothing to compare with",
+            config.gate_metric,
+            DEFAULT_SPLIT,
+            None,
+            None,
+        )
     else:
         previous_metrics = registry.run(against).metrics if against else None
         verdict = decide(registry.run(version).metrics, previous_metrics, config.gate_tolerance, config.gate_metric)
     if verdict.promoted and move_current:
         registry.set_current(version)
-    decision = GateDecision(version=version, previous=against, current=registry.current(),
-                            tolerance=config.gate_tolerance,
-                            decided_at=datetime.now(UTC).isoformat(timespec="seconds"), **asdict(verdict))
+    decision = GateDecision(
+        version=version,
+        previous=against,
+        current=registry.current(),
+        tolerance=config.gate_tolerance,
+        decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        **asdict(verdict),
+    )
     registry.record_promotion(version, asdict(decision))
     return decision
 

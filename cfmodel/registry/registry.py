@@ -64,7 +64,7 @@ class ModelRun:
 class ModelRegistry:
     """The `models` folder of a warehouse."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
     def folder(self, version: str) -> Path:
@@ -121,8 +121,12 @@ class ModelRegistry:
 
     def run(self, version: str) -> ModelRun:
         folder = self.folder(version)
-        return ModelRun(version, ArtifactConfig.from_dict(_read_json(folder / "config.json")),
-                        _read_json(folder / "metrics.json"), _read_json(folder / PROMOTION_FILE))
+        return ModelRun(
+            version,
+            ArtifactConfig.from_dict(_read_json(folder / "config.json")),
+            _read_json(folder / "metrics.json"),
+            _read_json(folder / PROMOTION_FILE),
+        )
 
     def record_promotion(self, version: str, decision: dict) -> None:
         tmp = self.folder(version) / f".{PROMOTION_FILE}.{os.getpid()}"
@@ -148,7 +152,7 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _number(value) -> float | None:
+def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None

@@ -18,9 +18,9 @@ import torch
 from cfmodel.errors import CfrecError
 from cfmodel.registry.artifact import ModelArtifact
 from cfmodel.registry.registry import ModelRegistry
+from cfmodel.reporting import plots
 from cfmodel.scoring.similar import unit_vectors
 from cfmodel.scoring.topk import top_k
-from cfmodel.reporting import plots
 from cfmodel.warehouse import Warehouse
 from cfmodel.warehouse.schemas import RATINGS
 

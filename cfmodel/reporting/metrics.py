@@ -37,15 +37,17 @@ def metric_rows(registry: ModelRegistry, run_date: str, version: str | None = No
             for metric, value in sorted(values["model"].items()):
                 if metric in EVALUATION_COUNTS:
                     continue
-                rows.append({
-                    "model_version": name,
-                    "model_type": run.config.model_type,
-                    "split": split,
-                    "metric": metric,
-                    "value": value,
-                    "popularity": values[BASELINE].get(metric),
-                    "evaluated_users": int(users) if users is not None else None,
-                })
+                rows.append(
+                    {
+                        "model_version": name,
+                        "model_type": run.config.model_type,
+                        "split": split,
+                        "metric": metric,
+                        "value": value,
+                        "popularity": values[BASELINE].get(metric),
+                        "evaluated_users": int(users) if users is not None else None,
+                    }
+                )
     return pa.Table.from_pylist(rows, schema=METRICS.arrow)
 
 

@@ -87,9 +87,7 @@ def _objective(
     return (per_rating * weights).sum()
 
 
-def fold_in(
-    trained: ModelArtifact, ratings: pd.DataFrame, l2: float | None = None, max_iter: int = 200
-) -> FoldIn:
+def fold_in(trained: ModelArtifact, ratings: pd.DataFrame, l2: float | None = None, max_iter: int = 200) -> FoldIn:
     """Fit a vector for each user in `ratings` (user_id, item_id, rating) against the fixed items.
 
     `l2`: the pull of each new user's parameters towards zero (default: DEFAULT_L2 of the model type).
@@ -123,7 +121,7 @@ def fold_in(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
-    def closure():
+    def closure() -> torch.Tensor:
         optimizer.zero_grad()
         loss = _objective(model, user_rows, items, values, weights) + l2 * sum((p**2).sum() for p in params)
         loss.backward()
@@ -145,16 +143,24 @@ def recommend(fold: FoldIn, trained: ModelArtifact, top_n: int = 10) -> pd.DataF
         items, best = top_k(fold.model.score_all(torch.as_tensor(users)), top_n, rows, cols)
     keep = items >= 0
     ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.int32), keep.shape)
-    return pd.DataFrame({
-        "user_id": np.repeat(fold.users.ids, items.shape[1])[keep.ravel()],
-        "rank": ranks[keep],
-        "item_id": trained.items.decode(items[keep]),
-        "score": best[keep].astype(np.float32),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": np.repeat(fold.users.ids, items.shape[1])[keep.ravel()],
+            "rank": ranks[keep],
+            "item_id": trained.items.decode(items[keep]),
+            "score": best[keep].astype(np.float32),
+        }
+    )
 
 
-def fold_in_file(warehouse: str | Path, ratings_file: str | Path, version: str | None = None, top_n: int = 10,
-                 l2: float | None = None, out: str | Path | None = None) -> dict:
+def fold_in_file(
+    warehouse: str | Path,
+    ratings_file: str | Path,
+    version: str | None = None,
+    top_n: int = 10,
+    l2: float | None = None,
+    out: str | Path | None = None,
+) -> dict:
     """`cfrec fold-in`: fold in the users of a ratings file with a saved model (default: the current
     one); their recommendations with titles are returned, or written to `out` (.parquet or .csv)."""
     wh = Warehouse.open(warehouse)
@@ -162,8 +168,12 @@ def fold_in_file(warehouse: str | Path, ratings_file: str | Path, version: str |
     fold = fold_in(trained, read_new_ratings(ratings_file), l2=l2)
     recs = recommend(fold, trained, top_n)
     recs["title"] = wh.titles(recs["item_id"].to_numpy())
-    report = {"model_version": trained.version, "users": len(fold.users), "skipped_users": fold.skipped_users,
-              "rejects": fold.rejects.to_dict("records")}
+    report = {
+        "model_version": trained.version,
+        "users": len(fold.users),
+        "skipped_users": fold.skipped_users,
+        "rejects": fold.rejects.to_dict("records"),
+    }
     if out is None:
         report["recommendations"] = recs.to_dict("records")
         return report

@@ -84,7 +84,9 @@ def users_per_block(model: CollabModel) -> int:
     return max(1, model.pairs_per_block // max(model.n_items, 1))
 
 
-def model_top_n(model: CollabModel, users: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int):
+def model_top_n(
+    model: CollabModel, users: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The best `n` items of each user in `users` (model indices) never a masked (row, col) cell,
     and the scores to show for them (NaN pads stay NaN)."""
     users_t = torch.as_tensor(users, dtype=torch.long)
@@ -124,9 +126,7 @@ def item_counts(ratings: DataFrame) -> pd.DataFrame:
     return ratings.groupBy("item_id").count().withColumnRenamed("count", "ratings").toPandas()
 
 
-def scoring_context(
-    model: ModelArtifact, counts: pd.DataFrame, titles: Warehouse | None, n: int
-) -> ScoringContext:
+def scoring_context(model: ModelArtifact, counts: pd.DataFrame, titles: Warehouse | None, n: int) -> ScoringContext:
     """The broadcast for `model` and the catalog of `counts` (item_id, ratings); titles come from
     the warehouse's items table (null without one)."""
     catalog = model.items.extended(counts["item_id"])
@@ -170,7 +170,7 @@ def recommend(
         .agg(F.collect_list("item_index").alias("rated"))
     )
 
-    def score_partition(batches):
+    def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         context = payload.value
         for batch in batches:
             yield from recommend_batch(context, batch)

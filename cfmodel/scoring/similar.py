@@ -7,6 +7,7 @@ and on a cluster, and no [items x items] matrix ever exists in one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,7 +59,7 @@ def similar_items(
     block = max(1, PAIRS_PER_BLOCK // max(len(item_ids), 1))
     partitions = max(1, min(spark.sparkContext.defaultParallelism * 2, len(item_ids) // 256 + 1))
 
-    def score_partition(batches):
+    def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         p = payload.value
         for batch in batches:
             rows = batch.column("id").to_numpy()

@@ -50,8 +50,10 @@ def top_k(
             block = block.float()
         device = block.device
         if rows is not None and len(rows):
-            block[torch.as_tensor(np.asarray(rows, np.int64), device=device),
-                  torch.as_tensor(np.asarray(cols, np.int64), device=device)] = -torch.inf
+            block[
+                torch.as_tensor(np.asarray(rows, np.int64), device=device),
+                torch.as_tensor(np.asarray(cols, np.int64), device=device),
+            ] = -torch.inf
         if masked_columns is not None and len(masked_columns):
             block[:, torch.as_tensor(np.asarray(masked_columns, np.int64), device=device)] = -torch.inf
         k = min(k, block.shape[1])

@@ -64,25 +64,34 @@ class TrainConfig:
     bias_wd: float | None = option(None, f"weight decay of the per-user and per-item biases ({_per_model('bias_wd')})")
     bs: int | None = option(None, f"batch size ({_per_model('bs')})")
     valid_pct: float = option(0.2, "fraction of ratings held out for validation")
-    split: str = option("random", "hold out a random part (random) or each user's latest ratings (time)", choices=SPLITS)
+    split: str = option(
+        "random", "hold out a random part (random) or each user's latest ratings (time)", choices=SPLITS
+    )
     seed: int = option(42, "seed for the split, init and shuffling")
     patience: int | None = option(
-        2, "stop after this many epochs without a better validation metric and keep the best epoch's weights "
-        "(0 = never stop early)", parse=_patience)
-    layers: tuple[int, ...] = option((50,), "nn: hidden layer sizes (fastai's tutorial uses 100,50)",
-                                     metavar="N,N,...", parse=_layers)
+        2,
+        "stop after this many epochs without a better validation metric and keep the best epoch's weights "
+        "(0 = never stop early)",
+        parse=_patience,
+    )
+    layers: tuple[int, ...] = option(
+        (50,), "nn: hidden layer sizes (fastai's tutorial uses 100,50)", metavar="N,N,...", parse=_layers
+    )
     ps: float = option(0.0, "nn: dropout after each hidden layer", flag="--dropout")
     embed_p: float = option(0.1, "nn: dropout on the embeddings", flag="--embed-dropout")
     use_bn: bool = option(True, "nn: no batch norm after the hidden layers", flag="--no-batch-norm", negate=True)
     loss: str = option("softmax", "rank: training objective", choices=RANKING_LOSSES)
     n_negatives: int = option(4096, "rank softmax: items sampled per batch; the whole catalog when it is smaller")
-    min_rating: float | None = option(None, "rank: only ratings at or above this count as positives "
-                                            "(default: every rating)")
+    min_rating: float | None = option(
+        None, "rank: only ratings at or above this count as positives (default: every rating)"
+    )
     weight_by_rating: bool = option(False, "rank: weight each positive by its rating")
-    max_rank_users: int | None = option(10_000, "validation ranking metrics on at most this many users (0 = all)",
-                                        parse=lambda v: int(v) or None)
-    mixed_precision: bool = option(True, "no bfloat16 autocast on CUDA (it is never used on the CPU)",
-                                   flag="--no-mixed-precision", negate=True)
+    max_rank_users: int | None = option(
+        10_000, "validation ranking metrics on at most this many users (0 = all)", parse=lambda v: int(v) or None
+    )
+    mixed_precision: bool = option(
+        True, "no bfloat16 autocast on CUDA (it is never used on the CPU)", flag="--no-mixed-precision", negate=True
+    )
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_TYPES:

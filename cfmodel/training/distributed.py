@@ -25,8 +25,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from cfmodel.errors import CfrecError
-from cfmodel.training.interactions import Interactions
 from cfmodel.training.config import TrainConfig
+from cfmodel.training.interactions import Interactions
 from cfmodel.training.loop import FitResult, fit
 from cfmodel.training.models import CollabModel
 

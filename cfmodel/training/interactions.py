@@ -16,7 +16,7 @@ class Interactions:
     ratings: np.ndarray
     timestamps: np.ndarray | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "users", np.asarray(self.users, np.int64))
         object.__setattr__(self, "items", np.asarray(self.items, np.int64))
         object.__setattr__(self, "ratings", np.asarray(self.ratings, np.float32))

@@ -9,11 +9,11 @@ read once per epoch), so on CUDA the steps queue up back to back.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
 import copy
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 from cfmodel.errors import CfrecError
 from cfmodel.evaluation.holdout import predict, recommended_items
 from cfmodel.evaluation.metrics import RANKING_K, ranking_metrics
+from cfmodel.training.config import TrainConfig
 from cfmodel.training.interactions import Interactions
 from cfmodel.training.losses import make_loss
-from cfmodel.training.config import TrainConfig
 from cfmodel.training.models import CollabModel
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class FitResult:
@@ -201,6 +202,27 @@ class _Steps:
     autocast: torch.autocast
     generator: torch.Generator
 
+    @classmethod
+    def prepare(
+        cls,
+        model: CollabModel,
+        module: nn.Module,
+        data: Interactions,
+        config: TrainConfig,
+        device: torch.device,
+        loss_fn: Callable,
+        generator: torch.Generator,
+    ) -> _Steps:
+        """The data on the device, fastai's one-cycle AdamW, bfloat16 autocast on CUDA."""
+        tensors = tuple(torch.as_tensor(a, device=device) for a in (data.users, data.items, data.ratings))
+        optimizer = make_optimizer(model, config, device)
+        bounds = batch_bounds(len(data), config.bs)
+        scheduler = one_cycle(optimizer, config.lr, config.epochs * (len(bounds) - 1))
+        autocast = torch.autocast(
+            "cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and config.mixed_precision
+        )
+        return cls(tensors, bounds, optimizer, scheduler, loss_fn, module, autocast, generator)
+
     def epoch(self, bar: tqdm) -> np.ndarray:
         """One pass over the shuffled rows; each step's loss, read from the device once at the end."""
         u, i, r = self.tensors
@@ -244,8 +266,12 @@ class _EarlyStopping:
     def restore_best(self, model: CollabModel, last_epoch: int) -> None:
         if self.patience is not None and self.best_epoch is not None and self.best_epoch != last_epoch:
             model.load_state_dict(self.best_state)
-            log.info("restored the weights of epoch %d (best %s %.4f)", self.best_epoch, self.validator.monitor,
-                     self.best_value)
+            log.info(
+                "restored the weights of epoch %d (best %s %.4f)",
+                self.best_epoch,
+                self.validator.monitor,
+                self.best_value,
+            )
 
 
 def _fit(
@@ -267,15 +293,9 @@ def _fit(
     data = loss_fn.prepare(train)
     if len(data) == 0:
         raise CfrecError("no training ratings")
-    tensors = tuple(torch.as_tensor(a, device=device) for a in (data.users, data.items, data.ratings))
     validator = Validator(model, train, valid, config, device) if valid is not None and len(valid) else None
-    optimizer = make_optimizer(model, config, device)
-    bounds = batch_bounds(len(data), config.bs)
-    steps = _Steps(
-        tensors, bounds, optimizer, one_cycle(optimizer, config.lr, config.epochs * (len(bounds) - 1)), loss_fn,
-        train_module, torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and
-                                     config.mixed_precision), generator,
-    )
+    steps = _Steps.prepare(model, train_module, data, config, device, loss_fn, generator)
+    bounds = steps.bounds
     show = sys.stderr.isatty() if progress is None else progress
     stopping = _EarlyStopping(validator, config.patience, config.epochs)
     history, batch_losses, stopped_early = [], [], False
@@ -283,8 +303,14 @@ def _fit(
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.perf_counter()
         model.train()
-        bar = tqdm(total=len(sizes), desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=True,
-                   mininterval=0.5, file=sys.stderr)
+        bar = tqdm(
+            total=len(sizes),
+            desc=f"epoch {epoch}/{config.epochs}",
+            disable=not show,
+            leave=True,
+            mininterval=0.5,
+            file=sys.stderr,
+        )
         step_losses = steps.epoch(bar)
         batch_losses += step_losses.tolist()
         record = {"epoch": epoch, "train_loss": float(np.dot(step_losses, sizes) / sizes.sum())}
@@ -295,8 +321,9 @@ def _fit(
         shown = ("train_loss", "valid_loss", validator.monitor if validator else "")
         bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in shown})
         bar.close()
-        log.info("epoch %d/%d %s", epoch, config.epochs,
-                 " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
+        log.info(
+            "epoch %d/%d %s", epoch, config.epochs, " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch")
+        )
         if stopping.stop_after(model, record):
             stopped_early = epoch < config.epochs
             break

@@ -18,7 +18,8 @@ from torch import nn
 from cfmodel.errors import CfrecError
 from cfmodel.training.config import RANKING_LOSSES, TrainConfig
 from cfmodel.training.interactions import Interactions
-from cfmodel.training.models import CollabModel
+from cfmodel.training.models import CollabModel, EmbeddingDotRank
+
 NEGATIVE_SAMPLING_POWER = 0.75
 
 
@@ -35,7 +36,9 @@ class RatingLoss:
 
 
 class _RankingLoss:
-    def __init__(self, n_items: int, min_rating: float | None, weight_by_rating: bool, generator: torch.Generator) -> None:
+    def __init__(
+        self, n_items: int, min_rating: float | None, weight_by_rating: bool, generator: torch.Generator
+    ) -> None:
         self.n_items = n_items
         self.min_rating = min_rating
         self.weight_by_rating = weight_by_rating
@@ -76,7 +79,9 @@ class SoftmaxLoss(_RankingLoss):
             self.sampling = (weights / weights.sum()).float()
             self.log_expected = torch.log(self.sampling * self.n_negatives)
 
-    def __call__(self, model, users, items, ratings):
+    def __call__(
+        self, model: EmbeddingDotRank, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
+    ) -> torch.Tensor:
         user_vectors = model.u_weight(users)
         if self.full:
             losses = F.cross_entropy(model.item_logits(user_vectors).float(), items, reduction="none")
@@ -93,7 +98,9 @@ class SoftmaxLoss(_RankingLoss):
 class BprLoss(_RankingLoss):
     """Bayesian personalised ranking: log-sigmoid of (rated item - one uniformly drawn item)."""
 
-    def __call__(self, model, users, items, ratings):
+    def __call__(
+        self, model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
+    ) -> torch.Tensor:
         negatives = torch.randint(0, self.n_items, items.shape, device=items.device, generator=self.generator)
         margin = (model(users, items) - model(users, negatives)).float()
         return self._mean(-F.logsigmoid(margin), ratings)

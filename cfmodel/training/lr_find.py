@@ -19,12 +19,12 @@ import torch
 
 from cfmodel.errors import CfrecError
 from cfmodel.reporting.plots import lr_find_png
-from cfmodel.training.interactions import Interactions
 from cfmodel.training.config import TrainConfig
+from cfmodel.training.interactions import Interactions
 from cfmodel.training.loop import cpu_threads, resolve_device
-from cfmodel.training.splits import split
 from cfmodel.training.losses import make_loss
 from cfmodel.training.models import CollabModel
+from cfmodel.training.splits import split
 
 
 @dataclass
@@ -122,7 +122,11 @@ def lr_find(
 
 
 def lr_find_on_warehouse(
-    warehouse: str | Path, config: TrainConfig, device: str = "auto", start_lr: float = 1e-7, end_lr: float = 10.0,
+    warehouse: str | Path,
+    config: TrainConfig,
+    device: str = "auto",
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
     num_it: int = 100,
 ) -> LrFindResult:
     """`lr_find` for a fresh `config.model` on the training part of the warehouse's ratings."""

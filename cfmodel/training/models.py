@@ -108,7 +108,7 @@ class EmbeddingDotBias(CollabModel):
     item_tables = ("i_weight", "i_bias")
     bias_tables = ("u_bias", "i_bias")
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int = 50, y_range: Sequence[float] = (0.0, 5.5)):
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 50, y_range: Sequence[float] = (0.0, 5.5)) -> None:
         super().__init__()
         self.n_factors = int(n_factors)
         self.y_range = tuple(float(v) for v in y_range)
@@ -119,7 +119,9 @@ class EmbeddingDotBias(CollabModel):
 
     def hparams(self) -> dict:
         return {
-            "n_users": self.n_users, "n_items": self.n_items, "n_factors": self.n_factors,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "n_factors": self.n_factors,
             "y_range": list(self.y_range),
         }
 
@@ -171,7 +173,7 @@ class EmbeddingNN(CollabModel):
         embed_p: float = 0.0,
         use_bn: bool = True,
         y_range: Sequence[float] = (0.0, 5.5),
-    ):
+    ) -> None:
         super().__init__()
         self.user_size = int(user_size or emb_sz_rule(n_users))
         self.item_size = int(item_size or emb_sz_rule(n_items))
@@ -200,9 +202,15 @@ class EmbeddingNN(CollabModel):
 
     def hparams(self) -> dict:
         return {
-            "n_users": self.n_users, "n_items": self.n_items, "user_size": self.user_size,
-            "item_size": self.item_size, "layers": self.layer_sizes, "ps": self.ps, "embed_p": self.embed_p,
-            "use_bn": self.use_bn, "y_range": list(self.y_range),
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "user_size": self.user_size,
+            "item_size": self.item_size,
+            "layers": self.layer_sizes,
+            "ps": self.ps,
+            "embed_p": self.embed_p,
+            "use_bn": self.use_bn,
+            "y_range": list(self.y_range),
         }
 
     def _head(self, first: torch.Tensor) -> torch.Tensor:
@@ -259,7 +267,7 @@ class EmbeddingDotRank(CollabModel):
     item_tables = ("i_weight", "i_bias")
     bias_tables = ("i_bias",)
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int = 64):
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 64) -> None:
         super().__init__()
         self.n_factors = int(n_factors)
         self.u_weight = _embedding(n_users, n_factors)
@@ -309,7 +317,16 @@ def model_for(config: TrainConfig, n_users: int, n_items: int, y_range: tuple[fl
     if config.model == "dot":
         return build_model("dot", n_users=n_users, n_items=n_items, n_factors=config.n_factors, y_range=y_range)
     if config.model == "nn":
-        return build_model("nn", n_users=n_users, n_items=n_items, user_size=config.n_factors,
-                           item_size=config.n_factors, layers=config.layers, ps=config.ps, embed_p=config.embed_p,
-                           use_bn=config.use_bn, y_range=y_range)
+        return build_model(
+            "nn",
+            n_users=n_users,
+            n_items=n_items,
+            user_size=config.n_factors,
+            item_size=config.n_factors,
+            layers=config.layers,
+            ps=config.ps,
+            embed_p=config.embed_p,
+            use_bn=config.use_bn,
+            y_range=y_range,
+        )
     return build_model("rank", n_users=n_users, n_items=n_items, n_factors=config.n_factors)

@@ -9,8 +9,6 @@ from cfmodel.training.config import SPLITS
 from cfmodel.training.interactions import Interactions
 
 
-
-
 def check_valid_pct(valid_pct: float) -> None:
     if not 0.0 <= valid_pct < 1.0:
         raise CfrecError(f"valid_pct must be in [0, 1), got {valid_pct}")

@@ -136,8 +136,9 @@ def train(
     model = data.model_for(config)
     warm = warm_start(model, data.users, data.items, registry.load(warm_start_from)) if warm_start_from else None
     result = fitter(model, train_part, valid_part, config, dev, progress)
-    valid = holdout_metrics(model, train_part, valid_part, len(data.items), device=dev,
-                            max_users=config.max_rank_users, seed=config.seed)
+    valid = holdout_metrics(
+        model, train_part, valid_part, len(data.items), device=dev, max_users=config.max_rank_users, seed=config.seed
+    )
     model.cpu().eval()
     split_sizes = {"ratings": len(data.ratings), "train": len(train_part), "valid": len(valid_part)}
     trained = ModelArtifact(
@@ -156,8 +157,15 @@ def train(
     return trained
 
 
-def _artifact_config(model: CollabModel, config: TrainConfig, data: TrainingData, split_sizes: dict[str, int],
-                     device: torch.device, run_date: str, warm: dict | None) -> ArtifactConfig:
+def _artifact_config(
+    model: CollabModel,
+    config: TrainConfig,
+    data: TrainingData,
+    split_sizes: dict[str, int],
+    device: torch.device,
+    run_date: str,
+    warm: dict | None,
+) -> ArtifactConfig:
     hparams = model.hparams()
     return ArtifactConfig(
         model_type=config.model,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def _copy_rows(target: torch.Tensor, source: torch.Tensor, target_rows: np.ndarray, source_rows: np.ndarray) -> None:
     with torch.no_grad():
         target[torch.as_tensor(target_rows)] = source.detach().to(target.dtype)[torch.as_tensor(source_rows)]

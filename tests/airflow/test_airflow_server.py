@@ -3,9 +3,9 @@ import subprocess
 import urllib.request
 
 import pytest
+from support import free_port
 
 from cfrec_airflow import server as airflow_server
-from support import free_port
 
 pytestmark = pytest.mark.slow
 

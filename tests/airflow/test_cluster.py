@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
+from support import standalone_cluster
 
 from cfrec_airflow import local as airflow_local
-from support import standalone_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

@@ -3,7 +3,6 @@ import sys
 from datetime import timedelta
 
 import pytest
-
 from support import REPO
 
 DAGS_FOLDER = REPO / "dags"
@@ -104,8 +103,16 @@ def test_spark_steps_use_spark_submit_on_the_default_connection(dagbag):
         assert task.application == str(DAGS_FOLDER.parent / "jobs" / f"{job}.py")
     context = {"params": {**dag.params.dump(), "warehouse": "/wh", "input_path": "/in/{ds}"}, "ds": "2026-11-23"}
     args = dag.get_task("ingest").job_arguments(context)
-    assert args == ["--warehouse", "/wh", "--run-date", "2026-11-23", "--source", "movielens-100k", "--input",
-                    "/in/2026-11-23"]
+    assert args == [
+        "--warehouse",
+        "/wh",
+        "--run-date",
+        "2026-11-23",
+        "--source",
+        "movielens-100k",
+        "--input",
+        "/in/2026-11-23",
+    ]
 
 
 def test_parsing_the_dags_loads_no_heavy_library():

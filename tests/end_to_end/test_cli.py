@@ -21,7 +21,8 @@ def run_cli(capsys, *argv):
         ),
         (
             ["ingest", "--source", "netflix-prize", "--input", "{tmp}", "--warehouse", "{tmp}/wh"],
-            "unknown source 'netflix-prize' (known: csv, goodbooks, movielens-100k, movielens-10m, movielens-1m, movielens-latest, movietweetings)",
+            "unknown source 'netflix-prize' (known: csv, goodbooks, movielens-100k, movielens-10m, movielens-1m, "
+            "movielens-latest, movietweetings)",
         ),
         (["ingest", "--source", "movielens-100k", "--input", "{tmp}", "--warehouse", "{tmp}/wh"], "has no u.data"),
         (["train", "--warehouse", "{tmp}/blocker/wh"], "is not writable"),

@@ -48,8 +48,22 @@ RUN_DATE = "2026-11-21"
 OPTIONS = {"epochs": 4, "similar_k": 5, "gate_tolerance": 0.02}
 # Columns that record when and how long, not what.
 VOLATILE = {"ingest_report": ["seconds"], "model_runs": ["created_at", "train_seconds"]}
-COMPARED = ("ratings", "items", "users", "ingest_report", "quality", "recommendations", "similar_items",
-            "item_factors", "user_factors", "metrics", "model_runs", "user_index", "item_index", "datasets")
+COMPARED = (
+    "ratings",
+    "items",
+    "users",
+    "ingest_report",
+    "quality",
+    "recommendations",
+    "similar_items",
+    "item_factors",
+    "user_factors",
+    "metrics",
+    "model_runs",
+    "user_index",
+    "item_index",
+    "datasets",
+)
 
 
 def frozen(value):
@@ -68,8 +82,17 @@ def table(warehouse, name):
 def nights(ml100k, airflow_db, tmp_path_factory, spark):
     """ML-100k through `cfrec run` in-process and through the nightly DAG, into two warehouses."""
     root = tmp_path_factory.mktemp("nights")
-    argv = ["run", "--source", "movielens-100k", "--input", str(ml100k), "--warehouse", str(root / "cli"),
-            "--run-date", RUN_DATE]
+    argv = [
+        "run",
+        "--source",
+        "movielens-100k",
+        "--input",
+        str(ml100k),
+        "--warehouse",
+        str(root / "cli"),
+        "--run-date",
+        RUN_DATE,
+    ]
     for name, value in OPTIONS.items():
         argv += ["--" + name.replace("_", "-"), str(value)]
     assert main(argv) == 0
@@ -80,8 +103,19 @@ def nights(ml100k, airflow_db, tmp_path_factory, spark):
 
 def test_cfrec_run_on_movielens_100k(nights, ml100k, capsys, spark):
     warehouse = nights[0]
-    assert main(["sql", "--warehouse", str(warehouse), "--format", "json",
-                 "SELECT input_rows, clean_rows, rejected_rows, item_rows FROM ingest_report"]) == 0
+    assert (
+        main(
+            [
+                "sql",
+                "--warehouse",
+                str(warehouse),
+                "--format",
+                "json",
+                "SELECT input_rows, clean_rows, rejected_rows, item_rows FROM ingest_report",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)[0]
     assert (report["input_rows"], report["clean_rows"], report["rejected_rows"]) == (100_000, 100_000, 0)
     assert report["item_rows"] == N_ITEMS
@@ -93,7 +127,11 @@ def test_cfrec_run_on_movielens_100k(nights, ml100k, capsys, spark):
 
     config = json.loads((warehouse / "models" / f"dot-{RUN_DATE}" / "config.json").read_text())
     assert (config["n_users"], config["n_items"], config["n_factors"], config["y_range"]) == (
-        N_USERS, N_ITEMS, 50, [0.0, 5.5])
+        N_USERS,
+        N_ITEMS,
+        50,
+        [0.0, 5.5],
+    )
     assert config["train"]["epochs"] == OPTIONS["epochs"]
     metrics = json.loads((warehouse / "models" / f"dot-{RUN_DATE}" / "metrics.json").read_text())
     assert metrics["valid_rmse"] < 0.95

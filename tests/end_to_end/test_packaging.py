@@ -12,7 +12,8 @@ def test_importing_every_library_module_imports_no_airflow():
     code = (
         "import importlib, json, pkgutil, sys\n"
         "import cfmodel\n"
-        "names = [m.name for m in pkgutil.walk_packages(cfmodel.__path__, 'cfmodel.') if not m.name.endswith('__main__')]\n"
+        "names = [m.name for m in pkgutil.walk_packages(cfmodel.__path__, 'cfmodel.')\n"
+        "         if not m.name.endswith('__main__')]\n"
         "for name in names:\n"
         "    importlib.import_module(name)\n"
         "print(json.dumps({'modules': names, 'airflow': sorted(m for m in sys.modules if m.split('.')[0] in "

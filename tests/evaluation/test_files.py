@@ -8,7 +8,7 @@ from support import planted_choices
 from cfmodel.cli import main
 from cfmodel.errors import CfrecError
 from cfmodel.evaluation.files import evaluate_files, read_ratings_file
-from cfmodel.ingest.layouts import get_layout
+from cfmodel.ingest.source_options import get_layout
 from cfmodel.training.config import TrainConfig
 
 RANKING_KEYS = {"precision@10", "recall@10", "ndcg@10", "map@10", "coverage@10"}

@@ -3,8 +3,8 @@ from pyspark.sql import functions as F
 
 from cfmodel.errors import CfrecError
 from cfmodel.ingest import indices
-from cfmodel.warehouse.schemas import USER_INDEX
 from cfmodel.warehouse import Warehouse
+from cfmodel.warehouse.schemas import USER_INDEX
 
 
 def test_numbering_is_contiguous_and_sorted_across_partitions(spark):

@@ -2,13 +2,13 @@
 
 import pandas as pd
 import pytest
+from support import ingest_files, write_lines
+from support import real_data_dir as data_dir
 
 from cfmodel.errors import CfrecError
 from cfmodel.ingest.job import parse_item_files
 from cfmodel.ingest.planning import plan_ingest
 from cfmodel.ingest.quality import check_quality
-from support import real_data_dir as data_dir
-from support import ingest_files, write_lines
 
 GENRE_FLAGS = 19
 

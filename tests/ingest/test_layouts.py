@@ -1,11 +1,12 @@
 """Source layouts and input planning: no Spark needed, so bad input is caught before a JVM starts."""
 
 import pytest
+from support import write_lines
 
 from cfmodel.errors import CfrecError
-from cfmodel.ingest.layouts import KNOWN_SOURCES, LATIN1, SOURCES, UTF8, get_layout
+from cfmodel.ingest.layouts import LATIN1, SOURCES, UTF8
 from cfmodel.ingest.planning import plan_ingest, read_genre_names
-from support import write_lines
+from cfmodel.ingest.source_options import KNOWN_SOURCES, get_layout
 
 
 def test_every_named_source_declares_a_rating_scale_and_files():

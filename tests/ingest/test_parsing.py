@@ -3,13 +3,13 @@
 import gzip
 
 import pytest
+from support import write_lines
 
 from cfmodel.ingest import dedup
 from cfmodel.ingest import parsing as sources
 from cfmodel.ingest.job import parse_extra_files, parse_item_files, parse_rating_files
 from cfmodel.ingest.layouts import LATIN1, RatingScale, TextFormat
 from cfmodel.ingest.planning import InputFile, RatingsPlan, plan_ingest
-from support import write_lines
 
 TAB_PLAN = RatingsPlan([], TextFormat("\t"), user=0, item=1, rating=2, timestamp=3, n_fields=4)
 

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cfmodel.cli import main
-from cfmodel.errors import CfrecError
 from cfmodel.config import QualityConfig
+from cfmodel.errors import CfrecError
 from cfmodel.ingest.quality import check_quality, read_reports
 from cfmodel.warehouse import Warehouse
 

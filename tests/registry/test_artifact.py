@@ -7,10 +7,9 @@ import torch
 from cfmodel.errors import CfrecError
 from cfmodel.registry.artifact import ArtifactConfig, ModelArtifact
 from cfmodel.registry.registry import ModelRegistry
-from cfmodel.training.ids import IdIndex
 from cfmodel.training.config import TrainConfig
-from cfmodel.training.models import model_for
-from cfmodel.training.models import MODEL_TYPES
+from cfmodel.training.ids import IdIndex
+from cfmodel.training.models import MODEL_TYPES, model_for
 
 
 def make_artifact(model_type="dot", version=None):

@@ -22,11 +22,11 @@ from cfmodel.reporting.metrics import publish_metrics
 from cfmodel.reporting.tables import publish_tables
 from cfmodel.scoring import recommend as score_module
 from cfmodel.scoring.recommend import recommendations_summary, score
-from cfmodel.warehouse.schemas import RECOMMENDATIONS
 from cfmodel.training.config import TrainConfig
 from cfmodel.training.trainer import train
-from cfmodel.warehouse.sql import query, register_spark_views
 from cfmodel.warehouse import Warehouse, publish
+from cfmodel.warehouse.schemas import RECOMMENDATIONS
+from cfmodel.warehouse.sql import query, register_spark_views
 
 D1, D2 = "2026-03-01", "2026-03-02"
 TOP_N, SIMILAR_K = 10, 5

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from support import write_warehouse
 
 from cfmodel.cli import main
-from support import write_warehouse
 
 pytestmark = pytest.mark.slow
 

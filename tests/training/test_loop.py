@@ -1,15 +1,14 @@
 import numpy as np
 import pytest
 import torch
+from support import choice_interactions, rating_interactions
 
 from cfmodel.errors import CfrecError
 from cfmodel.evaluation.holdout import holdout_metrics
-from cfmodel.training.interactions import Interactions
 from cfmodel.training.config import MODEL_DEFAULTS, TrainConfig
 from cfmodel.training.loop import cpu_threads, fit, one_cycle, resolve_device
 from cfmodel.training.models import model_for
 from cfmodel.training.splits import split
-from support import choice_interactions, rating_interactions
 
 
 def test_one_cycle_warms_up_then_anneals_with_momentum_cycling():

@@ -2,8 +2,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cfmodel.training.interactions import Interactions
 from cfmodel.training.config import TrainConfig
+from cfmodel.training.interactions import Interactions
 from cfmodel.training.losses import BprLoss, RatingLoss, SoftmaxLoss, make_loss
 from cfmodel.training.models import EmbeddingDotBias, EmbeddingDotRank
 

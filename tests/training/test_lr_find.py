@@ -3,14 +3,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from support import rating_interactions
-from support import write_warehouse
+from support import rating_interactions, write_warehouse
 
 from cfmodel.cli import main
 from cfmodel.errors import CfrecError
 from cfmodel.training.config import TrainConfig
-from cfmodel.training.models import model_for
 from cfmodel.training.lr_find import lr_find, suggest, valley
+from cfmodel.training.models import model_for
 
 
 def test_valley_picks_a_rate_inside_the_longest_descent():
@@ -45,7 +44,14 @@ def test_lr_find_checks_its_arguments():
     config = TrainConfig()
     model = model_for(config, 3, 3, (0.0, 5.5))
     with pytest.raises(CfrecError, match="start_lr < end_lr"):
-        lr_find(model, rating_interactions(n_users=3, n_items=3, n=50), config, torch.device("cpu"), start_lr=1.0, end_lr=0.1)
+        lr_find(
+            model,
+            rating_interactions(n_users=3, n_items=3, n=50),
+            config,
+            torch.device("cpu"),
+            start_lr=1.0,
+            end_lr=0.1,
+        )
 
 
 def test_lr_find_command_writes_the_plot(tmp_path, capsys):

@@ -3,16 +3,16 @@ import torch
 
 from cfmodel.errors import CfrecError
 from cfmodel.training.config import TrainConfig
-from cfmodel.training.models import model_for
 from cfmodel.training.models import (
     MODEL_TYPES,
+    CollabModel,
     EmbeddingDotBias,
     EmbeddingDotRank,
     EmbeddingNN,
-    CollabModel,
     build_model,
     default_y_range,
     emb_sz_rule,
+    model_for,
 )
 
 N_USERS, N_ITEMS = 7, 11

@@ -6,8 +6,8 @@ from support import planted_ratings, write_warehouse
 from cfmodel.errors import CfrecError
 from cfmodel.registry.artifact import ArtifactConfig, ModelArtifact
 from cfmodel.registry.registry import ModelRegistry
-from cfmodel.training.ids import IdIndex
 from cfmodel.training.config import TrainConfig
+from cfmodel.training.ids import IdIndex
 from cfmodel.training.models import model_for
 from cfmodel.training.trainer import train
 from cfmodel.training.warmstart import warm_start
