@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test airflow stop clean check-java
+.PHONY: setup demo lint test airflow stop clean check-java
 
 setup: $(VENV)/.installed
 
@@ -20,14 +20,22 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -U pip
 	$(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[airflow,test]"
 	touch $@
 
 check-java:
 	@java -version >/dev/null 2>&1 || { echo "cfrec needs Java 17 for Spark: install a JDK/JRE 17 and put java on PATH"; exit 1; }
 
+# Where the DAGs and the spark-submit jobs of this checkout are (cfrec_airflow.settings).
+export CFREC_DAGS_FOLDER ?= $(CURDIR)/dags
+export CFREC_JOBS_DIR ?= $(CURDIR)/jobs
+
 demo: setup check-java
 	$(BIN)/cfrec demo --workdir demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: setup check-java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

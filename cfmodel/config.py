@@ -33,11 +33,6 @@ def today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
-def _at_least(name: str, value: float, low: float) -> None:
-    if value < low:
-        raise CfrecError(f"{name} must be at least {low:g}, got {value}")
-
-
 @dataclass(frozen=True)
 class Night:
     """What every step is keyed on: the warehouse it writes and the logical date of the run."""

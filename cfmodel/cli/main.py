@@ -19,6 +19,7 @@ from cfmodel.cli import data, models, publish
 from cfmodel.errors import CfrecError
 
 COMMAND_GROUP = "cfrec.commands"
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (data, models, publish):
         module.register(sub)
     for extension in entry_points(group=COMMAND_GROUP):
-        extension.load()(sub)
+        try:
+            register = extension.load()
+        except ImportError as exc:  # an install without that package (e.g. Spark executors without Airflow)
+            log.debug("commands of %s not available: %s", extension.value, exc)
+            continue
+        register(sub)
     return parser
 
 

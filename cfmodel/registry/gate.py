@@ -90,20 +90,14 @@ def decide(
 
 
 @dataclass
-class GateDecision:
-    """What the gate decided on a candidate; recorded as the candidate's promotion.json."""
+class GateDecision(Verdict):
+    """What the gate decided on a candidate, and why; recorded as the candidate's promotion.json."""
 
     version: str
     previous: str | None  # the version it was judged against
     current: str | None  # what CURRENT names afterwards
     tolerance: float
     decided_at: str
-    promoted: bool
-    reason: str
-    metric: str | None
-    split: str
-    candidate_value: float | None
-    current_value: float | None
     score_with: str | None = None  # the version the night's recommendations use (nightly gate)
 
     @classmethod
@@ -143,12 +137,12 @@ def promote(
     if verdict.promoted and move_current:
         registry.set_current(version)
     decision = GateDecision(
+        **asdict(verdict),
         version=version,
         previous=against,
         current=registry.current(),
         tolerance=config.gate_tolerance,
         decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        **asdict(verdict),
     )
     registry.record_promotion(version, asdict(decision))
     return decision

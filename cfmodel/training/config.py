@@ -6,7 +6,7 @@ from this class without loading torch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from cfmodel.errors import CfrecError
@@ -112,11 +112,6 @@ class TrainConfig:
         out = asdict(self)
         out["layers"] = list(self.layers)
         return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
     def check(self) -> None:
         for name in ("epochs", "bs"):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 DOCKER = ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("Dockerfile.*"))
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
@@ -122,7 +123,8 @@ def test_compose_references_resolve(compose):
 
 def test_images_agree_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = dict(re.match(r"([a-zA-Z0-9_.-]+)(.*)", dep).groups() for dep in project["dependencies"])
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["airflow"]]
+    pins = dict(re.match(r"([a-zA-Z0-9_.-]+)(.*)", dep).groups() for dep in requirements)
     from packaging.specifiers import SpecifierSet
 
     for dockerfile in DOCKERFILES:
@@ -140,8 +142,12 @@ def test_images_agree_with_pyproject():
         assert torch and torch.group(1) in SpecifierSet(pins["torch"]), (
             f"{dockerfile.name} must pin a torch pyproject allows"
         )
-        assert re.search(r"pip install --no-cache-dir (/opt/cfrec|\.)\s*$", text, re.M), (
+        # Airflow images install the project with its DAG glue; Spark executors need the library alone.
+        installs = r'"/opt/cfrec\[airflow\]"' if airflow or "airflow" in dockerfile.name else r"\."
+        assert re.search(rf"pip install --no-cache-dir {installs}\s*$", text, re.M), (
             f"{dockerfile.name} must install the project"
         )
+        if "airflow" in installs:
+            assert "COPY --chown=50000:0 cfrec_airflow /opt/cfrec/cfrec_airflow" in text
     makefile_torch = re.search(r"TORCH_SPEC \?= torch==([\d.]+)", (ROOT / "Makefile").read_text()).group(1)
     assert {re.search(r'"torch==([\d.]+)"', p.read_text()).group(1) for p in DOCKERFILES} == {makefile_torch}
