@@ -10,7 +10,7 @@ then times:
 - pyarrow.csv.read_csv of the file: just reading it into memory on one node, the lower bound;
 - Spark's own CSV reader converting the file to Parquet with nothing checked (no line numbers,
   rejects, duplicates, increments or indices): what the Spark part costs by itself;
-- cfmodel.ingest.job.ingest(source='movielens-latest'): parse, validate, deduplicate, write the
+- cfmodel.pipeline.ingest (source movielens-latest): parse, validate, deduplicate, write the
   increment, rejects, report, current table and id indices (SparkSession start not included).
 
 and prints both, rows per second, and their ratio.
@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,7 @@ def main() -> int:
 
     arrow_s = time_pyarrow(path, args.repeats)
 
+    from cfmodel.config import IngestConfig
     from cfmodel.ingest.job import ingest
     from cfmodel.spark import get_spark
 
@@ -142,7 +144,8 @@ def main() -> int:
     warehouse = work / "warehouse"
     shutil.rmtree(warehouse, ignore_errors=True)
     started = time.perf_counter()
-    report = ingest(spark, "movielens-latest", path.parent, warehouse, "2026-01-01")
+    config = IngestConfig(source="movielens-latest", input_path=str(path.parent))
+    report = asdict(ingest(spark, warehouse, "2026-01-01", config))
     ingest_s = time.perf_counter() - started
     plain = work / "plain-parquet"
     started = time.perf_counter()

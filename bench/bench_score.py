@@ -39,7 +39,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cfmodel.registry import artifact  # noqa: E402
+from cfmodel.registry.artifact import ArtifactConfig, ModelArtifact  # noqa: E402
+from cfmodel.registry.registry import ModelRegistry  # noqa: E402
 from cfmodel.scoring.recommend import recommend, score  # noqa: E402
 from cfmodel.spark import get_spark  # noqa: E402
 from cfmodel.training.ids import IdIndex  # noqa: E402
@@ -84,8 +85,8 @@ def bench_ml100k(spark, data: Path, workdir: Path, top_n: int, n_factors: int, s
     publish(wh.table("items"), write_frame(items))
     model = random_artifact(ratings["user_id"].nunique(), ratings["item_id"].nunique(), n_factors, seed)
     model.users, model.items = IdIndex.from_values(ratings["user_id"]), IdIndex.from_values(ratings["item_id"])
-    artifact.save(model, wh.models)
-    artifact.set_current(wh.models, model.version)
+    ModelRegistry(wh.models).save(model)
+    ModelRegistry(wh.models).set_current(model.version)
     score(spark, wh.root, "2026-01-01", top_n)  # warm-up
     _, nightly = timed(lambda: score(spark, wh.root, "2026-01-02", top_n))
     frame = spark.read.parquet(str(wh.table("ratings")))
@@ -109,7 +110,7 @@ def bench_ml100k(spark, data: Path, workdir: Path, top_n: int, n_factors: int, s
     return rows
 
 
-def random_artifact(n_users: int, n_items: int, n_factors: int, seed: int) -> artifact.ModelArtifact:
+def random_artifact(n_users: int, n_items: int, n_factors: int, seed: int) -> ModelArtifact:
     torch.manual_seed(seed)
     model = EmbeddingDotBias(n_users, n_items, n_factors)
     with torch.no_grad():
@@ -117,18 +118,12 @@ def random_artifact(n_users: int, n_items: int, n_factors: int, seed: int) -> ar
             emb.weight.normal_(0.0, 1.0 / np.sqrt(n_factors))
         for emb in (model.u_bias, model.i_bias):
             emb.weight.normal_(0.0, 0.1)
-    return artifact.ModelArtifact(
+    return ModelArtifact(
         version="bench-random",
         model=model.eval(),
         users=IdIndex([str(u) for u in range(n_users)]),
         items=IdIndex([str(i) for i in range(n_items)]),
-        config={
-            "model_type": "dot",
-            "n_users": n_users,
-            "n_items": n_items,
-            "n_factors": n_factors,
-            "y_range": [0.0, 5.5],
-        },
+        config=ArtifactConfig(model_type="dot", hparams=model.hparams(), n_users=n_users, n_items=n_items),
         metrics={},
     )
 
@@ -144,7 +139,7 @@ def synthetic_ratings(spark, n_users: int, n_items: int, n_ratings: int, seed: i
     )
 
 
-def als_with_factors(spark, model: artifact.ModelArtifact, workdir: Path):
+def als_with_factors(spark, model: ModelArtifact, workdir: Path):
     """An ALSModel whose factors are exactly `model`'s: fit a tiny rank-k ALS, swap its factor tables."""
     from pyspark.ml.recommendation import ALS, ALSModel
 
@@ -169,8 +164,8 @@ def als_with_factors(spark, model: artifact.ModelArtifact, workdir: Path):
 def bench_synthetic(spark, workdir: Path, top_n: int, shape: dict, with_als: bool, seed: int) -> list[dict]:
     wh = Warehouse.open(workdir / "synthetic")
     model, build = timed(lambda: random_artifact(shape["users"], shape["items"], shape["factors"], seed))
-    artifact.save(model, wh.models)
-    artifact.set_current(wh.models, model.version)
+    ModelRegistry(wh.models).save(model)
+    ModelRegistry(wh.models).set_current(model.version)
     ratings = synthetic_ratings(spark, shape["users"], shape["items"], shape["ratings"], seed)
     _, generate = timed(lambda: publish(wh.table("ratings"), lambda tmp: ratings.write.parquet(str(tmp))))
     print(f"  synthetic set written in {generate:.0f}s (model built in {build:.0f}s)", flush=True)
@@ -187,7 +182,7 @@ def bench_synthetic(spark, workdir: Path, top_n: int, shape: dict, with_als: boo
             "what": "cfrec score() (read, score, write, check, publish)",
             "shape": label,
             "seconds": nightly,
-            "rows": report["rows"],
+            "rows": report.rows,
         }
     )
     print(f"  cfrec score(): {nightly:.1f}s", flush=True)
@@ -204,17 +199,18 @@ def bench_synthetic(spark, workdir: Path, top_n: int, shape: dict, with_als: boo
     return rows
 
 
-def nn_artifact(n_users: int, n_items: int, seed: int) -> artifact.ModelArtifact:
+def nn_artifact(n_users: int, n_items: int, seed: int) -> ModelArtifact:
     """fastai-default EmbeddingNN (emb_sz_rule widths, layers 100-50); random weights time the same."""
     from cfmodel.training.models import EmbeddingNN
 
     torch.manual_seed(seed)
-    return artifact.ModelArtifact(
+    module = EmbeddingNN(n_users, n_items).eval()
+    return ModelArtifact(
         version="bench-nn",
-        model=EmbeddingNN(n_users, n_items).eval(),
+        model=module,
         users=IdIndex([str(u) for u in range(n_users)]),
         items=IdIndex([str(i) for i in range(n_items)]),
-        config={"model_type": "nn"},
+        config=ArtifactConfig(model_type="nn", hparams=module.hparams()),
         metrics={},
     )
 
@@ -223,7 +219,6 @@ def bench_nn(spark, data: Path | None, shape: dict, sample_users: int, top_n: in
     """The nn model scores every (user, item) pair in vectorised chunks: time it on ml-100k through
     Spark, and on the 25M shape on a sample of users in one process, extrapolated."""
     import pyarrow as pa
-    from cfmodel.scoring.scorers import scorer_for
 
     from cfmodel.scoring.popularity import Popularity
     from cfmodel.scoring.recommend import ScoringContext, recommend_batch
@@ -249,11 +244,11 @@ def bench_nn(spark, data: Path | None, shape: dict, sample_users: int, top_n: in
     n_items = shape["items"]
     ids = model.items.ids
     ctx = ScoringContext(
-        scorer=scorer_for(model),
+        model=model.model,
         users=model.users,
         catalog_ids=ids,
         titles=np.full(n_items, None, dtype=object),
-        popularity=Popularity.from_counts(ids, np.zeros(n_items, np.int64)),
+        popularity=Popularity.from_counts(np.zeros(n_items, np.int64), ids),
         n=top_n,
     )
     rng = np.random.default_rng(seed)

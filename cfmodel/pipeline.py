@@ -13,7 +13,7 @@ whatever is current now, and a run for an old date never moves `CURRENT` back in
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cfmodel.config import (
@@ -154,16 +154,27 @@ class NightConfig:
     tables: TablesConfig = field(default_factory=TablesConfig)
 
 
-def run_night(spark: SparkSession, night: Night, config: NightConfig) -> dict[str, Any]:
-    """The nightly DAG's sequence in one process: each step's result, by step."""
-    report: dict[str, Any] = {"ingest": ingest(spark, night, config.ingest)}
-    report["quality"] = quality(night, config.quality)
+@dataclass
+class NightReport:
+    """What each step of a night returned."""
+
+    ingest: IngestReport
+    quality: QualityResult
+    train: TrainResult
+    evaluate: MetricsReport
+    gate: GateDecision
+    score: ScoreReport
+    tables: TablesReport | None
+
+
+def run_night(spark: SparkSession, night: Night, config: NightConfig) -> NightReport:
+    """The nightly DAG's sequence in one process, with its gate: the night is scored with the
+    candidate if it passed, else with the model it was judged against."""
+    ingested = ingest(spark, night, config.ingest)
+    checked = quality(night, config.quality)
     candidate = train(night, config.model, config.train)
-    report["train"] = candidate
-    report["evaluate"] = evaluate(night, candidate.version)
+    evaluated = evaluate(night, candidate.version)
     decision = gate(night, candidate.version, config.gate)
-    report["gate"] = decision
-    report["score"] = score(spark, night, config.score, decision.score_with)
-    if config.tables.tables:
-        report["tables"] = publish_tables(spark, night, config.tables, decision.score_with)
-    return {step: asdict(result) for step, result in report.items()}
+    scored = score(spark, night, config.score, decision.score_with)
+    tables = publish_tables(spark, night, config.tables, decision.score_with) if config.tables.tables else None
+    return NightReport(ingested, checked, candidate, evaluated, decision, scored, tables)

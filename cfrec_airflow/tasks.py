@@ -106,7 +106,10 @@ class PipelineJob(SparkSubmitOperator):
                 values = values.for_night(context["ds"])
             args += options.to_argv(values, only=self.job_options(config))
         if self.model_version:
-            args += ["--model-version", context["ti"].xcom_pull(task_ids=GATE_TASK)["score_with"]]
+            from cfmodel.registry.gate import GateDecision
+
+            decision = GateDecision.from_dict(context["ti"].xcom_pull(task_ids=GATE_TASK))
+            args += ["--model-version", decision.score_with]
         return args
 
     @staticmethod
@@ -169,13 +172,14 @@ def model_steps() -> tuple[Any, Any]:
 
     @task(task_id="publish", outlets=[RECOMMENDATIONS])
     def publish(decision: dict, params: dict | None = None, ds: str | None = None, outlet_events: Any = None) -> dict:
+        from cfmodel.registry.gate import GateDecision
         from cfmodel.scoring.recommend import recommendations_summary
 
         summary = asdict(recommendations_summary(params["warehouse"], ds))
         outlet_events[RECOMMENDATIONS].extra = {
             "warehouse": params["warehouse"],
             "run_date": ds,
-            "model_version": decision["score_with"],
+            "model_version": GateDecision.from_dict(decision).score_with,
             **summary,
         }
         return summary

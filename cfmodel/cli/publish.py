@@ -17,11 +17,13 @@ def cmd_score(args: argparse.Namespace) -> object:
     from cfmodel.registry.registry import ModelRegistry
     from cfmodel.spark import get_spark
     from cfmodel.warehouse import Warehouse
+    from cfmodel.warehouse.schemas import RATINGS
 
     night, config = night_of(args), options.from_namespace(ScoreConfig, args)
     wh = Warehouse.open(night.warehouse)
-    wh.require("ratings")
-    ModelRegistry(wh.models).require(args.model_version or ModelRegistry(wh.models).require_current())
+    wh.require(RATINGS)  # a missing table or model fails here, before a JVM starts
+    registry = ModelRegistry(wh.models)
+    registry.require(args.model_version or registry.require_current())
     return pipeline.score(get_spark("cfrec-score"), night, config, args.model_version)
 
 
@@ -43,7 +45,7 @@ def cmd_sql(args: argparse.Namespace) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def cmd_run(args: argparse.Namespace) -> dict:
+def cmd_run(args: argparse.Namespace) -> object:
     from cfmodel import pipeline
     from cfmodel.spark import get_spark
 

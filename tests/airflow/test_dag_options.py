@@ -1,6 +1,8 @@
 """The nightly DAG takes every option `cfrec run` takes, as a param or in `dag_run.conf`, and turns it into
 the same step configs through the same code."""
 
+import copy
+
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from support import REPO
@@ -136,7 +138,7 @@ def test_the_dag_builds_the_same_configs_as_the_command_line(nightly):
         "max_rank_users": 500,
         "mixed_precision": False,
         "device": "cpu",
-        "warm_start": False,
+        "warm_start": "none",
         "version_suffix": "-test",
         "gate_tolerance": 0.05,
         "gate_metric": "mae",
@@ -145,7 +147,9 @@ def test_the_dag_builds_the_same_configs_as_the_command_line(nightly):
         "tables": False,
     }
     assert set(conf) <= set(nightly.params)
-    params = {**nightly.params.dump(), **conf}
+    checked = copy.deepcopy(nightly.params)
+    checked.update(conf)
+    params = checked.validate()  # the JSON-schema check Airflow applies to a run's conf
     from_dag = [options.from_mapping(config, params) for config in STEP_CONFIGS]
     assert from_dag == from_cli
 
