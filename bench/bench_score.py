@@ -91,7 +91,7 @@ def bench_ml100k(spark, data: Path, workdir: Path, top_n: int, n_factors: int, s
     _, nightly = timed(lambda: score(spark, wh.root, "2026-01-02", top_n))
     frame = spark.read.parquet(str(wh.table("ratings")))
     _, compute = timed(lambda: recommend(spark, frame, model, top_n).write.format("noop").mode("overwrite").save())
-    shape = f"{len(model.users)} users x {len(model.items)} items, {model.config['n_factors']} factors, 100k ratings"
+    shape = f"{len(model.users)} users x {len(model.items)} items, {model.model.n_factors} factors, 100k ratings"
     rows = [
         {
             "data": "ml-100k",
@@ -143,7 +143,7 @@ def als_with_factors(spark, model: ModelArtifact, workdir: Path):
     """An ALSModel whose factors are exactly `model`'s: fit a tiny rank-k ALS, swap its factor tables."""
     from pyspark.ml.recommendation import ALS, ALSModel
 
-    rank = model.config["n_factors"]
+    rank = model.model.n_factors
     tiny = spark.createDataFrame(
         [(u, i, float((u + i) % 5 + 1)) for u in range(30) for i in range(20)], "user int, item int, rating float"
     )
