@@ -97,25 +97,10 @@ def options(cls: type) -> list[Option]:
         if "help" not in f.metadata:
             continue
         kind, nullable = _kind(hints[f.name])
-        m = f.metadata
+        m = dict(f.metadata)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         out.append(
-            Option(
-                f.name,
-                kind,
-                nullable,
-                default,
-                m["help"],
-                m["flag"] or "--" + f.name.replace("_", "-"),
-                m["metavar"],
-                m["choices"],
-                m["parse"],
-                m["negate"],
-                m["nargs"],
-                m["const"],
-                m["required"],
-                m["cli"],
-            )
+            Option(f.name, kind, nullable, default, **{**m, "flag": m["flag"] or "--" + f.name.replace("_", "-")})
         )
     return out
 
@@ -181,21 +166,20 @@ def _convert(opt: Option, value: Any) -> Any:
     return value
 
 
-def from_mapping(cls: type[T], values: Mapping[str, Any], **fixed: Any) -> T:
+def from_mapping(cls: type[T], values: Mapping[str, Any]) -> T:
     """A config from a mapping such as a DAG's params: keys that are not options of `cls` are
     ignored, None means "the default", and every value is converted (`parse`, which may itself
-    give None, e.g. 'none' for no warm start) and checked as on the command line. `fixed` values
-    are passed as they are."""
+    give None, e.g. 'none' for no warm start) and checked as on the command line."""
     given = {}
     for opt in options(cls):
         if opt.name in values and values[opt.name] is not None:
             given[opt.name] = _convert(opt, values[opt.name])
-    return cls(**given, **fixed)
+    return cls(**given)
 
 
-def from_namespace(cls: type[T], args: argparse.Namespace, **fixed: Any) -> T:
+def from_namespace(cls: type[T], args: argparse.Namespace) -> T:
     """A config from parsed command-line arguments (options not given keep the config's default)."""
-    return from_mapping(cls, {k: v for k, v in vars(args).items() if v is not None}, **fixed)
+    return from_mapping(cls, {k: v for k, v in vars(args).items() if v is not None})
 
 
 def to_argv(config: Any, only: tuple[str, ...] | None = None) -> list[str]:
@@ -225,8 +209,3 @@ def param_schema(opt: Option) -> dict[str, Any]:
     if opt.choices is not None:
         schema["enum"] = [*opt.choices, *([None] if opt.nullable or opt.default is None else [])]
     return schema
-
-
-def defaults(cls: type) -> dict[str, Any]:
-    """Option name -> default, with tuples as lists (JSON-friendly, as DAG params hold them)."""
-    return {opt.name: list(opt.default) if isinstance(opt.default, tuple) else opt.default for opt in options(cls)}
