@@ -55,8 +55,13 @@ def _split_top_level(text: str) -> list[str]:
 
 
 _ARROW_SCALARS = {
-    "string": "string", "float": "float32", "double": "float64", "int": "int32", "bigint": "int64",
-    "boolean": "bool_", "date": "date32",
+    "string": "string",
+    "float": "float32",
+    "double": "float64",
+    "int": "int32",
+    "bigint": "int64",
+    "boolean": "bool_",
+    "date": "date32",
 }
 
 
@@ -102,10 +107,15 @@ RATINGS_INCREMENTS = increments(RATINGS)
 ITEMS_INCREMENTS = increments(ITEMS)
 USER_INDEX = table("user_index", "id string, index bigint")
 ITEM_INDEX = table("item_index", "id string, index bigint")
-REJECTS = table("rejects", "source string, table string, source_file string, line_number bigint, raw string, "
-                "reason string", partitioned=True)
-DATASETS = table("datasets", "source string, rating_min double, rating_max double, rating_step double, "
-                 "scale_origin string, run_date string")
+REJECTS = table(
+    "rejects",
+    "source string, table string, source_file string, line_number bigint, raw string, reason string",
+    partitioned=True,
+)
+DATASETS = table(
+    "datasets",
+    "source string, rating_min double, rating_max double, rating_step double, scale_origin string, run_date string",
+)
 INGEST_REPORT = table(
     "ingest_report",
     "source string, input_files array<string>, input_rows bigint, clean_rows bigint, rejected_rows bigint, "
@@ -116,16 +126,26 @@ INGEST_REPORT = table(
     "rating_min double, rating_max double, seconds double",
     partitioned=True,
 )
-QUALITY = table("quality", "check string, value double, threshold double, passed boolean, detail string",
-                partitioned=True)
-RECOMMENDATIONS = table("recommendations", "user_id string, rank int, item_id string, score float, source string, "
-                        "model_version string, title string", partitioned=True)
-SIMILAR_ITEMS = table("similar_items", "item_id string, rank int, similar_item_id string, similarity float, "
-                      "similar_title string, model_version string")
+QUALITY = table(
+    "quality", "check string, value double, threshold double, passed boolean, detail string", partitioned=True
+)
+RECOMMENDATIONS = table(
+    "recommendations",
+    "user_id string, rank int, item_id string, score float, source string, model_version string, title string",
+    partitioned=True,
+)
+SIMILAR_ITEMS = table(
+    "similar_items",
+    "item_id string, rank int, similar_item_id string, similarity float, similar_title string, model_version string",
+)
 ITEM_FACTORS = table("item_factors", "item_id string, factors array<float>, bias float, model_version string")
 USER_FACTORS = table("user_factors", "user_id string, factors array<float>, bias float, model_version string")
-METRICS = table("metrics", "model_version string, model_type string, split string, metric string, value double, "
-                "popularity double, evaluated_users bigint", partitioned=True)
+METRICS = table(
+    "metrics",
+    "model_version string, model_type string, split string, metric string, value double, "
+    "popularity double, evaluated_users bigint",
+    partitioned=True,
+)
 MODEL_RUNS = table(
     "model_runs",
     "model_version string, model_type string, run_date date, created_at timestamp, params string, "
@@ -133,6 +153,7 @@ MODEL_RUNS = table(
     "train_seconds double, gate_metric string, gate_value double, promoted boolean, promotion_reason string, "
     "compared_with string, is_current boolean",
 )
-MOST_RECOMMENDED = table("analytics/most_recommended", "item_id string, title string, users bigint, mean_rank double",
-                         partitioned=True)
+MOST_RECOMMENDED = table(
+    "analytics/most_recommended", "item_id string, title string, users bigint, mean_rank double", partitioned=True
+)
 MODELS = "models"  # not a table: the model registry's folder

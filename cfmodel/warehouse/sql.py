@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from cfmodel.errors import CfrecError
 from cfmodel.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    import duckdb
+    from pyspark.sql import SparkSession
 
 OUTPUT_FORMATS = ("table", "csv", "json")
 
@@ -41,7 +46,7 @@ def parquet_source(files: list[Path], partitioned: bool) -> str:
     return f"read_parquet({listed}, union_by_name = true)"
 
 
-def connect(warehouse: str | Path):
+def connect(warehouse: str | Path) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with one view per warehouse table."""
     import duckdb
 
@@ -86,13 +91,14 @@ def render(frame: pd.DataFrame, fmt: str = "table") -> str:
         records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
         return json.dumps(records, indent=2, default=_json_value)
     if fmt == "table":
-        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
-                               "display.max_colwidth", 60):
+        with pd.option_context(
+            "display.max_rows", None, "display.max_columns", None, "display.width", 200, "display.max_colwidth", 60
+        ):
             return frame.to_string(index=False)
     raise CfrecError(f"unknown output format '{fmt}' (use {', '.join(OUTPUT_FORMATS)})")
 
 
-def _json_value(value):
+def _json_value(value: object) -> object:
     if hasattr(value, "tolist"):  # numpy arrays and scalars (factors, counts)
         return value.tolist()
     if hasattr(value, "isoformat"):
@@ -100,7 +106,7 @@ def _json_value(value):
     return str(value)
 
 
-def register_spark_views(spark, warehouse: str | Path) -> list[str]:
+def register_spark_views(spark: SparkSession, warehouse: str | Path) -> list[str]:
     """Register every warehouse table as a Spark temporary view of the same name; returns their names."""
     wh = Warehouse.open(warehouse, create=False)
     names = []

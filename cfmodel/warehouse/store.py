@@ -75,11 +75,10 @@ class Warehouse:
         progress, versions being swapped out) and no hidden files."""
         root = self.table(table)
         return sorted(
-            path for path in root.rglob("*.parquet")
+            path
+            for path in root.rglob("*.parquet")
             if not any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
         )
-
-
 
     def titles(self, item_ids: np.ndarray) -> np.ndarray:
         """The `items` table's title of each id (None where unknown, or with no items table)."""

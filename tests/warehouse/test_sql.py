@@ -8,8 +8,8 @@ import pytest
 
 from cfmodel.cli import build_parser, main
 from cfmodel.errors import CfrecError
-from cfmodel.warehouse.sql import query, render
 from cfmodel.warehouse import Warehouse, publish
+from cfmodel.warehouse.sql import query, render
 
 
 def write_frame(frame):

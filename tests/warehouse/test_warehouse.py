@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from cfmodel.errors import CfrecError
-from cfmodel.warehouse import atomic as publishing
 from cfmodel.warehouse import Warehouse, publish
+from cfmodel.warehouse import atomic as publishing
 
 
 def write_file(content):
