@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cfmodel.ingest.parsing import MOVIELENS_100K_GENRES
+from cfmodel.ingest.layouts import MOVIELENS_100K_GENRES
 
 ADJECTIVES = [
     "Silent",

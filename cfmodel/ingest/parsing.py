@@ -17,19 +17,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from cfmodel.errors import CfrecError
-from cfmodel.ingest.layouts import LATIN1, MOVIELENS_100K_GENRES, UTF8, RatingScale, TextFormat
+from cfmodel.ingest.layouts import LATIN1, UTF8, RatingScale, TextFormat
 from cfmodel.ingest.planning import ExtraPlan, InputFile, ItemsPlan, RatingsPlan
-
-__all__ = [
-    "MOVIELENS_100K_GENRES",
-    "LINE_SCHEMA",
-    "read_lines",
-    "read_parquet_rows",
-    "parse_ratings",
-    "parse_items",
-    "parse_extra",
-    "title_year",
-]
 
 LINE_SCHEMA = T.StructType(
     [
