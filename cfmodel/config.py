@@ -206,12 +206,6 @@ class ScoreConfig:
 @dataclass(frozen=True)
 class TablesConfig:
     similar_k: int = option(20, "neighbours per item in the similar_items table")
-    tables: bool = option(
-        True,
-        "write only the recommendations, not similar_items, factors, metrics and model_runs",
-        flag="--no-tables",
-        negate=True,
-    )
 
     def __post_init__(self) -> None:
         if self.similar_k < 1:

@@ -182,13 +182,13 @@ def from_namespace(cls: type[T], args: argparse.Namespace) -> T:
     return from_mapping(cls, {k: v for k, v in vars(args).items() if v is not None})
 
 
-def to_argv(config: Any, only: tuple[str, ...] | None = None) -> list[str]:
+def to_argv(config: Any) -> list[str]:
     """The command-line arguments that rebuild `config`: every required option and every option
     whose value is not its default, as the spark-submit jobs read them."""
     argv: list[str] = []
     for opt in options(type(config)):
         value = getattr(config, opt.name)
-        if not opt.cli or (only is not None and opt.name not in only) or value is None:
+        if not opt.cli or value is None:
             continue
         if value == opt.default and not opt.required:
             continue

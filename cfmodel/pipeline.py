@@ -152,6 +152,7 @@ class NightConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
+    publish_tables: bool = True  # False: stop after the recommendations (`cfrec run --no-tables`)
 
 
 @dataclass
@@ -176,5 +177,5 @@ def run_night(spark: SparkSession, night: Night, config: NightConfig) -> NightRe
     evaluated = evaluate(night, candidate.version)
     decision = gate(night, candidate.version, config.gate)
     scored = score(spark, night, config.score, decision.score_with)
-    tables = publish_tables(spark, night, config.tables, decision.score_with) if config.tables.tables else None
+    tables = publish_tables(spark, night, config.tables, decision.score_with) if config.publish_tables else None
     return NightReport(ingested, checked, candidate, evaluated, decision, scored, tables)

@@ -67,8 +67,9 @@ def params(*configs: type, **defaults: Any) -> dict[str, Param]:
     return out
 
 
-def night(context: dict) -> Night:
-    return Night(warehouse=context["params"]["warehouse"], run_date=context["ds"])
+def night(params: dict, ds: str) -> Night:
+    """What a task's step is keyed on: the run's warehouse param and its logical date."""
+    return Night(warehouse=params["warehouse"], run_date=ds)
 
 
 def input_ready(params: dict | None = None, ds: str | None = None) -> bool:
@@ -99,22 +100,18 @@ class PipelineJob(SparkSubmitOperator):
         self.model_version = model_version
 
     def job_arguments(self, context: dict) -> list[str]:
-        args = options.to_argv(night(context))
+        args = options.to_argv(night(context["params"], context["ds"]))
         for config in self.configs:
             values = options.from_mapping(config, context["params"])
             if isinstance(values, IngestConfig):
                 values = values.for_night(context["ds"])
-            args += options.to_argv(values, only=self.job_options(config))
+            args += options.to_argv(values)
         if self.model_version:
             from cfmodel.registry.gate import GateDecision
 
             decision = GateDecision.from_dict(context["ti"].xcom_pull(task_ids=GATE_TASK))
             args += ["--model-version", decision.score_with]
         return args
-
-    @staticmethod
-    def job_options(config: type) -> tuple[str, ...] | None:
-        return ("similar_k",) if config is TablesConfig else None
 
     def execute(self, context: dict) -> None:
         self.application_args = self.job_arguments(context)
@@ -129,7 +126,7 @@ def ingest_steps() -> tuple[PipelineJob, Any]:
     def quality_gate(params: dict | None = None, ds: str | None = None) -> dict:
         from cfmodel import pipeline
 
-        return asdict(pipeline.quality(Night(params["warehouse"], ds), options.from_mapping(QualityConfig, params)))
+        return asdict(pipeline.quality(night(params, ds), options.from_mapping(QualityConfig, params)))
 
     checked = quality_gate()
     ingest >> checked
@@ -146,7 +143,7 @@ def model_steps() -> tuple[Any, Any]:
         from cfmodel import pipeline
 
         result = pipeline.train(
-            Night(params["warehouse"], ds),
+            night(params, ds),
             options.from_mapping(TrainConfig, params),
             options.from_mapping(TrainRun, params),
         )
@@ -156,15 +153,13 @@ def model_steps() -> tuple[Any, Any]:
     def evaluate(candidate: dict, params: dict | None = None, ds: str | None = None) -> dict:
         from cfmodel import pipeline
 
-        return asdict(pipeline.evaluate(Night(params["warehouse"], ds), candidate["version"]))
+        return asdict(pipeline.evaluate(night(params, ds), candidate["version"]))
 
     @task(task_id=GATE_TASK)
     def gate(candidate: dict, evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
         from cfmodel import pipeline
 
-        decision = pipeline.gate(
-            Night(params["warehouse"], ds), candidate["version"], options.from_mapping(GateConfig, params)
-        )
+        decision = pipeline.gate(night(params, ds), candidate["version"], options.from_mapping(GateConfig, params))
         return asdict(decision)
 
     score = PipelineJob(task_id="score", job="score", configs=(ScoreConfig,), model_version=True)

@@ -58,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> object:
         gate=options.from_namespace(GateConfig, args),
         score=options.from_namespace(ScoreConfig, args),
         tables=options.from_namespace(TablesConfig, args),
+        publish_tables=args.tables,
     )
     check_input(night, config.ingest)
     return pipeline.run_night(get_spark("cfrec-run"), night, config)
@@ -90,7 +91,7 @@ def add_tables(sub: argparse._SubParsersAction) -> None:
     )
     add_night(p)
     _add_model_version(p, "model whose factors and neighbours to publish")
-    options.add_arguments(p.add_argument_group("analytics tables"), TablesConfig, only=("similar_k",))
+    options.add_arguments(p.add_argument_group("analytics tables"), TablesConfig)
     p.set_defaults(func=cmd_tables)
 
 
@@ -127,7 +128,14 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     add_train_arguments(p, run_options=("device", "warm_start", "version_suffix"))
     options.add_arguments(p.add_argument_group("model gate"), GateConfig)
     options.add_arguments(p, ScoreConfig)
-    options.add_arguments(p.add_argument_group("analytics tables"), TablesConfig)
+    tables = p.add_argument_group("analytics tables")
+    options.add_arguments(tables, TablesConfig)
+    tables.add_argument(
+        "--no-tables",
+        dest="tables",
+        action="store_false",
+        help="stop after the recommendations: no similar_items, factors, metrics or model_runs",
+    )
     p.set_defaults(func=cmd_run)
 
 
