@@ -47,18 +47,36 @@ def parquet_source(files: list[Path], partitioned: bool) -> str:
 
 
 def connect(warehouse: str | Path) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with one view per warehouse table."""
+    """A DuckDB connection with one view per warehouse table, confined to the warehouse: it can read
+    files under the warehouse folder and nothing else, load no extension, and its configuration is
+    locked."""
     import duckdb
 
     wh = Warehouse.open(warehouse, create=False)
     tables = wh.tables()
     if not tables:
         raise CfrecError(f"warehouse {wh.root} has no tables yet; run 'cfrec run' or the nightly DAG first")
-    con = duckdb.connect()
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     for name, partitioned in tables.items():
         source = parquet_source(wh.table_files(name), partitioned)
         con.execute(f"CREATE VIEW {_identifier(name)} AS SELECT * FROM {source}")
+    con.execute(f"SET allowed_directories = [{_literal(str(wh.root) + '/')}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
+
+
+def read_only_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """`sql` when it is exactly one SELECT; a CfrecError otherwise (`cfrec sql` only reads)."""
+    import duckdb
+
+    statements = con.extract_statements(sql)
+    if len(statements) != 1:
+        raise CfrecError(f"cfrec sql runs exactly one statement, got {len(statements)}")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        kind = statements[0].type.name
+        raise CfrecError(f"cfrec sql only reads: a {kind} statement is refused (use SELECT)")
+    return sql
 
 
 def arrow_table(relation: object) -> object:
@@ -68,7 +86,7 @@ def arrow_table(relation: object) -> object:
 
 
 def query(warehouse: str | Path, sql: str) -> pd.DataFrame:
-    """Run one SQL statement over the warehouse's views; errors come back as one-line CfrecErrors.
+    """Run one SELECT over the warehouse's views; errors come back as one-line CfrecErrors.
 
     DATE columns (run_date) come back as datetime.date, as Spark and pyarrow give them.
     """
@@ -76,7 +94,7 @@ def query(warehouse: str | Path, sql: str) -> pd.DataFrame:
 
     con = connect(warehouse)
     try:
-        relation = con.sql(sql)
+        relation = con.sql(read_only_statement(con, sql))
         return pd.DataFrame() if relation is None else arrow_table(relation).to_pandas(date_as_object=True)
     except duckdb.Error as exc:
         raise CfrecError(str(exc).strip().splitlines()[0]) from None

@@ -98,3 +98,37 @@ def test_help_explains_every_option(command):
     for action in sub._actions:
         if action.dest != "help":
             assert action.help, f"cfrec {command} {action.option_strings or action.dest} has no help text"
+
+
+@pytest.mark.parametrize(
+    "sql, message",
+    [
+        ("SELECT * FROM read_csv('/etc/passwd')", "Cannot access file"),
+        ("SELECT * FROM read_parquet('{outside}/*.parquet')", "Cannot access file"),
+        ("COPY (SELECT * FROM items) TO '{wh}/items/part-9.parquet'", "a COPY statement is refused"),
+        ("ATTACH '{wh}/other.duckdb' AS other", "a ATTACH statement is refused"),
+        ("INSTALL httpfs", "statement is refused"),
+        ("LOAD httpfs", "statement is refused"),
+        ("SET enable_external_access = true", "a SET statement is refused"),
+        ("PRAGMA enable_profiling", "statement is refused"),
+        ("CREATE TABLE copy AS SELECT * FROM items", "a CREATE statement is refused"),
+        ("SELECT 1; SELECT 2", "exactly one statement, got 2"),
+        ("SELECT * FROM items; COPY items TO '{wh}/x.csv'", "exactly one statement, got 2"),
+    ],
+)
+def test_cfrec_sql_only_reads_the_warehouse(warehouse, tmp_path, sql, message):
+    warehouse = warehouse.root
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    pd.DataFrame({"secret": [1]}).to_parquet(outside / "secret.parquet")
+    before = sorted(p.relative_to(warehouse) for p in warehouse.rglob("*"))
+    with pytest.raises(CfrecError, match=message):
+        query(warehouse, sql.format(wh=warehouse, outside=outside))
+    assert sorted(p.relative_to(warehouse) for p in warehouse.rglob("*")) == before  # nothing written
+    assert query(warehouse, "SELECT count(*) AS n FROM items")["n"][0] == 2  # reading still works
+
+
+def test_cfrec_sql_reads_files_inside_the_warehouse(warehouse):
+    warehouse = warehouse.root
+    files = query(warehouse, f"SELECT count(*) AS n FROM read_parquet('{warehouse}/items/*.parquet')")
+    assert files["n"][0] == 2
