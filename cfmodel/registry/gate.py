@@ -74,10 +74,11 @@ def decide(
     def verdict(promoted: bool, reason: str) -> Verdict:
         return Verdict(promoted, reason, metric, split, cand.get(metric), curr.get(metric))
 
+    if metric is None or metric not in cand:
+        # Non-finite values are left out of the metrics: a diverged model has nothing to be judged by.
+        return verdict(False, f"candidate has no finite {split} {metric or ' or '.join(GATE_METRICS)} to judge it by")
     if current_metrics is None:
         return verdict(True, "no model to judge against")
-    if metric is None or metric not in cand:
-        return verdict(False, f"candidate has no {split} {metric or ' or '.join(GATE_METRICS)} to judge it by")
     if metric not in curr:
         return verdict(True, f"current model has no {split} {metric}; promoted without comparison")
     better = "lower" if lower_is_better(metric) else "higher"

@@ -136,6 +136,7 @@ def train(
     model = data.model_for(config)
     warm = warm_start(model, data.users, data.items, registry.load(warm_start_from)) if warm_start_from else None
     result = fitter(model, train_part, valid_part, config, dev, progress)
+    check_finite(model, version)
     valid = holdout_metrics(
         model, train_part, valid_part, len(data.items), device=dev, max_users=config.max_rank_users, seed=config.seed
     )
@@ -155,6 +156,14 @@ def train(
     shown = {k: round(v, 4) for k, v in valid["model"].items() if isinstance(v, float)}
     log.info("trained %s on %s in %.1fs: %s", version, dev, result.seconds, shown)
     return trained
+
+
+def check_finite(model: CollabModel, version: str) -> None:
+    """A model whose weights went non-finite (a learning rate far too high, say) is never saved."""
+    broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if broken:
+        raise CfrecError(f"training {version} diverged: non-finite weights in {', '.join(broken)}; "
+                         "nothing was saved (try a lower --lr)")
 
 
 def _artifact_config(

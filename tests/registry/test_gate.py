@@ -57,7 +57,11 @@ def test_gate_compares_in_the_metrics_direction(candidate, current_metrics, tole
 def test_gate_without_comparable_metrics():
     assert decide({"valid_rmse": 0.9}, None).reason == "no model to judge against"
     verdict = decide({"history": []}, {"valid_rmse": 0.9})
-    assert not verdict.promoted and "candidate has no valid rmse or ndcg@10" in verdict.reason
+    assert not verdict.promoted and "candidate has no finite valid rmse or ndcg@10" in verdict.reason
+    # A diverged first model is not promoted for want of anything to compare it with.
+    for diverged in ({"valid_rmse": float("nan")}, {"valid": {"model": {"ndcg@10": float("inf")}}}, {}):
+        first = decide(diverged, None)
+        assert not first.promoted and "no finite valid" in first.reason
     verdict = decide({"valid_rmse": 0.9}, {"history": []})
     assert verdict.promoted and "promoted without comparison" in verdict.reason
     with pytest.raises(CfrecError, match="tolerance must be >= 0"):

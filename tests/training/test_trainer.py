@@ -114,3 +114,20 @@ def test_version_suffix_names_another_schedules_model(tmp_path):
     assert trained.version == "rank-2026-02-01-full" and (wh / "models" / "rank-2026-02-01-full" / "_SUCCESS").exists()
     with pytest.raises(CfrecError, match="version suffix may hold only"):
         train(wh, "2026-02-01", TrainConfig(), version_suffix="/../x")
+
+
+def test_a_diverged_model_is_refused_and_nothing_is_saved(tmp_path, capsys):
+    from cfmodel.cli import main
+
+    wh = write_warehouse(tmp_path / "wh")
+    good = train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1), device="cpu")
+    ModelRegistry(wh / "models").set_current(good.version)
+    before = sorted(p.name for p in (wh / "models").iterdir())
+    weights = (wh / "models" / good.version / "model.pt").read_bytes()
+    code = main(["train", "--warehouse", str(wh), "--run-date", "2026-02-01", "--lr", "1e9", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "training dot-2026-02-01 diverged: non-finite weights" in err and "nothing was saved" in err
+    assert sorted(p.name for p in (wh / "models").iterdir()) == before
+    assert (wh / "models" / good.version / "model.pt").read_bytes() == weights  # the current model is intact
+    assert ModelRegistry(wh / "models").current() == good.version
