@@ -32,6 +32,10 @@ REPLACEMENT_CHARACTER = "\ufffd"
 UTF8_BOM = bytearray(b"\xef\xbb\xbf")
 # A rating counts as on the scale's step when within this of a whole number of steps.
 STEP_TOLERANCE = 1e-6
+# Ratings as people write them: Java's parser also takes '4d', '0x1p2', 'NaN' and 'Infinity'.
+DECIMAL = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+# Ratings are stored as 32-bit floats: anything larger would become infinite.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,9 @@ def _timestamp(text: Column) -> Column:
 
 def _rating_reason(rating: Column, scale: RatingScale) -> Column:
     not_numeric = rating.isNull() | F.isnan(rating) | (F.abs(rating) == float("inf"))
-    reason = F.when(not_numeric, F.lit("rating_not_numeric"))
+    reason = F.when(not_numeric, F.lit("rating_not_numeric")).when(
+        F.abs(rating) > FLOAT32_MAX, F.lit("rating_overflow")
+    )
     if scale.known:
         off_scale = (rating < scale.min) | (rating > scale.max)
         if scale.step:
@@ -169,7 +175,7 @@ def typed_ratings(rows: DataFrame, has_timestamp: bool, scale: RatingScale) -> D
         "_structural",
         F.col("_user").alias("user_id"),
         F.col("_item").alias("item_id"),
-        F.col("_rating").try_cast("double").alias("rating"),
+        F.when(F.col("_rating").rlike(DECIMAL), F.col("_rating").try_cast("double")).alias("rating"),
         (_timestamp(F.col("_timestamp")) if has_timestamp else F.lit(None).cast("long")).alias("timestamp"),
     )
     reason = (
@@ -208,11 +214,14 @@ def _split(lines: DataFrame, text: TextFormat, min_fields: int, max_fields: int)
     well_formed = _field_count_ok(fields, min_fields, max_fields)
     if text.quoted:
         has_quote = line.contains('"')
+        # An RFC-4180 record on one line holds quotes in pairs: an odd count is a field that runs on
+        # into the next line (which has an odd count too), and both lines are unparseable.
+        odd_quotes = (F.length(line) - F.length(F.regexp_replace(line, '"', ""))) % 2 == 1
         step = step.withColumn("_record", F.when(has_quote, _csv_record(line, text.sep, max_fields)))
         record = F.col("_record")
         quoted = F.array(*[F.coalesce(record[f"c{i}"], F.lit("")) for i in range(max_fields)])
         fields = F.when(has_quote, quoted).otherwise(fields)
-        well_formed = F.when(has_quote, record["_corrupt"].isNull()).otherwise(well_formed)
+        well_formed = F.when(has_quote, record["_corrupt"].isNull() & ~odd_quotes).otherwise(well_formed)
     return step.select(
         "source_file",
         "line_number",

@@ -502,3 +502,47 @@ def test_movietweetings_users_and_goodbooks_to_read(spark, tmp_path):
         ("11", "12"),
         ("12", "0013"),
     ]
+
+
+def test_ratings_must_be_plain_finite_decimals(spark, tmp_path):
+    write_lines(
+        tmp_path / "ratings.csv",
+        [
+            "user_id,item_id,rating",
+            "a,1,4",
+            "a,2,4d",
+            "a,3,0x1p2",
+            "a,4,1e308",
+            "a,5,-1e39",
+            "a,6,1e30",
+            "a,7,NaN",
+            "a,8,Infinity",
+            "a,9,+.5",
+            "a,10,2.",
+            "a,11,3.5e-1",
+        ],
+    )
+    ratings, _ = parse(spark, "csv", tmp_path)
+    assert reasons(ratings) == {
+        2: None,
+        3: "rating_not_numeric",
+        4: "rating_not_numeric",
+        5: "rating_overflow",
+        6: "rating_overflow",
+        7: None,
+        8: "rating_not_numeric",
+        9: "rating_not_numeric",
+        10: None,
+        11: None,
+        12: None,
+    }
+    assert [ratings[n]["rating"] for n in (10, 11, 12)] == [0.5, 2.0, 0.35]
+
+
+def test_a_quoted_field_running_over_two_lines_rejects_both(spark, tmp_path):
+    write_lines(
+        tmp_path / "ratings.csv",
+        ["userId,movieId,rating,timestamp", '"1,2,4.0,964982703', 'b",3,4.0,964982703', '"4",5,3.0,1'],
+    )
+    ratings, _ = parse(spark, "movielens-latest", tmp_path)
+    assert reasons(ratings) == {2: "unparseable", 3: "unparseable", 4: None}
