@@ -79,21 +79,23 @@ class IngestPlan:
 
 
 def find_files(root: Path, pattern: str, folders: bool = False) -> list[InputFile]:
-    """Files matching `pattern` (a name or glob, relative to `root` unless absolute), in name order;
-    with `folders`, also folders (a Parquet data set written by Spark is a folder).
+    """Files matching `pattern` (a name or glob inside `root`), in name order; with `folders`, also
+    folders (a Parquet data set written by Spark is a folder). A pattern that reaches outside
+    `root` is refused.
 
     Name order is file order: of duplicated ratings without timestamps, the one in the later file wins.
     """
+    root = root.resolve()
+    if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+        raise CfrecError(f"file pattern '{pattern}' must name files inside the input folder {root}")
     matches = sorted(
         Path(p) for p in glob.glob(str(root / pattern)) if Path(p).is_file() or (folders and Path(p).is_dir())
     )
     out = []
     for path in matches:
-        try:
-            name = str(path.relative_to(root))
-        except ValueError:
-            name = str(path)
-        out.append(InputFile(path, name))
+        if not path.resolve().is_relative_to(root):  # a symbolic link out of the folder
+            raise CfrecError(f"{path} leads outside the input folder {root}")
+        out.append(InputFile(path, str(path.relative_to(root))))
     return out
 
 

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 CURRENT_FILE = "CURRENT"
 PROMOTION_FILE = "promotion.json"
 VERSION = re.compile(r"^(?P<model>[a-z]+)-(?P<date>\d{4}-\d{2}-\d{2})(?P<suffix>.*)$")
+# Any name a version folder may have: never a path, so a version never leads outside models/.
+VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Flat metrics.json keys look like `valid_rmse`; only held-out splits are metrics of quality.
 FLAT_SPLITS = ("valid", "test")
 BASELINE = "popularity"
@@ -68,6 +70,8 @@ class ModelRegistry:
         self.root = Path(root)
 
     def folder(self, version: str) -> Path:
+        if not VERSION_NAME.match(version):
+            raise CfrecError(f"'{version}' is not a model version name (letters, digits, '.', '_' and '-')")
         return self.root / version
 
     def exists(self, version: str) -> bool:
@@ -89,7 +93,12 @@ class ModelRegistry:
     def current(self) -> str | None:
         """The version `CURRENT` names; None when there is none yet."""
         marker = self.root / CURRENT_FILE
-        return marker.read_text().strip() if marker.is_file() else None
+        if not marker.is_file():
+            return None
+        version = marker.read_text().strip()
+        if not VERSION_NAME.match(version):
+            raise CfrecError(f"{marker} holds '{version[:80]}', which is not a model version name")
+        return version
 
     def require_current(self) -> str:
         version = self.current()

@@ -162,8 +162,10 @@ def check_finite(model: CollabModel, version: str) -> None:
     """A model whose weights went non-finite (a learning rate far too high, say) is never saved."""
     broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if broken:
-        raise CfrecError(f"training {version} diverged: non-finite weights in {', '.join(broken)}; "
-                         "nothing was saved (try a lower --lr)")
+        raise CfrecError(
+            f"training {version} diverged: non-finite weights in {', '.join(broken)}; "
+            "nothing was saved (try a lower --lr)"
+        )
 
 
 def _artifact_config(

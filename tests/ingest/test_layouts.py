@@ -153,3 +153,20 @@ def test_genre_names_come_from_u_genre(tmp_path):
     write_lines(tmp_path / "u.genre", ["Comedy|one"])
     with pytest.raises(CfrecError, match="not 'name|index'"):
         read_genre_names(tmp_path)
+
+
+def test_file_patterns_stay_inside_the_input_folder(tmp_path):
+    inside = tmp_path / "in"
+    write_lines(inside / "u.data", ["1\t2\t3\t4"])
+    write_lines(tmp_path / "secret.data", ["1\t2\t3\t4"])
+    (inside / "link.data").symlink_to(tmp_path / "secret.data")
+    for pattern, message in (
+        ("../secret.data", "must name files inside the input folder"),
+        (str(tmp_path / "secret.data"), "must name files inside the input folder"),
+        ("../../../../etc/passwd", "must name files inside the input folder"),
+        ("link.data", "leads outside the input folder"),
+    ):
+        with pytest.raises(CfrecError, match=message):
+            plan_ingest("movielens-100k", inside, ratings_file=pattern)
+        with pytest.raises(CfrecError, match=message):
+            plan_ingest("movielens-100k", inside, items_file=pattern)

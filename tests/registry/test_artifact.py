@@ -80,3 +80,16 @@ def test_missing_or_broken_model_is_a_clear_error(tmp_path):
     (tmp_path / saved.version / "config.json").write_text(json.dumps(config))
     with pytest.raises(CfrecError, match="cannot be rebuilt from its config.json"):
         registry.load(saved.version)
+
+
+def test_versions_never_lead_outside_the_registry(tmp_path):
+    models = tmp_path / "wh" / "models"
+    registry = ModelRegistry(models)
+    registry.save(make_artifact("dot"))
+    ModelRegistry(tmp_path / "elsewhere").save(make_artifact("dot", version="stolen"))
+    for name in ("../../elsewhere/stolen", "/tmp/x", "..", ".hidden", "a/b"):
+        with pytest.raises(CfrecError, match="is not a model version name"):
+            registry.load(name)
+    (models / "CURRENT").write_text("../../elsewhere/stolen\n")
+    with pytest.raises(CfrecError, match="CURRENT holds '../../elsewhere/stolen', which is not a model version name"):
+        registry.load()
