@@ -13,6 +13,8 @@ whatever is current now, and a run for an old date never moves `CURRENT` back in
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@contextmanager
+def writing(night: Night, step: str, create: bool = True) -> Iterator[None]:
+    """Hold the warehouse's writer lock while `step` writes (`cfmodel.warehouse.lock`)."""
+    from cfmodel.warehouse import Warehouse
+    from cfmodel.warehouse.lock import writer_lock
+
+    with writer_lock(Warehouse.open(night.warehouse, create=create).root, step):
+        yield
+
+
 def input_ready(night_date: str, config: IngestConfig) -> bool:
     """Whether the night's files are there and readable as the configured source (the sensor's test)."""
     from cfmodel.ingest.planning import plan_ingest
@@ -58,14 +70,16 @@ def ingest(spark: SparkSession, night: Night, config: IngestConfig) -> IngestRep
     """The night's files -> clean increment, current tables, rejects, id indices and a report."""
     from cfmodel.ingest.job import ingest as run_ingest
 
-    return run_ingest(spark, night.warehouse, night.run_date, config)
+    with writing(night, "ingest"):
+        return run_ingest(spark, night.warehouse, night.run_date, config)
 
 
 def quality(night: Night, config: QualityConfig) -> QualityResult:
     """Fail the night when too many rows were rejected or clean rows dropped sharply."""
     from cfmodel.ingest.quality import check_quality
 
-    return check_quality(night.warehouse, night.run_date, config)
+    with writing(night, "quality", create=False):
+        return check_quality(night.warehouse, night.run_date, config)
 
 
 @dataclass
@@ -99,7 +113,11 @@ def train(night: Night, model: TrainConfig, run: TrainRun | None = None, **fit_o
         previous = registry.promoted_before(night.run_date, model.model)
         if previous is None:
             log.info("warm start: no %s model promoted before %s; training from scratch", model.model, night.run_date)
-    trained = fit_model(night.warehouse, night.run_date, model, run.device, previous, run.version_suffix, **fit_options)
+    # Of data-parallel processes only the one that saves writes (the others train beside it).
+    with writing(night, "train") if fit_options.get("save", True) else nullcontext():
+        trained = fit_model(
+            night.warehouse, night.run_date, model, run.device, previous, run.version_suffix, **fit_options
+        )
     valid = trained.metrics.get("valid", {})
     return TrainResult(
         trained.version,
@@ -116,7 +134,8 @@ def evaluate(night: Night, version: str) -> MetricsReport:
     """metrics/run_date=D: the hold-out metrics of every model trained for the date, beside popularity."""
     from cfmodel.reporting.metrics import publish_metrics
 
-    return publish_metrics(night.warehouse, night.run_date, version)
+    with writing(night, "evaluate"):
+        return publish_metrics(night.warehouse, night.run_date, version)
 
 
 def gate(night: Night, version: str, config: GateConfig) -> GateDecision:
@@ -124,21 +143,24 @@ def gate(night: Night, version: str, config: GateConfig) -> GateDecision:
     decision's `score_with` is the version the night's recommendations use."""
     from cfmodel.registry.gate import gate_for_date
 
-    return gate_for_date(night.warehouse, night.run_date, version, config)
+    with writing(night, "gate"):
+        return gate_for_date(night.warehouse, night.run_date, version, config)
 
 
 def score(spark: SparkSession, night: Night, config: ScoreConfig, version: str | None = None) -> ScoreReport:
     """recommendations/run_date=D: every user's top N with `version` (default: the current model)."""
     from cfmodel.scoring.recommend import score as score_users
 
-    return score_users(spark, night.warehouse, night.run_date, config.top_n, version)
+    with writing(night, "score"):
+        return score_users(spark, night.warehouse, night.run_date, config.top_n, version)
 
 
 def publish_tables(spark: SparkSession, night: Night, config: TablesConfig, version: str | None = None) -> TablesReport:
     """similar_items, item_factors, user_factors of the scoring model; metrics/run_date=D; model_runs."""
     from cfmodel.reporting.tables import publish_tables as write_tables
 
-    return write_tables(spark, night.warehouse, night.run_date, version, config.similar_k)
+    with writing(night, "publish_tables"):
+        return write_tables(spark, night.warehouse, night.run_date, version, config.similar_k)
 
 
 @dataclass
