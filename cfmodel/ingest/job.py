@@ -48,6 +48,7 @@ from cfmodel.warehouse.schemas import (
 
 log = logging.getLogger(__name__)
 
+STAGING = ".staging"
 # Reject rows written per Parquet file: keeps a garbage input from producing one huge file.
 REJECTS_PER_FILE = 1_000_000
 STAGING_SCHEMA = (
@@ -276,7 +277,9 @@ def ingest(spark: SparkSession, warehouse: str | Path, run_date: str, config: In
     wh = Warehouse.open(warehouse)
     _check_same_source(wh, plan.source)
     parsed, input_rows = parse_rating_files(spark, plan)
-    staging = wh.root / ".staging" / f"ratings-{run_date}-{uuid.uuid4().hex[:12]}"
+    # Staging copies of ingests that were killed: no other ingest is at work (the writer lock).
+    shutil.rmtree(wh.root / STAGING, ignore_errors=True)
+    staging = wh.root / STAGING / f"ratings-{run_date}-{uuid.uuid4().hex[:12]}"
     with ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, staging, ignore_errors=True)
         staged = stage_ratings(spark, parsed, staging)

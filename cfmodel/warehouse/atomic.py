@@ -12,7 +12,6 @@ import errno
 import logging
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUCCESS = "_SUCCESS"
-# A temporary folder left this long by a writer of the same target is from a writer that died.
-STALE_AFTER_SECONDS = 3600
 
 
 def is_published(path: Path) -> bool:
@@ -64,7 +61,8 @@ def recover(final: Path) -> None:
 
     A writer killed between moving the previous version aside and moving the new one in leaves
     `final` missing and the previous version in a hidden `.old-` folder: it is put back. Hidden
-    temporary folders of writers that died are removed once stale.
+    temporary folders of writers that died are removed: writers hold the warehouse's writer lock
+    (`cfmodel.warehouse.lock`), so no other writer of `final` can be at work.
     """
     if not final.parent.is_dir():
         return
@@ -74,10 +72,8 @@ def recover(final: Path) -> None:
         old[-1].rename(final)
     for path in _leftovers(final, "old"):
         shutil.rmtree(path, ignore_errors=True)
-    now = time.time()
     for path in _leftovers(final, "tmp"):
-        if now - path.stat().st_mtime > STALE_AFTER_SECONDS:
-            shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def crash_if_injected(final: Path) -> None:

@@ -38,7 +38,10 @@ def index_of(path) -> dict[str, int]:
 
 def test_ingest_writes_tables_and_accounts_for_every_line(spark, small_source, tmp_path):
     wh = tmp_path / "wh"
+    killed = wh / ".staging" / "ratings-2026-01-01-0123456789ab"  # left by an ingest that was killed
+    killed.mkdir(parents=True)
     report = ingest_files(spark, "movielens-100k", small_source, wh, "2026-01-02")
+    assert not (wh / ".staging").exists() or not any((wh / ".staging").iterdir())
     assert (report["input_rows"], report["clean_rows"], report["rejected_rows"]) == (6, 4, 2)
     assert report["rejects_by_reason"] == {"duplicate_superseded": 1, "unparseable": 1}
     assert (report["item_input_rows"], report["item_rows"], report["item_rejects"]) == (3, 2, 1)

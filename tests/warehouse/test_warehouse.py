@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -92,15 +91,12 @@ def test_previous_version_moved_aside_by_a_killed_writer_is_restored(tmp_path):
     assert [p.name for p in final.parent.iterdir()] == [final.name]
 
 
-def test_stale_temporary_folders_are_removed_fresh_ones_left(tmp_path):
+def test_the_next_write_removes_what_killed_writers_left(tmp_path):
     final = tmp_path / "t"
-    stale, fresh = tmp_path / ".tmp-t-stale0000000", tmp_path / ".tmp-t-fresh0000000"
-    for path in (stale, fresh):
-        path.mkdir()
-    hours_ago = time.time() - publishing.STALE_AFTER_SECONDS - 60
-    os.utime(stale, (hours_ago, hours_ago))
+    for name in (".tmp-t-killed000000", ".tmp-t-killed111111", ".old-t-killed222222", ".tmp-other-keep00000"):
+        (tmp_path / name).mkdir()
     publish(final, write_file("x"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "t"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-other-keep00000", "t"]
 
 
 KILLED_WRITER = """
