@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from dataclasses import asdict, is_dataclass
 from importlib.metadata import entry_points
@@ -49,6 +50,39 @@ def _json_value(value: object) -> object:
     return str(value)
 
 
+# What a Python worker's error looks like at the end of a Spark failure: "ValueError: ...".
+PYTHON_ERROR = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", re.M)
+
+
+def failure_line(exc: Exception) -> str | None:
+    """One line for a failure the user can act on (bad input, a damaged file, the disk, Spark's
+    verdict on the data); None for anything else, which is a bug and keeps its traceback."""
+    if isinstance(exc, CfrecError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or type(exc).__name__}{where}" if exc.strerror else f"{exc}{where}"
+    if not _is_spark_error(exc):
+        return None
+    text = str(exc)
+    if "No space left on device" in text:
+        return "no space left on device"
+    python_errors = PYTHON_ERROR.findall(text)
+    if python_errors:  # raised inside a Python worker: its own message, not the JVM's wrapping
+        kind, message = python_errors[-1]
+        return f"{kind}: {message.strip()}"
+    return " ".join(text.strip().splitlines()[0].split())[:500]
+
+
+def _is_spark_error(exc: Exception) -> bool:
+    if "pyspark" not in sys.modules:
+        return False
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    return isinstance(exc, (PySparkException, Py4JError))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -58,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("cfmodel").setLevel(logging.INFO)
     try:
         result = args.func(args)
-    except CfrecError as exc:
-        print(f"cfrec {args.command}: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = failure_line(exc)
+        if message is None:
+            raise
+        log.debug("cfrec %s failed", args.command, exc_info=True)  # the whole trace, with -v
+        print(f"cfrec {args.command}: error: {message}", file=sys.stderr)
         return 2
     if result is not None:
         print(json.dumps(result, indent=2, default=_json_value))

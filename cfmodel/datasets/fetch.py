@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cfmodel.errors import CfrecError
+from cfmodel.paths import resolved
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def with_base_url(spec: DatasetSpec, base_url: str) -> DatasetSpec:
 def fetch_dataset(
     spec: DatasetSpec, dest: str | Path, retries: int = 4, backoff: float = 1.0, timeout: float = 60.0
 ) -> dict:
-    dest = Path(dest).expanduser().resolve()
+    dest = resolved(dest, "destination")
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -25,6 +25,7 @@ from cfmodel.ingest.layouts import (
     TextFormat,
 )
 from cfmodel.ingest.source_options import get_layout
+from cfmodel.paths import resolved
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def find_files(root: Path, pattern: str, folders: bool = False) -> list[InputFil
     )
     out = []
     for path in matches:
-        if not path.resolve().is_relative_to(root):  # a symbolic link out of the folder
+        if not resolved(path, "input file").is_relative_to(root):  # a symbolic link out of the folder
             raise CfrecError(f"{path} leads outside the input folder {root}")
         out.append(InputFile(path, str(path.relative_to(root))))
     return out
@@ -101,8 +102,11 @@ def find_files(root: Path, pattern: str, folders: bool = False) -> list[InputFil
 
 def first_line(path: Path, encoding: str) -> str | None:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        line = f.readline()
+    try:
+        with opener(path, "rb") as f:
+            line = f.readline()
+    except (OSError, EOFError) as exc:  # unreadable, or not the gzip file its name says
+        raise CfrecError(f"{path} cannot be read: {exc}") from None
     if not line:
         return None
     return line.decode(encoding, errors="replace").lstrip("\ufeff").rstrip("\r\n")
@@ -159,7 +163,7 @@ def read_genre_names(root: Path) -> list[str]:
 
 def plan_ingest(source: str, input_dir: str | Path, **options) -> IngestPlan:
     layout = get_layout(source, **options)
-    root = Path(input_dir).expanduser().resolve()
+    root = resolved(input_dir, "input folder")
     if not root.is_dir():
         raise CfrecError(f"input folder {root} does not exist")
 

@@ -93,20 +93,24 @@ def write_artifact(artifact: ModelArtifact, folder: Path) -> None:
 
 
 def read_artifact(folder: Path, version: str) -> ModelArtifact:
-    """A saved model of any type, rebuilt from its config.json, on the CPU in eval mode."""
-    config = ArtifactConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    """A saved model of any type, rebuilt from its config.json, on the CPU in eval mode. A damaged or
+    incomplete artifact is a CfrecError naming the version and what is wrong with it."""
     try:
+        config = ArtifactConfig.from_dict(json.loads((folder / "config.json").read_text()))
         model = build_model(config.model_type, **config.hparams)
         model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
-    except (KeyError, TypeError, RuntimeError, CfrecError) as exc:
+        users = IdIndex.from_frame(pd.read_parquet(folder / "users.parquet"))
+        items = IdIndex.from_frame(pd.read_parquet(folder / "items.parquet"))
+        metrics = json.loads((folder / "metrics.json").read_text())
+    # A damaged file fails in its reader's own way (JSON, torch's unpickler, Arrow, tensor shapes), and
+    # any of them means the same here: this version cannot be used.
+    except Exception as exc:
         detail = " ".join(str(exc).split())[:300]  # one line, as the CLI prints it
-        raise CfrecError(f"model version '{version}' cannot be rebuilt from its config.json: {detail}") from None
+        raise CfrecError(f"model version '{version}' in {folder.parent} cannot be loaded: {detail}") from None
+    if (len(users), len(items)) != (model.n_users, model.n_items):
+        raise CfrecError(
+            f"model version '{version}' is inconsistent: {len(users)} users and {len(items)} items "
+            f"in its id files, {model.n_users} and {model.n_items} in model.pt"
+        )
     model.eval()
-    return ModelArtifact(
-        version=version,
-        model=model,
-        users=IdIndex.from_frame(pd.read_parquet(folder / "users.parquet")),
-        items=IdIndex.from_frame(pd.read_parquet(folder / "items.parquet")),
-        config=config,
-        metrics=json.loads((folder / "metrics.json").read_text()),
-    )
+    return ModelArtifact(version=version, model=model, users=users, items=items, config=config, metrics=metrics)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cfmodel.errors import CfrecError
+from cfmodel.paths import resolved
 from cfmodel.warehouse.schemas import ITEMS, MODELS, RUN_DATE, Table
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ class Warehouse:
 
     @classmethod
     def open(cls, path: str | Path, create: bool = True) -> Warehouse:
-        root = Path(path).expanduser().resolve()
+        root = resolved(path, "warehouse")
         if create:
             try:
                 root.mkdir(parents=True, exist_ok=True)

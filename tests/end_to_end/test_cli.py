@@ -89,3 +89,41 @@ def test_synth_writes_the_movielens_100k_layout(capsys, tmp_path):
     assert all(1 <= int(line.split("\t")[2]) <= 5 for line in data)
     items = (tmp_path / "u.item").read_bytes().decode("latin-1").splitlines()
     assert len(items) == 40 and all(len(line.split("|")) == 24 for line in items)
+
+
+def test_paths_and_files_that_cannot_be_read_are_one_line(capsys, tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "ratings.csv.gz").write_bytes(b"not gzip at all")
+    cases = [
+        (
+            [
+                "ingest",
+                "--source",
+                "movielens-100k",
+                "--input",
+                str(tmp_path / "loop"),
+                "--warehouse",
+                str(tmp_path / "wh"),
+            ],
+            "input folder",
+        ),
+        (["train", "--warehouse", str(tmp_path / "loop")], "warehouse"),
+        (
+            [
+                "ingest",
+                "--source",
+                "csv",
+                "--input",
+                str(tmp_path / "in"),
+                "--ratings-file",
+                "ratings.csv.gz",
+                "--warehouse",
+                str(tmp_path / "wh"),
+            ],
+            "ratings.csv.gz cannot be read",
+        ),
+    ]
+    for argv, message in cases:
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and err.count("\n") == 1 and message in err and "Traceback" not in err, err

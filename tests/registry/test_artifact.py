@@ -78,7 +78,7 @@ def test_missing_or_broken_model_is_a_clear_error(tmp_path):
     config = json.loads((tmp_path / saved.version / "config.json").read_text())
     config["hparams"]["n_factors"] = 7
     (tmp_path / saved.version / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CfrecError, match="cannot be rebuilt from its config.json"):
+    with pytest.raises(CfrecError, match="cannot be loaded: .*size mismatch"):
         registry.load(saved.version)
 
 
@@ -93,3 +93,23 @@ def test_versions_never_lead_outside_the_registry(tmp_path):
     (models / "CURRENT").write_text("../../elsewhere/stolen\n")
     with pytest.raises(CfrecError, match="CURRENT holds '../../elsewhere/stolen', which is not a model version name"):
         registry.load()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: (f / "model.pt").write_bytes((f / "model.pt").read_bytes()[:100]), "cannot be loaded"),
+        (lambda f: (f / "model.pt").write_bytes(b"\x80random bytes, not a checkpoint"), "cannot be loaded"),
+        (lambda f: (f / "config.json").write_text("{not json"), "cannot be loaded: Expecting property name"),
+        (lambda f: (f / "users.parquet").unlink(), "cannot be loaded: .*users.parquet"),
+        (lambda f: (f / "items.parquet").write_bytes(b"PAR1 not parquet"), "cannot be loaded"),
+        (lambda f: (f / "metrics.json").unlink(), "cannot be loaded: .*metrics.json"),
+    ],
+)
+def test_a_damaged_artifact_is_one_clear_error(tmp_path, damage, message):
+    registry = ModelRegistry(tmp_path)
+    saved = make_artifact("dot")
+    registry.save(saved)
+    damage(tmp_path / saved.version)
+    with pytest.raises(CfrecError, match=message):
+        registry.load(saved.version)

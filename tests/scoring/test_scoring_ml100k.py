@@ -376,3 +376,23 @@ def test_other_model_types_score_through_score_all(nightly, spark, model_type):
             mine = recs[recs["user_id"] == user].sort_values("rank")
             assert mine["item_id"].tolist() == ranked
             np.testing.assert_allclose(mine["score"], scores[items.encode(ranked)], rtol=1e-5)
+
+
+def test_nan_scores_refused_in_a_spark_worker_are_one_line_and_publish_nothing(nightly, capsys):
+    import torch
+
+    broken = ModelArtifact(
+        "dot-2031-01-01", nightly.good.model, nightly.good.users, nightly.good.items, nightly.good.config, {}
+    )
+    state = {k: v.clone() for k, v in nightly.good.model.state_dict().items()}
+    try:
+        with torch.no_grad():
+            nightly.good.model.i_weight.weight[3] = float("nan")
+        ModelRegistry(nightly.wh.models).save(broken)
+    finally:
+        nightly.good.model.load_state_dict(state)
+    argv = ["score", "--warehouse", str(nightly.wh.root), "--run-date", "2031-01-01", "--model-version", broken.version]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ValueError: the model produced NaN scores; refusing to rank them" in err, err
+    assert not nightly.wh.partition(RECOMMENDATIONS, "2031-01-01").exists()
