@@ -46,9 +46,10 @@ def cmd_synth(args: argparse.Namespace) -> dict:
 
 
 def cmd_fetch(args: argparse.Namespace) -> dict:
-    from cfmodel.datasets.fetch import fetch
+    from cfmodel.datasets.fetch import Limits, fetch
 
-    return fetch(args.name, args.dest, base_url=args.base_url, retries=args.retries)
+    limits = Limits(args.max_seconds, args.max_bytes, args.max_unpacked_bytes)
+    return fetch(args.name, args.dest, base_url=args.base_url, retries=args.retries, limits=limits)
 
 
 def check_input(night: Night, config: IngestConfig) -> None:
@@ -94,7 +95,7 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def add_fetch(sub: argparse._SubParsersAction) -> None:
-    from cfmodel.datasets.fetch import DATASETS
+    from cfmodel.datasets.fetch import DATASETS, Limits
 
     p = sub.add_parser(
         "fetch",
@@ -108,6 +109,26 @@ def add_fetch(sub: argparse._SubParsersAction) -> None:
         "--base-url", metavar="URL", help="fetch the same files from this mirror instead (files flat under URL)"
     )
     p.add_argument("--retries", type=int, default=4, help="attempts per file on network or server errors (default 4)")
+    limits = Limits()
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=limits.seconds_per_file,
+        help=f"give up on a file after this long, all attempts together (default {limits.seconds_per_file:g})",
+    )
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=limits.max_bytes,
+        help=f"give up on a file larger than this (default {limits.max_bytes})",
+    )
+    p.add_argument(
+        "--max-unpacked-bytes",
+        type=int,
+        default=limits.max_unpacked_bytes,
+        help=f"refuse an archive that unpacks to more than this, or to more than {limits.max_ratio:g} "
+        f"times its size (default {limits.max_unpacked_bytes})",
+    )
     p.set_defaults(func=cmd_fetch)
 
 

@@ -116,6 +116,24 @@ class TransientError(Exception):
     """A transfer that failed in a way a retry can fix."""
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one data set's download: a server that trickles, a file far larger than any rating
+    data set, or an archive that unpacks to far more than it holds (a zip bomb) ends it."""
+
+    seconds_per_file: float = 3600.0  # all attempts at one file together
+    max_bytes: int = 4 << 30  # per downloaded file
+    max_unpacked_bytes: int = 16 << 30  # per archive
+    max_ratio: float = 50.0  # unpacked bytes per archive byte; rating files compress about 5:1
+
+
+def _check_progress(url: str, size: int, deadline: float, limits: Limits) -> None:
+    if size > limits.max_bytes:
+        raise CfrecError(f"download of {url} passed {limits.max_bytes} bytes, the limit (--max-bytes)")
+    if time.monotonic() > deadline:
+        raise CfrecError(f"download of {url} took longer than {limits.seconds_per_file:g} s, the limit (--max-seconds)")
+
+
 def file_md5(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
@@ -135,7 +153,7 @@ def _verify(path: Path, item: Download, announced: int | None) -> str | None:
     return None
 
 
-def _transfer(url: str, part: Path, timeout: float) -> int | None:
+def _transfer(url: str, part: Path, timeout: float, deadline: float, limits: Limits) -> int | None:
     """Fetch `url` into `part`, resuming from its current length; returns the announced total."""
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "cfrec-fetch", **({"Range": f"bytes={have}-"} if have else {})}
@@ -155,16 +173,31 @@ def _transfer(url: str, part: Path, timeout: float) -> int | None:
                 raise TransientError(f"server resumed at byte {start}, not {have}")
         length = response.headers.get("Content-Length")
         total = (have if resumed else 0) + int(length) if length is not None else None
+        if total is not None:
+            _check_progress(url, total, deadline, limits)
+        written = have if resumed else 0
         with open(part, "ab" if resumed else "wb") as out:
-            for chunk in iter(lambda: response.read(CHUNK), b""):
+            # read1 returns what one receive brings, so a server that trickles meets the deadline.
+            for chunk in iter(lambda: response.read1(CHUNK), b""):
                 out.write(chunk)
+                written += len(chunk)
+                _check_progress(url, written, deadline, limits)
     if total is not None and part.stat().st_size < total:
         raise TransientError(f"connection closed after {part.stat().st_size} of {total} bytes")
     return total
 
 
-def download(item: Download, target: Path, retries: int = 4, backoff: float = 1.0, timeout: float = 60.0) -> dict:
+def download(
+    item: Download,
+    target: Path,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    limits: Limits | None = None,
+) -> dict:
     """Download `item` to `target` (skipped when already there and verified); returns what happened."""
+    limits = limits or Limits()
+    deadline = time.monotonic() + limits.seconds_per_file
     if target.is_file() and (item.md5 or item.size) and _verify(target, item, None) is None:
         return {"file": target.name, "bytes": target.stat().st_size, "downloaded": False}
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +208,7 @@ def download(item: Download, target: Path, retries: int = 4, backoff: float = 1.
         while True:
             attempt += 1
             try:
-                announced = _transfer(item.url, part, timeout)
+                announced = _transfer(item.url, part, timeout, deadline, limits)
                 break
             except (TransientError, urllib.error.URLError, http.client.HTTPException, OSError) as exc:
                 if attempt >= retries:
@@ -204,7 +237,17 @@ def download(item: Download, target: Path, retries: int = 4, backoff: float = 1.
     raise AssertionError("unreachable")
 
 
-def _extract(archive: Path, dest: Path, folder: str) -> Path:
+def _check_unpacked_size(archive: Path, zf: zipfile.ZipFile, limits: Limits) -> None:
+    unpacked = sum(info.file_size for info in zf.infolist())
+    packed = max(archive.stat().st_size, 1)
+    if unpacked > limits.max_unpacked_bytes or unpacked > limits.max_ratio * packed:
+        raise CfrecError(
+            f"{archive.name} would unpack to {unpacked} bytes from {packed}: past the limits of "
+            f"{limits.max_unpacked_bytes} bytes (--max-unpacked-bytes) and {limits.max_ratio:g} times its size"
+        )
+
+
+def _extract(archive: Path, dest: Path, folder: str, limits: Limits) -> Path:
     """Unpack `archive`, whose top folder is `folder`, to dest/folder, replacing it atomically."""
     token = uuid.uuid4().hex[:12]
     scratch = dest / f".extract-{folder}-{token}"
@@ -215,6 +258,7 @@ def _extract(archive: Path, dest: Path, folder: str) -> Path:
                 resolved = (scratch / member).resolve()
                 if not resolved.is_relative_to(scratch.resolve()):
                     raise CfrecError(f"{archive.name} has a member outside its folder: {member}")
+            _check_unpacked_size(archive, zf, limits)
             bad = zf.testzip()
             if bad is not None:
                 raise CfrecError(f"{archive.name} is damaged: CRC error in {bad}")
@@ -239,19 +283,25 @@ def with_base_url(spec: DatasetSpec, base_url: str) -> DatasetSpec:
 
 
 def fetch_dataset(
-    spec: DatasetSpec, dest: str | Path, retries: int = 4, backoff: float = 1.0, timeout: float = 60.0
+    spec: DatasetSpec,
+    dest: str | Path,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    limits: Limits | None = None,
 ) -> dict:
+    limits = limits or Limits()
     dest = resolved(dest, "destination")
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CfrecError(f"cannot create {dest}: {exc.strerror or exc}") from None
     files_dir = dest if spec.archive else dest / spec.folder
-    results = [download(f, files_dir / f.filename, retries, backoff, timeout) for f in spec.files]
+    results = [download(f, files_dir / f.filename, retries, backoff, timeout, limits) for f in spec.files]
     if spec.archive:
         archive = files_dir / spec.files[0].filename
         if any(r["downloaded"] for r in results) or not (dest / spec.folder).is_dir():
-            _extract(archive, dest, spec.folder)
+            _extract(archive, dest, spec.folder, limits)
     return {"dataset": spec.name, "source": spec.source, "input": str(dest / spec.folder), "files": results}
 
 

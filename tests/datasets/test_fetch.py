@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 from cfmodel.cli import main
-from cfmodel.datasets.fetch import DATASETS, DatasetSpec, Download, fetch, fetch_dataset
+from cfmodel.datasets.fetch import DATASETS, DatasetSpec, Download, Limits, fetch, fetch_dataset
 from cfmodel.errors import CfrecError
 
 U_DATA = "".join(
@@ -49,6 +50,15 @@ class FileServer:
                 if fault == "missing" or name not in server.files:
                     return self.send_error(404, "Not Found")
                 data = server.files[name]
+                if fault == "trickle":  # announces the whole file, then sends a byte every 0.2 s
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for byte in data[:50]:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                    return None
                 if fault == "corrupt":
                     data = data[:10] + bytes([data[10] ^ 0xFF]) + data[11:]
                 start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
@@ -242,3 +252,33 @@ def test_cli_fetches_movietweetings_from_a_mirror_and_ingests_it(spark, tmp_path
     assert items.loc["0120735", "title"] == "Amélie (2001)" and list(items.loc["0120735", "genres"]) == []
     datasets = pd.read_parquet(tmp_path / "wh" / "datasets")
     assert datasets[["rating_min", "rating_max"]].values.tolist() == [[0.0, 10.0]]
+
+
+def test_a_server_that_trickles_meets_the_deadline(server, tmp_path):
+    server.faults = ["trickle"]
+    started = time.monotonic()
+    with pytest.raises(CfrecError, match=r"took longer than 1 s, the limit \(--max-seconds\)"):
+        fetch_fast(spec_for(server), tmp_path, limits=Limits(seconds_per_file=1))
+    assert time.monotonic() - started < 5  # one byte every 0.2 s never trips the per-read timeout
+    assert not (tmp_path / "ml-100k").exists()
+
+
+def test_a_file_larger_than_the_limit_is_refused(server, tmp_path):
+    with pytest.raises(CfrecError, match=r"passed 100 bytes, the limit \(--max-bytes\)"):
+        fetch_fast(spec_for(server), tmp_path, limits=Limits(max_bytes=100))
+
+
+def test_an_archive_that_unpacks_to_far_more_than_it_holds_is_refused(tmp_path, capsys):
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ml-100k/u.data", b"\0" * (50 << 20))  # 50 MB of zeros in about 50 KB
+    srv = FileServer({"ml-test.zip": bomb.getvalue()})
+    try:
+        with pytest.raises(CfrecError, match="would unpack to 52428800 bytes from .*50 times its size"):
+            fetch_fast(spec_for(srv), tmp_path / "a")
+        assert not (tmp_path / "a" / "ml-100k").exists()
+        limits = Limits(max_unpacked_bytes=1 << 20, max_ratio=10_000)
+        with pytest.raises(CfrecError, match="past the limits of 1048576 bytes"):
+            fetch_fast(spec_for(srv), tmp_path / "b", limits=limits)
+    finally:
+        srv.close()
