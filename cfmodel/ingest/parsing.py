@@ -25,10 +25,10 @@ LINE_SCHEMA = T.StructType(
         T.StructField("source_file", T.StringType(), False),
         T.StructField("line_number", T.LongType(), False),
         T.StructField("raw", T.StringType(), True),
+        T.StructField("encoding_ok", T.BooleanType(), False),
     ]
 )
 RATING_COLUMNS = ["source_file", "line_number", "raw", "user_id", "item_id", "rating", "timestamp", "reason"]
-REPLACEMENT_CHARACTER = "\ufffd"
 UTF8_BOM = bytearray(b"\xef\xbb\xbf")
 # A rating counts as on the scale's step when within this of a whole number of steps.
 STEP_TOLERANCE = 1e-6
@@ -46,9 +46,15 @@ class TextLines:
     lines_per_file: dict[str, int]
 
 
+def _encoding_ok(value: Column, encoding: str) -> Column:
+    """Whether a line's bytes are valid in the encoding (every byte is a latin-1 character); a
+    U+FFFD that the file itself holds is valid UTF-8."""
+    return F.is_valid_utf8(value) if encoding == UTF8 else F.lit(True)
+
+
 def _decoded(value: Column, encoding: str) -> Column:
     if encoding == UTF8:
-        # Invalid bytes become U+FFFD and the line is rejected as bad_encoding.
+        # Invalid bytes become U+FFFD in the raw text kept for the reject (`_encoding_ok` flags them).
         return F.make_valid_utf8(value)
     if encoding != LATIN1:
         raise ValueError(f"unsupported encoding {encoding}")
@@ -92,6 +98,7 @@ def read_lines(spark: SparkSession, files: list[InputFile], encoding: str) -> Te
                 F.lit(file.name).alias("source_file"),
                 line_number.cast("long").alias("line_number"),
                 _decoded(F.col("value"), encoding).alias("raw"),
+                _encoding_ok(F.col("value"), encoding).alias("encoding_ok"),
             )
         )
     if not frames:
@@ -189,10 +196,10 @@ def typed_ratings(rows: DataFrame, has_timestamp: bool, scale: RatingScale) -> D
     return typed.select(*RATING_COLUMNS[:-1], reason.alias("reason"))
 
 
-def _line_reason(raw: Column, line: Column, well_formed: Column) -> Column:
+def _line_reason(encoding_ok: Column, line: Column, well_formed: Column) -> Column:
     return (
         F.when(line == "", F.lit("blank_line"))
-        .when(raw.contains(REPLACEMENT_CHARACTER), F.lit("bad_encoding"))
+        .when(~encoding_ok, F.lit("bad_encoding"))
         .when(~well_formed, F.lit("unparseable"))
     )
 
@@ -205,7 +212,7 @@ def _split(lines: DataFrame, text: TextFormat, min_fields: int, max_fields: int)
     without one means the same either way and takes the plain split, twice as fast. The parsed
     record is its own column so the parser runs once per line.
     """
-    cleaned = lines.select("source_file", "line_number", "raw", _clean_line(F.col("raw")).alias("_line"))
+    cleaned = lines.select("source_file", "line_number", "raw", "encoding_ok", _clean_line(F.col("raw")).alias("_line"))
     line = F.col("_line")
     # The split is its own column: inlined, it would run once per reference, as Spark evaluates
     # the branches of a CASE WHEN separately (about twice the cost of the whole parse).
@@ -227,7 +234,7 @@ def _split(lines: DataFrame, text: TextFormat, min_fields: int, max_fields: int)
         "line_number",
         "raw",
         fields.alias("_fields"),
-        _line_reason(F.col("raw"), line, well_formed).alias("_structural"),
+        _line_reason(F.col("encoding_ok"), line, well_formed).alias("_structural"),
     )
 
 

@@ -51,7 +51,7 @@ def reasons(rows):
 
 @pytest.fixture(scope="module")
 def parsed(spark):
-    lines = spark.createDataFrame(RATING_LINES, sources.LINE_SCHEMA)
+    lines = spark.createDataFrame([(*line, True) for line in RATING_LINES], sources.LINE_SCHEMA)
     return by_line(resolved(sources.parse_ratings(lines, TAB_PLAN, RatingScale(1, 5, 1))))
 
 
@@ -128,11 +128,11 @@ def test_line_numbers_stay_exact_across_file_blocks_and_files(spark, tmp_path):
 
 def test_invalid_utf8_is_rejected_as_bad_encoding(spark, tmp_path):
     path = tmp_path / "u.data"
-    path.write_bytes(b"1\t2\t3\t4\n1\t3\xff\t3\t4\n")
+    path.write_bytes(b"1\t2\t3\t4\n1\t3\xff\t3\t4\n1\t4\xef\xbf\xbd\t3\t4\n")
     lines = sources.read_lines(spark, [InputFile(path, "u.data")], "UTF-8").frame
     parsed = by_line(sources.parse_ratings(lines, TAB_PLAN, RatingScale(1, 5, 1)))
-    assert reasons(parsed) == {1: None, 2: "bad_encoding"}
-    assert parsed[2]["raw"] == "1\t3\ufffd\t3\t4"
+    assert reasons(parsed) == {1: None, 2: "bad_encoding", 3: None}  # a U+FFFD the file holds is valid UTF-8
+    assert parsed[2]["raw"] == "1\t3\ufffd\t3\t4" and parsed[3]["item_id"] == "4\ufffd"
 
 
 def parse(spark, source, root, **options):
