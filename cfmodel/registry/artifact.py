@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -81,6 +82,9 @@ class ModelArtifact:
         return {k: v.detach().float().cpu().numpy() for k, v in self.model.factor_tables().items()}
 
 
+CHECKSUMS = "checksums.json"
+
+
 def write_artifact(artifact: ModelArtifact, folder: Path) -> None:
     folder.mkdir(parents=True)
     torch.save({k: v.cpu() for k, v in artifact.model.state_dict().items()}, folder / "model.pt")
@@ -90,12 +94,31 @@ def write_artifact(artifact: ModelArtifact, folder: Path) -> None:
     artifact.items.to_frame().to_parquet(folder / "items.parquet", index=False)
     for name, content in artifact.attachments.items():
         (folder / name).write_bytes(content)
+    sums = {path.name: file_sha256(path) for path in sorted(folder.iterdir())}
+    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=2))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checksums(folder: Path) -> None:
+    """Every file the artifact was saved with, unchanged; CfrecError naming the first that is not."""
+    sums = json.loads((folder / CHECKSUMS).read_text())
+    for name, expected in sums.items():
+        if file_sha256(folder / name) != expected:
+            raise CfrecError(f"{name} does not match the checksum it was saved with")
 
 
 def read_artifact(folder: Path, version: str) -> ModelArtifact:
     """A saved model of any type, rebuilt from its config.json, on the CPU in eval mode. A damaged or
     incomplete artifact is a CfrecError naming the version and what is wrong with it."""
     try:
+        verify_checksums(folder)
         config = ArtifactConfig.from_dict(json.loads((folder / "config.json").read_text()))
         model = build_model(config.model_type, **config.hparams)
         model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))

@@ -6,8 +6,9 @@ tolerance (relative: 0.01 = 1%) of the other model's, in the metric's direction;
 `CURRENT` stays as it was. Every decision, with its reason and both values, is recorded beside
 the candidate (`promotion.json`), from which the `model_runs` table reports it.
 
-`gate_for_date` is the nightly gate: the candidate of a date is judged against the model promoted
-*before* that date, and a run for an old date never moves `CURRENT` back in time.
+`gate_for_date` is the gate of the DAGs and of `cfrec train`/`cfrec run`: the candidate of a date is
+judged against the model the gate kept last as of that date (for the latest date: the current
+model, whichever DAG trained it), and a run for an old date never moves `CURRENT` back in time.
 """
 
 from __future__ import annotations
@@ -121,20 +122,8 @@ def promote(
     registry.require(version)
     if against is not None:
         registry.require(against)
-    if against == version:
-        # Retraining the same version replaced the folder it is judged against: the old weights
-        # and metrics are gone, so there is nothing left to compare with.
-        verdict = Verdict(
-            True,
-            "retrained in place of the version it is judged against; nothing to compare with",
-            config.gate_metric,
-            DEFAULT_SPLIT,
-            None,
-            None,
-        )
-    else:
-        previous_metrics = registry.run(against).metrics if against else None
-        verdict = decide(registry.run(version).metrics, previous_metrics, config.gate_tolerance, config.gate_metric)
+    previous_metrics = registry.run(against).metrics if against else None
+    verdict = decide(registry.run(version).metrics, previous_metrics, config.gate_tolerance, config.gate_metric)
     if verdict.promoted and move_current:
         registry.set_current(version)
     decision = GateDecision(
@@ -150,13 +139,13 @@ def promote(
 
 
 def gate_for_date(warehouse: str | Path, run_date: str, version: str, config: GateConfig) -> GateDecision:
-    """The nightly gate: judge `version` against the model promoted before `run_date`; move CURRENT
-    only when the date is not older than the current model's. `score_with` is the candidate when
-    promoted, else the model it was judged against."""
+    """Judge `version` against the model kept last as of `run_date`; move CURRENT only when the date
+    is not older than the current model's. `score_with` is the candidate when promoted, else the
+    model it was judged against."""
     from cfmodel.warehouse import Warehouse
 
     registry = ModelRegistry(Warehouse.open(warehouse).models)
-    baseline = registry.promoted_before(run_date)
+    baseline = registry.promoted_as_of(run_date, exclude=version)
     current = registry.current()
     newest = current is None or (version_date(current) or "") <= run_date
     decision = promote(registry, version, baseline, config, move_current=newest)

@@ -38,10 +38,12 @@ FLAT_SPLITS = ("valid", "test")
 BASELINE = "popularity"
 
 
-def version_name(model_type: str, run_date: str, suffix: str = "") -> str:
+def version_name(model_type: str, run_date: str, suffix: str = "", attempt: int = 1) -> str:
+    """`dot-2026-11-23` for a date's first training attempt, `dot-2026-11-23.2` for its second, ..."""
     if suffix and not all(c.isalnum() or c in "-_." for c in suffix):
         raise CfrecError(f"version suffix may hold only letters, digits, '-', '_' and '.', got '{suffix}'")
-    return f"{model_type}-{run_date}{suffix}"
+    base = f"{model_type}-{run_date}{suffix}"
+    return base if attempt == 1 else f"{base}.{attempt}"
 
 
 def version_date(version: str) -> str | None:
@@ -115,9 +117,13 @@ class ModelRegistry:
     # artifacts -----------------------------------------------------------------------------------------------------
 
     def save(self, artifact: ModelArtifact) -> Path:
+        """Publish a new version; a version that exists is never rewritten."""
         from cfmodel.registry.artifact import write_artifact
 
-        return publish(self.folder(artifact.version), lambda tmp: write_artifact(artifact, tmp))
+        folder = self.folder(artifact.version)
+        if folder.exists():
+            raise CfrecError(f"model version '{artifact.version}' exists in {self.root}; versions are never rewritten")
+        return publish(folder, lambda tmp: write_artifact(artifact, tmp))
 
     def load(self, version: str | None = None) -> ModelArtifact:
         """A saved model of any type (default: the current one), on the CPU in eval mode."""
@@ -142,16 +148,31 @@ class ModelRegistry:
         tmp.write_text(json.dumps(decision, indent=2))
         os.replace(tmp, self.folder(version) / PROMOTION_FILE)
 
-    def promoted_before(self, run_date: str, model_type: str | None = None) -> str | None:
-        """The latest version promoted by the gate of a date earlier than `run_date` (of `model_type`)."""
-        best = None
+    def new_version(self, model_type: str, run_date: str, suffix: str = "") -> str:
+        """The name for a new training attempt: the first of `version_name`'s attempts that does not exist."""
+        attempt = 1
+        while self.folder(version_name(model_type, run_date, suffix, attempt)).exists():
+            attempt += 1
+        return version_name(model_type, run_date, suffix, attempt)
+
+    def _promoted(self, up_to: str, before: bool, model_type: str | None, exclude: str | None) -> str | None:
+        kept = []
         for version in self.versions():
             day = version_date(version)
-            if day is None or day >= run_date or (model_type and not version.startswith(f"{model_type}-")):
+            if day is None or version == exclude or (model_type and not version.startswith(f"{model_type}-")):
                 continue
-            if self.run(version).promoted and (best is None or day >= version_date(best)):
-                best = version
-        return best
+            if (day < up_to if before else day <= up_to) and (run := self.run(version)).promoted:
+                kept.append((day, run.promotion.get("decided_at") or "", version))
+        return max(kept)[2] if kept else None
+
+    def promoted_as_of(self, run_date: str, exclude: str | None = None) -> str | None:
+        """The model the gate kept last for a date up to `run_date` (`exclude` aside): what is current
+        as of that date, whichever DAG or command trained it."""
+        return self._promoted(run_date, False, None, exclude)
+
+    def promoted_before(self, run_date: str, model_type: str | None = None) -> str | None:
+        """The model of `model_type` the gate kept last for a date earlier than `run_date`."""
+        return self._promoted(run_date, True, model_type, None)
 
 
 def _read_json(path: Path) -> dict:

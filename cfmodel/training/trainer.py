@@ -22,7 +22,7 @@ import torch
 from cfmodel.errors import CfrecError
 from cfmodel.evaluation.holdout import holdout_metrics
 from cfmodel.registry.artifact import ArtifactConfig, ModelArtifact
-from cfmodel.registry.registry import ModelRegistry, version_name
+from cfmodel.registry.registry import ModelRegistry
 from cfmodel.reporting import plots
 from cfmodel.training.config import TrainConfig
 from cfmodel.training.ids import IdIndex
@@ -120,16 +120,17 @@ def train(
     save: bool = True,
     progress: bool | None = None,
 ) -> ModelArtifact:
-    """Fit `config.model` on the warehouse's ratings and save it as models/<model>-<run_date><suffix>.
+    """Fit `config.model` on the warehouse's ratings and save it as a new version,
+    models/<model>-<run_date><suffix> (`.2`, `.3`, ... for later attempts at the same date).
 
     `warm_start_from`: a saved version whose rows start the known ids. `version_suffix` tells apart
     models of the same type and date trained on another schedule (e.g. "-full"). `fitter` replaces
     the training loop (`cfmodel.training.distributed` passes its data-parallel one); `save=False`
     skips writing the artifact (every rank but the first).
     """
-    version = version_name(config.model, run_date, version_suffix)
     wh = Warehouse.open(warehouse)
     registry = ModelRegistry(wh.models)
+    version = registry.new_version(config.model, run_date, version_suffix)
     dev = resolve_device(device)
     data = TrainingData.read(wh)
     train_part, valid_part = split(data.ratings, config.valid_pct, config.seed, config.split)

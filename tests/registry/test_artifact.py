@@ -1,11 +1,12 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from cfmodel.errors import CfrecError
-from cfmodel.registry.artifact import ArtifactConfig, ModelArtifact
+from cfmodel.registry.artifact import CHECKSUMS, ArtifactConfig, ModelArtifact
 from cfmodel.registry.registry import ModelRegistry
 from cfmodel.training.config import TrainConfig
 from cfmodel.training.ids import IdIndex
@@ -78,7 +79,7 @@ def test_missing_or_broken_model_is_a_clear_error(tmp_path):
     config = json.loads((tmp_path / saved.version / "config.json").read_text())
     config["hparams"]["n_factors"] = 7
     (tmp_path / saved.version / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CfrecError, match="cannot be loaded: .*size mismatch"):
+    with pytest.raises(CfrecError, match="cannot be loaded: config.json does not match the checksum it was saved with"):
         registry.load(saved.version)
 
 
@@ -95,12 +96,20 @@ def test_versions_never_lead_outside_the_registry(tmp_path):
         registry.load()
 
 
+def shuffle_users(folder):
+    """id -> index rows permuted: a valid table that would silently mislabel every user."""
+    users = pd.read_parquet(folder / "users.parquet")
+    users.assign(id=users["id"].to_numpy()[::-1]).to_parquet(folder / "users.parquet", index=False)
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
         (lambda f: (f / "model.pt").write_bytes((f / "model.pt").read_bytes()[:100]), "cannot be loaded"),
         (lambda f: (f / "model.pt").write_bytes(b"\x80random bytes, not a checkpoint"), "cannot be loaded"),
-        (lambda f: (f / "config.json").write_text("{not json"), "cannot be loaded: Expecting property name"),
+        (lambda f: (f / "config.json").write_text("{not json"), "cannot be loaded: config.json does not match"),
+        (lambda f: (f / CHECKSUMS).write_text("{not json"), "cannot be loaded: Expecting property name"),
+        (shuffle_users, "cannot be loaded: users.parquet does not match the checksum"),
         (lambda f: (f / "users.parquet").unlink(), "cannot be loaded: .*users.parquet"),
         (lambda f: (f / "items.parquet").write_bytes(b"PAR1 not parquet"), "cannot be loaded"),
         (lambda f: (f / "metrics.json").unlink(), "cannot be loaded: .*metrics.json"),
@@ -113,3 +122,15 @@ def test_a_damaged_artifact_is_one_clear_error(tmp_path, damage, message):
     damage(tmp_path / saved.version)
     with pytest.raises(CfrecError, match=message):
         registry.load(saved.version)
+
+
+def test_a_version_is_never_rewritten(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    first = make_artifact("dot")
+    registry.save(first)
+    saved = {p.name: p.read_bytes() for p in (tmp_path / first.version).iterdir()}
+    with pytest.raises(CfrecError, match="exists in .*; versions are never rewritten"):
+        registry.save(make_artifact("dot"))
+    assert {p.name: p.read_bytes() for p in (tmp_path / first.version).iterdir()} == saved
+    assert registry.new_version("dot", "2026-01-01") == "dot-2026-01-01.2"
+    assert registry.new_version("dot", "2026-01-02") == "dot-2026-01-02"

@@ -97,13 +97,6 @@ def test_explicit_metric_and_missing_versions(tmp_path):
         promote(models, second, against="dot-1999-01-01")
 
 
-def test_retraining_the_version_it_is_judged_against_says_so(tmp_path):
-    models = ModelRegistry(tmp_path / "models")
-    version = save_model(models.root, "dot-2026-01-01", {"valid_rmse": 0.9})
-    decision = promote(models, version, against=version)
-    assert decision.promoted and "retrained in place" in decision.reason
-
-
 def test_the_nightly_gate_judges_against_the_model_promoted_before_the_date(tmp_path):
     wh = tmp_path / "wh"
     models = ModelRegistry(wh / "models")
@@ -122,3 +115,20 @@ def test_the_nightly_gate_judges_against_the_model_promoted_before_the_date(tmp_
     worse = save_model(models.root, "dot-2026-01-04", {"valid_rmse": 0.99})
     decision = gate_for_date(wh, "2026-01-04", worse, GateConfig())
     assert not decision.promoted and decision.score_with == backfill  # the night scores with the earlier model
+
+
+def test_the_gate_judges_against_what_is_current_whichever_dag_trained_it(tmp_path):
+    wh = tmp_path / "wh"
+    models = ModelRegistry(wh / "models")
+    yesterday = save_model(models.root, "dot-2026-01-01", {"valid_rmse": 1.40})
+    gate_for_date(wh, "2026-01-01", yesterday, GateConfig())
+    nightly = save_model(models.root, "dot-2026-01-02", {"valid_rmse": 1.249})
+    assert gate_for_date(wh, "2026-01-02", nightly, GateConfig()).promoted
+    # The same day's weekly retrain, 11% worse than the nightly model: judged against it, not yesterday's.
+    weekly = save_model(models.root, "dot-2026-01-02-full", {"valid_rmse": 1.386})
+    decision = gate_for_date(wh, "2026-01-02", weekly, GateConfig())
+    assert not decision.promoted and decision.previous == nightly and current(models.root) == nightly
+    # A second attempt at the same date is judged against the first one, on the same hold-out.
+    retry = save_model(models.root, "dot-2026-01-02.2", {"valid_rmse": 9.9})
+    decision = gate_for_date(wh, "2026-01-02", retry, GateConfig())
+    assert not decision.promoted and decision.previous == nightly and decision.score_with == nightly

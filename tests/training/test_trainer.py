@@ -127,7 +127,20 @@ def test_a_diverged_model_is_refused_and_nothing_is_saved(tmp_path, capsys):
     code = main(["train", "--warehouse", str(wh), "--run-date", "2026-02-01", "--lr", "1e9", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert "training dot-2026-02-01 diverged: non-finite weights" in err and "nothing was saved" in err
+    assert "training dot-2026-02-01.2 diverged: non-finite weights" in err and "nothing was saved" in err
     assert sorted(p.name for p in (wh / "models").iterdir()) == before
     assert (wh / "models" / good.version / "model.pt").read_bytes() == weights  # the current model is intact
     assert ModelRegistry(wh / "models").current() == good.version
+
+
+def test_retraining_a_date_makes_a_new_version_and_leaves_the_current_one_intact(tmp_path):
+    wh = write_warehouse(tmp_path / "wh")
+    registry = ModelRegistry(wh / "models")
+    first = train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1), device="cpu")
+    registry.set_current(first.version)
+    files = {p.name: p.read_bytes() for p in (wh / "models" / first.version).iterdir()}
+    second = train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1, lr=0.5), device="cpu")
+    third = train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1), device="cpu")
+    assert (first.version, second.version, third.version) == ("dot-2026-02-01", "dot-2026-02-01.2", "dot-2026-02-01.3")
+    assert {p.name: p.read_bytes() for p in (wh / "models" / first.version).iterdir()} == files
+    assert registry.current() == first.version and registry.load().version == first.version
