@@ -37,21 +37,34 @@ if TYPE_CHECKING:
     from cfmodel.ingest.job import IngestReport
     from cfmodel.ingest.quality import QualityResult
     from cfmodel.registry.gate import GateDecision
+    from cfmodel.reporting.analytics import MostRecommended
     from cfmodel.reporting.metrics import MetricsReport
     from cfmodel.reporting.tables import TablesReport
     from cfmodel.scoring.recommend import ScoreReport
 
 log = logging.getLogger(__name__)
+# A trained model waits this long for another writer to finish rather than be lost.
+SAVE_WAIT_SECONDS = 1800.0
 
 
 @contextmanager
-def writing(night: Night, step: str, create: bool = True) -> Iterator[None]:
-    """Hold the warehouse's writer lock while `step` writes (`cfmodel.warehouse.lock`)."""
+def writing(
+    night: Night, step: str, create: bool = True, keep_on_failure: bool = False, wait: float | None = None
+) -> Iterator[None]:
+    """Hold the warehouse's writer lock while `step` writes (`cfmodel.warehouse.lock`), and make what
+    it writes appear all together or not at all (`cfmodel.warehouse.transaction`): a step that fails,
+    or was killed before, leaves the warehouse as it was. `keep_on_failure`: a step whose failure is
+    itself a result to keep (the quality gate's evaluation). `wait`: seconds to wait for another
+    writer (default: CFREC_LOCK_WAIT_SECONDS)."""
     from cfmodel.warehouse import Warehouse
     from cfmodel.warehouse.lock import writer_lock
+    from cfmodel.warehouse.transaction import all_or_nothing, roll_back
 
-    with writer_lock(Warehouse.open(night.warehouse, create=create).root, step):
-        yield
+    root = Warehouse.open(night.warehouse, create=create).root
+    with writer_lock(root, step, wait):
+        roll_back(root)  # whatever a killed step left half done, before anyone reads it
+        with nullcontext() if keep_on_failure else all_or_nothing(root, step):
+            yield
 
 
 def input_ready(night_date: str, config: IngestConfig) -> bool:
@@ -78,7 +91,7 @@ def quality(night: Night, config: QualityConfig) -> QualityResult:
     """Fail the night when too many rows were rejected or clean rows dropped sharply."""
     from cfmodel.ingest.quality import check_quality
 
-    with writing(night, "quality", create=False):
+    with writing(night, "quality", create=False, keep_on_failure=True):
         return check_quality(night.warehouse, night.run_date, config)
 
 
@@ -113,11 +126,17 @@ def train(night: Night, model: TrainConfig, run: TrainRun | None = None, **fit_o
         previous = registry.promoted_before(night.run_date, model.model)
         if previous is None:
             log.info("warm start: no %s model promoted before %s; training from scratch", model.model, night.run_date)
-    # Of data-parallel processes only the one that saves writes (the others train beside it).
-    with writing(night, "train") if fit_options.get("save", True) else nullcontext():
-        trained = fit_model(
-            night.warehouse, night.run_date, model, run.device, previous, run.version_suffix, **fit_options
-        )
+    # Only the saving holds the writer lock: a night's training does not keep other writers waiting.
+    trained = fit_model(
+        night.warehouse,
+        night.run_date,
+        model,
+        run.device,
+        previous,
+        run.version_suffix,
+        saving=lambda: writing(night, "train", wait=SAVE_WAIT_SECONDS),
+        **fit_options,
+    )
     valid = trained.metrics.get("valid", {})
     return TrainResult(
         trained.version,
@@ -161,6 +180,14 @@ def publish_tables(spark: SparkSession, night: Night, config: TablesConfig, vers
 
     with writing(night, "publish_tables"):
         return write_tables(spark, night.warehouse, night.run_date, version, config.similar_k)
+
+
+def most_recommended(night: Night, limit: int = 100) -> MostRecommended:
+    """analytics/most_recommended/run_date=D: what a downstream consumer of the night's lists writes."""
+    from cfmodel.reporting.analytics import write_most_recommended
+
+    with writing(night, "most_recommended", create=False):
+        return write_most_recommended(night.warehouse, night.run_date, limit)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cfrec_airflow.settings import dags_folder
+from cfrec_airflow.settings import dags_folder, pools, settings
 
 if TYPE_CHECKING:
     from airflow.models.dagrun import DagRun
@@ -47,19 +47,14 @@ def configure(airflow_home: Path, dags: Path | None = None) -> None:
     os.environ.update(local_environment(airflow_home, dags))
 
 
-TRAIN_POOL_SLOTS = 1
-
-
 def init_db() -> None:
-    """Create the metadata database and the pool the training task runs in."""
+    """Create the metadata database and the pools cfrec's tasks run in."""
     from airflow.models.pool import Pool
     from airflow.utils import db
 
     db.initdb()
-    pool = os.environ.get("CFREC_TRAIN_POOL", "gpu")
-    Pool.create_or_update_pool(
-        pool, slots=TRAIN_POOL_SLOTS, description="model training (one GPU)", include_deferred=False
-    )
+    for name, slots, description in pools(settings()):
+        Pool.create_or_update_pool(name, slots=slots, description=description, include_deferred=False)
 
 
 def load_dag(dag_id: str) -> DAG:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cfmodel.errors import CfrecError
 from cfrec_airflow import local as airflow_local
+from cfrec_airflow.settings import pools, settings
 
 DEFAULT_PORT = 8280
 
@@ -78,14 +79,14 @@ def start(home: str | Path, port: int = DEFAULT_PORT, data_dir: str | Path = "de
             stop(home)
             raise CfrecError(f"Airflow did not become healthy on port {port}; see {log}")
         time.sleep(1)
-    pool = os.environ.get("CFREC_TRAIN_POOL", "gpu")
-    subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "pools", "set", pool, "1", "model training (one GPU)"],
-        env=server_environment(home, port, data_dir),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    for name, slots, description in pools(settings()):
+        subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), "pools", "set", name, str(slots), description],
+            env=server_environment(home, port, data_dir),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     passwords = home / "simple_auth_manager_passwords.json.generated"
     credentials = json.loads(passwords.read_text()) if passwords.is_file() else {}
     user, password = next(iter(credentials.items()), ("admin", "(see the log)"))

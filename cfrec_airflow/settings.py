@@ -7,6 +7,7 @@
 | CFREC_JOBS_DIR | folder of the spark-submit jobs | `jobs` beside the DAGs folder |
 | CFREC_DAGS_FOLDER | folder of the DAG files | Airflow's `[core] dags_folder`, else ./dags |
 | CFREC_TRAIN_POOL / CFREC_TRAIN_QUEUE | pool and queue of the training task | gpu / default |
+| CFREC_WRITER_POOL | one-slot pool every warehouse-writing task of every cfrec DAG runs in | cfrec_warehouse |
 | CFREC_RETRIES / CFREC_RETRY_DELAY_SECONDS | retries per task and first delay | 2 / 120 |
 | CFREC_INPUT_TIMEOUT_HOURS | how long the sensor waits for a night's files | 12 |
 | CFREC_NIGHTLY_SCHEDULE / CFREC_WEEKLY_SCHEDULE | schedules | @daily / 0 6 * * 0 |
@@ -49,6 +50,7 @@ class Settings:
     input_path: str
     jobs_dir: Path
     train_pool: str
+    writer_pool: str
     train_queue: str
     retries: int
     retry_delay_seconds: float
@@ -65,6 +67,7 @@ class Settings:
             input_path=env("CFREC_INPUT_PATH", "/data/cfrec/input"),
             jobs_dir=Path(jobs).expanduser().resolve() if jobs else _airflow_dags_folder().parent / "jobs",
             train_pool=env("CFREC_TRAIN_POOL", "gpu"),
+            writer_pool=env("CFREC_WRITER_POOL", "cfrec_warehouse"),
             train_queue=env("CFREC_TRAIN_QUEUE", "default"),
             retries=int(env("CFREC_RETRIES", "2")),
             retry_delay_seconds=float(env("CFREC_RETRY_DELAY_SECONDS", "120")),
@@ -77,3 +80,14 @@ class Settings:
 def settings() -> Settings:
     """The settings as the environment holds them now (read at every DAG parse)."""
     return Settings.from_env()
+
+
+def pools(env: Settings) -> list[tuple[str, int, str]]:
+    """The Airflow pools cfrec's DAGs run in: name, slots, description. The writer pool has one
+    slot so the nightly and weekly DAGs queue for the warehouse instead of failing on its lock (the
+    lock still guards writers outside Airflow); training runs outside it and takes the lock only to
+    save its model."""
+    return [
+        (env.train_pool, 1, "cfrec model training (one GPU)"),
+        (env.writer_pool, 1, "cfrec steps that write the warehouse (one at a time)"),
+    ]

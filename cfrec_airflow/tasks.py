@@ -94,6 +94,7 @@ class PipelineJob(SparkSubmitOperator):
             application=str(settings().jobs_dir / f"{job}.py"),
             name=f"cfrec-{task_id}-{{{{ ds }}}}",
             conf=conf,
+            pool=settings().writer_pool,
             **kwargs,
         )
         self.configs = configs
@@ -122,7 +123,7 @@ def ingest_steps() -> tuple[PipelineJob, Any]:
     """ingest >> quality_gate: the night's files into the warehouse, then the data-quality gate."""
     ingest = PipelineJob(task_id="ingest", job="ingest", configs=(IngestConfig,))
 
-    @task(task_id="quality_gate")
+    @task(task_id="quality_gate", pool=settings().writer_pool)
     def quality_gate(params: dict | None = None, ds: str | None = None) -> dict:
         from cfmodel import pipeline
 
@@ -149,13 +150,13 @@ def model_steps() -> tuple[Any, Any]:
         )
         return asdict(result)
 
-    @task(task_id="evaluate")
+    @task(task_id="evaluate", pool=env.writer_pool)
     def evaluate(candidate: dict, params: dict | None = None, ds: str | None = None) -> dict:
         from cfmodel import pipeline
 
         return asdict(pipeline.evaluate(night(params, ds), candidate["version"]))
 
-    @task(task_id=GATE_TASK)
+    @task(task_id=GATE_TASK, pool=env.writer_pool)
     def gate(candidate: dict, evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
         from cfmodel import pipeline
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from cfrec_airflow.settings import settings
 from cfrec_airflow.tasks import RECOMMENDATIONS, default_args
 
 
@@ -19,15 +20,17 @@ from cfrec_airflow.tasks import RECOMMENDATIONS, default_args
     tags=["cfrec", "example"],
 )
 def cfrec_recommendations_consumer():
-    @task
+    @task(pool=settings().writer_pool)
     def most_recommended(triggering_asset_events=None) -> list[dict]:
         from dataclasses import asdict
 
-        from cfmodel.reporting.analytics import write_most_recommended
+        from cfmodel import pipeline
+        from cfmodel.config import Night
 
         results = []
         for event in triggering_asset_events[RECOMMENDATIONS]:
-            results.append(asdict(write_most_recommended(event.extra["warehouse"], event.extra["run_date"])))
+            night = Night(event.extra["warehouse"], event.extra["run_date"])
+            results.append(asdict(pipeline.most_recommended(night)))
         return results
 
     most_recommended()

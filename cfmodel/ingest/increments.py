@@ -16,7 +16,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from cfmodel.warehouse import Warehouse, publish
+from cfmodel.warehouse import Warehouse, publish, withdraw
 from cfmodel.warehouse.schemas import ITEMS, RATINGS, RATINGS_INCREMENTS, increments_of
 
 
@@ -97,7 +97,7 @@ def materialise_latest(
         return
     if not parts:
         if schema is None:
-            shutil.rmtree(wh.table(table), ignore_errors=True)
+            withdraw(wh.table(table))
             return
         current = spark.createDataFrame([], schema)
     else:

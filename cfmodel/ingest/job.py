@@ -34,7 +34,7 @@ from cfmodel.errors import CfrecError
 from cfmodel.ingest import dedup, increments, indices, planning
 from cfmodel.ingest import parsing as sources
 from cfmodel.ingest.source_options import CSV_SOURCE
-from cfmodel.warehouse import Warehouse, publish
+from cfmodel.warehouse import Warehouse, publish, withdraw
 from cfmodel.warehouse.schemas import (
     DATASETS,
     INGEST_REPORT,
@@ -217,7 +217,7 @@ def _ingest_items(
     parsed items (cached; None without an items file)."""
     partition = wh.partition(ITEMS_INCREMENTS, run_date)
     if plan.items is None:
-        shutil.rmtree(partition, ignore_errors=True)  # a re-run without an items file keeps no stale items
+        withdraw(partition)  # a re-run without an items file keeps no stale items
         log.warning("no items file in %s: ratings are kept, item titles unknown", plan.root)
         return None
     parsed, input_rows = parse_item_files(spark, plan)
@@ -237,7 +237,7 @@ def _ingest_extras(
     the report; returns the parsed frames (cached). A side file absent from this run's input leaves
     no partition for the date."""
     for missing in plan.missing_extras:
-        shutil.rmtree(wh.partition(increments_of(missing.table), run_date), ignore_errors=True)
+        withdraw(wh.partition(increments_of(missing.table), run_date))
     parsed_frames = []
     for extra in plan.extras:
         parsed, input_rows = parse_extra_files(spark, extra)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from cfmodel.errors import CfrecError
 from cfmodel.registry.artifact import ArtifactConfig
-from cfmodel.warehouse import is_published, publish
+from cfmodel.warehouse import is_published, publish, write_file
 
 if TYPE_CHECKING:
     from cfmodel.registry.artifact import ModelArtifact
@@ -110,9 +109,7 @@ class ModelRegistry:
 
     def set_current(self, version: str) -> None:
         self.require(version)
-        tmp = self.root / f".{CURRENT_FILE}.{os.getpid()}"
-        tmp.write_text(version + "\n")
-        os.replace(tmp, self.root / CURRENT_FILE)
+        write_file(self.root / CURRENT_FILE, version + "\n")
 
     # artifacts -----------------------------------------------------------------------------------------------------
 
@@ -144,9 +141,7 @@ class ModelRegistry:
         )
 
     def record_promotion(self, version: str, decision: dict) -> None:
-        tmp = self.folder(version) / f".{PROMOTION_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps(decision, indent=2))
-        os.replace(tmp, self.folder(version) / PROMOTION_FILE)
+        write_file(self.folder(version) / PROMOTION_FILE, json.dumps(decision, indent=2))
 
     def new_version(self, model_type: str, run_date: str, suffix: str = "") -> str:
         """The name for a new training attempt: the first of `version_name`'s attempts that does not exist."""

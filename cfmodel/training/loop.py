@@ -60,7 +60,9 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> 
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=lr,
-        total_steps=max(total_steps, 1),
+        # With 4 steps or fewer torch's warm-up phase ends at step 0 or before, and 4 divides by zero;
+        # a tiny night then stops short of the schedule's end, which is harmless.
+        total_steps=max(total_steps, 5),
         pct_start=0.25,
         div_factor=25.0,
         final_div_factor=1e5,

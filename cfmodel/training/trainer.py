@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from cfmodel.training.ids import IdIndex
 from cfmodel.training.interactions import Interactions
 from cfmodel.training.loop import FitResult, fit, resolve_device
 from cfmodel.training.models import CollabModel, default_y_range, model_for
-from cfmodel.training.splits import split
+from cfmodel.training.splits import id_keys, split
 from cfmodel.training.warmstart import warm_start
 from cfmodel.warehouse import Warehouse
 from cfmodel.warehouse.schemas import DATASETS, ITEM_INDEX, RATINGS, USER_INDEX
@@ -104,6 +105,12 @@ class TrainingData:
         )
         return cls(users, items, data, rating_scale(wh, ratings), [user_source, item_source])
 
+    def split(self, config: TrainConfig) -> tuple[Interactions, Interactions]:
+        """(train, valid) of these ratings by `config`'s split: for the random split, the same
+        ratings are held out on every night's data (keyed by the ids, not the row order)."""
+        keys = (id_keys(self.users.ids), id_keys(self.items.ids))
+        return split(self.ratings, config.valid_pct, config.seed, config.split, keys)
+
     def model_for(self, config: TrainConfig) -> CollabModel:
         """A fresh model of `config.model` for these ids, with the y-range of this rating scale."""
         return model_for(config, len(self.users), len(self.items), default_y_range(*self.scale))
@@ -119,6 +126,7 @@ def train(
     fitter: Callable[..., FitResult] = fit,
     save: bool = True,
     progress: bool | None = None,
+    saving: Callable[[], AbstractContextManager] = nullcontext,
 ) -> ModelArtifact:
     """Fit `config.model` on the warehouse's ratings and save it as a new version,
     models/<model>-<run_date><suffix> (`.2`, `.3`, ... for later attempts at the same date).
@@ -126,14 +134,15 @@ def train(
     `warm_start_from`: a saved version whose rows start the known ids. `version_suffix` tells apart
     models of the same type and date trained on another schedule (e.g. "-full"). `fitter` replaces
     the training loop (`cfmodel.training.distributed` passes its data-parallel one); `save=False`
-    skips writing the artifact (every rank but the first).
+    skips writing the artifact (every rank but the first). `saving`: the context the version is named
+    and saved in (the warehouse's writer lock, so that training itself holds no lock).
     """
     wh = Warehouse.open(warehouse)
     registry = ModelRegistry(wh.models)
     version = registry.new_version(config.model, run_date, version_suffix)
     dev = resolve_device(device)
     data = TrainingData.read(wh)
-    train_part, valid_part = split(data.ratings, config.valid_pct, config.seed, config.split)
+    train_part, valid_part = data.split(config)
     model = data.model_for(config)
     warm = warm_start(model, data.users, data.items, registry.load(warm_start_from)) if warm_start_from else None
     result = fitter(model, train_part, valid_part, config, dev, progress)
@@ -153,7 +162,10 @@ def train(
         attachments={"loss_curve.png": plots.loss_curve_png(result.batch_losses, result.history, version)},
     )
     if save:
-        registry.save(trained)
+        with saving():
+            # Another attempt at the same date may have saved while this one trained.
+            trained = replace(trained, version=registry.new_version(config.model, run_date, version_suffix))
+            registry.save(trained)
     shown = {k: round(v, 4) for k, v in valid["model"].items() if isinstance(v, float)}
     log.info("trained %s on %s in %.1fs: %s", version, dev, result.seconds, shown)
     return trained

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cfmodel.errors import CfrecError
+from cfmodel.warehouse.transaction import active
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -109,7 +110,9 @@ def publish(final: Path, write: Callable[[Path], None]) -> Path:
             raise CfrecError(f"nothing was written for {final}")
         (tmp / SUCCESS).touch()
         crash_if_injected(final)
-        if not final.exists():
+        if (transaction := active()) is not None:  # keep the previous version until the step ends
+            transaction.swap_in(tmp, final, _exchange)
+        elif not final.exists():
             tmp.rename(final)
         elif _exchange(tmp, final):
             shutil.rmtree(tmp, ignore_errors=True)  # now holds the previous version
@@ -120,6 +123,30 @@ def publish(final: Path, write: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def withdraw(final: Path) -> None:
+    """Remove a published table or partition (inside a transaction: keep it until the step ends)."""
+    if (transaction := active()) is not None:
+        transaction.withdraw(final)
+    elif final.is_file():
+        final.unlink()
+    else:
+        shutil.rmtree(final, ignore_errors=True)
+
+
+def write_file(final: Path, text: str) -> None:
+    """Replace a small file (a pointer, a record) in one step; inside a transaction the previous one is
+    kept until the step ends."""
+    tmp = final.with_name(f".{final.name}.{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    if (transaction := active()) is not None:
+        transaction.replace_file(tmp, final)
+    else:
+        os.replace(tmp, final)
 
 
 def write_arrow(table: pa.Table) -> Callable[[Path], None]:

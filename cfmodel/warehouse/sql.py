@@ -15,6 +15,7 @@ import pandas as pd
 
 from cfmodel.errors import CfrecError
 from cfmodel.warehouse import Warehouse
+from cfmodel.warehouse.lock import reading
 
 if TYPE_CHECKING:
     import duckdb
@@ -92,14 +93,15 @@ def query(warehouse: str | Path, sql: str) -> pd.DataFrame:
     """
     import duckdb
 
-    con = connect(warehouse)
-    try:
-        relation = con.sql(read_only_statement(con, sql))
-        return pd.DataFrame() if relation is None else arrow_table(relation).to_pandas(date_as_object=True)
-    except duckdb.Error as exc:
-        raise CfrecError(str(exc).strip().splitlines()[0]) from None
-    finally:
-        con.close()
+    with reading(Warehouse.open(warehouse, create=False).root):  # the files listed stay until the end
+        con = connect(warehouse)
+        try:
+            relation = con.sql(read_only_statement(con, sql))
+            return pd.DataFrame() if relation is None else arrow_table(relation).to_pandas(date_as_object=True)
+        except duckdb.Error as exc:
+            raise CfrecError(str(exc).strip().splitlines()[0]) from None
+        finally:
+            con.close()
 
 
 def render(frame: pd.DataFrame, fmt: str = "table") -> str:

@@ -69,6 +69,22 @@ def test_training_lands_in_the_gpu_pool(dagbag):
         assert dagbag.dags[dag_id].get_task("train").pool == "gpu"
 
 
+def test_every_task_that_writes_the_warehouse_shares_one_single_slot_pool(dagbag):
+    """The nightly and weekly DAGs (and the consumer) write the same tables: they queue for them."""
+    writers = {
+        "cfrec_nightly": {"ingest", "quality_gate", "evaluate", "gate", "score", "publish_tables"},
+        "cfrec_weekly_retrain": {"evaluate", "gate", "score", "publish_tables"},
+        "cfrec_recommendations_consumer": {"most_recommended"},
+    }
+    for dag_id, task_ids in writers.items():
+        dag = dagbag.dags[dag_id]
+        in_pool = {task.task_id for task in dag.tasks if task.pool == "cfrec_warehouse"}
+        assert in_pool == task_ids, dag_id
+    from cfrec_airflow.settings import pools, settings
+
+    assert ("cfrec_warehouse", 1) in [(name, slots) for name, slots, _ in pools(settings())]
+
+
 def test_every_task_retries_with_backoff_times_out_and_alerts(dagbag):
     from cfrec_airflow.alerts import on_failure
 

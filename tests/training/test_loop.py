@@ -32,6 +32,18 @@ def test_one_cycle_warms_up_then_anneals_with_momentum_cycling():
     assert betas[-1] == pytest.approx(0.95, abs=1e-3)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 8])
+def test_one_cycle_runs_any_small_number_of_steps(steps):
+    """Torch's schedule divides by zero at exactly 4 steps (a 1-epoch night of 4 batches)."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1e-2)
+    scheduler = one_cycle(optimizer, 1e-2, total_steps=steps)
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+    assert 0 < optimizer.param_groups[0]["lr"] <= 1e-2
+
+
 def test_resolve_device():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
