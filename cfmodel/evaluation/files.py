@@ -110,7 +110,7 @@ def evaluate_frames(
     from cfmodel.evaluation.holdout import holdout_metrics
     from cfmodel.training.loop import fit, resolve_device
     from cfmodel.training.models import default_y_range, model_for
-    from cfmodel.training.splits import split
+    from cfmodel.training.splits import id_keys, split
 
     dev = resolve_device(device)
     users = IdIndex.from_values(pd.concat([train["user_id"], test["user_id"]]))
@@ -120,7 +120,8 @@ def evaluate_frames(
     model = model_for(config, len(users), len(items), default_y_range(*scale))
     fit_data, valid = train_data, None
     if config.valid_pct > 0:
-        fit_data, valid = split(train_data, config.valid_pct, config.seed, config.split)
+        keys = (id_keys(users.ids), id_keys(items.ids))
+        fit_data, valid = split(train_data, config.valid_pct, config.seed, config.split, keys)
     result = fit(model, fit_data, valid, config, dev, progress)
     measured = holdout_metrics(model, train_data, test_data, len(items), device=dev)
     return {

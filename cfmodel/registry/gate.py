@@ -1,10 +1,12 @@
 """The model gate: a newly trained model becomes current only if it is not worse than the model it replaces.
 
-Each model is judged by its own validation metric (RMSE for rating models, NDCG@10 for ranking
-models, unless told otherwise). The candidate is promoted when that metric is within the
+Both models are measured on the same hold-out (`cfmodel.registry.compare`: the ratings the
+candidate held out of the night's data) by a validation metric (RMSE when both predict ratings,
+else NDCG@10, unless told otherwise). The candidate is promoted when its value is within the
 tolerance (relative: 0.01 = 1%) of the other model's, in the metric's direction; otherwise
-`CURRENT` stays as it was. Every decision, with its reason and both values, is recorded beside
-the candidate (`promotion.json`), from which the `model_runs` table reports it.
+`CURRENT` stays as it was. A candidate without a finite value is never promoted. Every decision,
+with its reason and both values, is recorded beside the candidate (`promotion.json`), from which
+the `model_runs` table reports it.
 
 `gate_for_date` is the gate of the DAGs and of `cfrec train`/`cfrec run`: the candidate of a date is
 judged against the model the gate kept last as of that date (for the latest date: the current
@@ -91,6 +93,11 @@ def decide(
     )
 
 
+def _has_finite_metrics(metrics: dict) -> bool:
+    """Whether the candidate recorded any finite validation metric (a diverged one did not)."""
+    return bool(_gate_values(metrics, DEFAULT_SPLIT))
+
+
 @dataclass
 class GateDecision(Verdict):
     """What the gate decided on a candidate, and why; recorded as the candidate's promotion.json."""
@@ -101,6 +108,7 @@ class GateDecision(Verdict):
     tolerance: float
     decided_at: str
     score_with: str | None = None  # the version the night's recommendations use (nightly gate)
+    holdout_ratings: int | None = None  # how many held-out ratings both were measured on
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GateDecision:
@@ -114,16 +122,28 @@ def promote(
     against: str | None,
     config: GateConfig | None = None,
     move_current: bool = True,
+    warehouse: str | Path | None = None,
 ) -> GateDecision:
     """Gate `version` against the version `against` (None: nothing to judge against, so it passes)
-    and record why. With `move_current=False` a promotion is recorded but CURRENT is left alone
-    (a backfill must not move it back in time)."""
+    and record why. Given the `warehouse`, both are measured on the same hold-out of its ratings;
+    without it, by the metrics each recorded. With `move_current=False` a promotion is recorded but
+    CURRENT is left alone (a backfill must not move it back in time)."""
     config = config or GateConfig()
     registry.require(version)
     if against is not None:
         registry.require(against)
+    candidate_metrics = registry.run(version).metrics
     previous_metrics = registry.run(against).metrics if against else None
-    verdict = decide(registry.run(version).metrics, previous_metrics, config.gate_tolerance, config.gate_metric)
+    holdout_ratings = None
+    if against is not None and warehouse is not None and _has_finite_metrics(candidate_metrics):
+        from cfmodel.registry.compare import measure_on_same_holdout
+
+        same = measure_on_same_holdout(warehouse, registry, version, against)
+        candidate_metrics, previous_metrics = same.as_metrics()
+        holdout_ratings = same.ratings
+    verdict = decide(candidate_metrics, previous_metrics, config.gate_tolerance, config.gate_metric)
+    if holdout_ratings is not None:
+        verdict.reason += f"; both measured on the same {holdout_ratings} held-out ratings"
     if verdict.promoted and move_current:
         registry.set_current(version)
     decision = GateDecision(
@@ -133,6 +153,7 @@ def promote(
         current=registry.current(),
         tolerance=config.gate_tolerance,
         decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        holdout_ratings=holdout_ratings,
     )
     registry.record_promotion(version, asdict(decision))
     return decision
@@ -148,7 +169,7 @@ def gate_for_date(warehouse: str | Path, run_date: str, version: str, config: Ga
     baseline = registry.promoted_as_of(run_date, exclude=version)
     current = registry.current()
     newest = current is None or (version_date(current) or "") <= run_date
-    decision = promote(registry, version, baseline, config, move_current=newest)
+    decision = promote(registry, version, baseline, config, move_current=newest, warehouse=warehouse)
     decision.score_with = version if decision.promoted else baseline
     if decision.score_with is None:
         raise CfrecError(f"model {version} failed the gate and there is no earlier model to fall back to")

@@ -24,7 +24,6 @@ from cfmodel.training.interactions import Interactions
 from cfmodel.training.loop import cpu_threads, resolve_device
 from cfmodel.training.losses import make_loss
 from cfmodel.training.models import CollabModel
-from cfmodel.training.splits import split
 
 
 @dataclass
@@ -134,5 +133,5 @@ def lr_find_on_warehouse(
     from cfmodel.warehouse import Warehouse
 
     data = TrainingData.read(Warehouse.open(warehouse))
-    train_part, _ = split(data.ratings, config.valid_pct, config.seed, config.split)
+    train_part, _ = data.split(config)
     return lr_find(data.model_for(config), train_part, config, resolve_device(device), start_lr, end_lr, num_it)

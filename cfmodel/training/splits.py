@@ -1,4 +1,5 @@
-"""Holding out ratings for validation: random (fastai's RandomSplitter) or the latest of each user."""
+"""Holding out ratings for validation: a seeded random share of the ratings (like fastai's
+RandomSplitter, but the same ratings every night), or the latest of each user."""
 
 from __future__ import annotations
 
@@ -14,12 +15,35 @@ def check_valid_pct(valid_pct: float) -> None:
         raise CfrecError(f"valid_pct must be in [0, 1), got {valid_pct}")
 
 
-def random_split(n_rows: int, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, valid rows): a random `valid_pct` of the rows, reproducible from `seed`."""
+def id_keys(ids: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each id (a string as ingest keeps it): the same id, the same key, every night."""
+    import pandas as pd
+
+    return pd.util.hash_array(np.asarray(ids, dtype=object).astype(str).astype(object))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every input bit moves every output bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def random_split(
+    user_keys: np.ndarray, item_keys: np.ndarray, valid_pct: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, valid rows): about `valid_pct` of the rows, chosen by a seeded hash of each
+    rating's (user, item) keys rather than by its position. So a rating that is held out one night
+    is held out every night with the same seed: no model of any night trained on it, and two nights'
+    models can be compared on the same hold-out (`cfmodel.registry.compare`)."""
     check_valid_pct(valid_pct)
-    order = np.random.default_rng(seed).permutation(n_rows)
-    n_valid = int(round(n_rows * valid_pct))
-    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+    with np.errstate(over="ignore"):
+        users = np.asarray(user_keys, np.uint64)
+        items = np.asarray(item_keys, np.uint64)
+        mixed = _mix(_mix(users + np.uint64(seed & 0xFFFFFFFF)) ^ (items * np.uint64(0x9E3779B97F4A7C15)))
+    fraction = (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    held_out = fraction < valid_pct
+    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
 
 
 def latest_split(users: np.ndarray, timestamps: np.ndarray, valid_pct: float) -> tuple[np.ndarray, np.ndarray]:
@@ -42,11 +66,23 @@ def latest_split(users: np.ndarray, timestamps: np.ndarray, valid_pct: float) ->
 
 
 def split(
-    data: Interactions, valid_pct: float, seed: int, strategy: str = "random"
+    data: Interactions,
+    valid_pct: float,
+    seed: int,
+    strategy: str = "random",
+    keys: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Interactions, Interactions]:
-    """(train, valid) by `strategy`: "random" or "time" (the latest ratings of each user)."""
+    """(train, valid) by `strategy`: "random" or "time" (the latest ratings of each user). `keys`:
+    the `id_keys` of every user and item index, which make the random split the same on every night's
+    data; without them the indices themselves are the keys."""
     if strategy == "random":
-        train_rows, valid_rows = random_split(len(data), valid_pct, seed)
+        user_keys, item_keys = keys if keys is not None else (None, None)
+        train_rows, valid_rows = random_split(
+            data.users.astype(np.uint64) if user_keys is None else user_keys[data.users],
+            data.items.astype(np.uint64) if item_keys is None else item_keys[data.items],
+            valid_pct,
+            seed,
+        )
     elif strategy == "time":
         if data.timestamps is None:
             raise CfrecError("a time-based split needs rating timestamps, and these ratings have none")

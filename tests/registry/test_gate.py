@@ -25,6 +25,21 @@ def current(models_dir):
     return (models_dir / "CURRENT").read_text().strip()
 
 
+@pytest.fixture(autouse=True)
+def recorded_metrics(monkeypatch):
+    """These tests are about which model the gate judges against and what it records: the measuring
+    on a shared hold-out, which needs real models, is `tests/registry/test_compare.py`'s."""
+    from cfmodel.registry import compare
+
+    def as_recorded(warehouse, registry, version, other):
+        mine, theirs = registry.run(version).metrics, registry.run(other).metrics
+        return compare.SameHoldout(
+            split_metrics(mine)["valid"]["model"], split_metrics(theirs).get("valid", {}).get("model", {}), 100
+        )
+
+    monkeypatch.setattr(compare, "measure_on_same_holdout", as_recorded)
+
+
 def test_split_metrics_reads_flat_and_nested_shapes():
     flat = {"valid_rmse": 0.91, "valid_mae": 0.72, "train_loss": 0.5, "train_seconds": 1.2, "history": []}
     assert split_metrics(flat) == {"valid": {"model": {"rmse": 0.91, "mae": 0.72}, "popularity": {}}}
