@@ -52,6 +52,28 @@ def ship_code(spark: SparkSession) -> Path | None:
     return shipped
 
 
+def spark_log() -> Path | None:
+    """Where a local Spark's own output goes: $CFREC_SPARK_LOG ('-': stderr), by default a file in
+    the temporary folder. Its start-up banner, warnings and executors' traces are not for the
+    terminal of someone running `cfrec`; errors reach them as one line (`cfmodel.cli.main`)."""
+    value = os.environ.get("CFREC_SPARK_LOG", str(Path(tempfile.gettempdir()) / f"cfrec-spark-{os.getuid()}.log"))
+    return None if value == "-" else Path(value)
+
+
+def _launch_jvm(settings: dict[str, str]) -> None:
+    """Start the local JVM with its stderr in `spark_log()` (pyspark would leave it on ours)."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    target = spark_log()
+    if target is None or SparkContext._gateway is not None:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "ab") as log_file:
+        gateway = launch_gateway(SparkConf().setAll(settings.items()), popen_kwargs={"stderr": log_file})
+    SparkContext._ensure_initialized(gateway=gateway)
+
+
 def get_spark(app_name: str = "cfrec") -> SparkSession:
     from pyspark.sql import SparkSession
 
@@ -59,8 +81,13 @@ def get_spark(app_name: str = "cfrec") -> SparkSession:
     if not launched_by_spark_submit():
         # Local Python workers must run the interpreter that has cfmodel and its dependencies.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = builder.master(os.environ.get("CFREC_SPARK_MASTER", "local[*]"))
-        for key, value in LOCAL_DEFAULTS.items():
+        settings = {
+            "spark.master": os.environ.get("CFREC_SPARK_MASTER", "local[*]"),
+            "spark.app.name": app_name,
+            **LOCAL_DEFAULTS,
+        }
+        _launch_jvm(settings)
+        for key, value in settings.items():
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("CFREC_SPARK_LOG_LEVEL", "WARN"))

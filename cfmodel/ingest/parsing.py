@@ -141,11 +141,17 @@ def _csv_record(line: Column, sep: str, n_fields: int) -> Column:
     ).otherwise(parsed)
 
 
+def trimmed(text: Column) -> Column:
+    """`text` without leading and trailing whitespace of any kind (tabs, no-break spaces), the one
+    normalisation of every id and field, whether the file quoted it or not."""
+    return F.regexp_replace(text, r"(?U)^\s+|\s+$", "")
+
+
 def _field(fields: Column, position: int | None) -> Column:
     """The trimmed field at `position`, "" when the line is too short for it."""
     if position is None:
         return F.lit(None).cast("string")
-    return F.trim(F.coalesce(F.get(fields, position), F.lit("")))
+    return trimmed(F.coalesce(F.get(fields, position), F.lit("")))
 
 
 def _timestamp(text: Column) -> Column:
@@ -290,7 +296,7 @@ def parse_parquet_ratings(rows: DataFrame, plan: RatingsPlan, scale: RatingScale
     def text(column: str | None) -> Column:
         if column is None:
             return F.lit(None).cast("string")
-        return F.trim(F.coalesce(F.col("fields").getField(column), F.lit("")))
+        return trimmed(F.coalesce(F.col("fields").getField(column), F.lit("")))
 
     texts = rows.select(
         "source_file",
@@ -313,14 +319,14 @@ def title_year(title: Column) -> Column:
 def _genres(fields: Column, plan: ItemsPlan) -> Column:
     spec = plan.genres
     if spec.kind == "flags":
-        flags = [F.trim(F.get(fields, spec.column + i)) for i in range(len(plan.genre_names))]
+        flags = [trimmed(F.get(fields, spec.column + i)) for i in range(len(plan.genre_names))]
         return F.filter(
             F.array(*[F.when(flag == "1", F.lit(name)) for flag, name in zip(flags, plan.genre_names)]),
             lambda g: g.isNotNull(),
         )
     if spec.kind == "list":
         text = _field(fields, spec.column)
-        listed = F.filter(F.transform(F.split(text, re.escape(spec.sep), -1), lambda g: F.trim(g)), lambda g: g != "")
+        listed = F.filter(F.transform(F.split(text, re.escape(spec.sep), -1), trimmed), lambda g: g != "")
         if spec.none_marker is not None:
             listed = F.when(text == spec.none_marker, F.array().cast("array<string>")).otherwise(listed)
         return listed

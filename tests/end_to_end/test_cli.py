@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -56,6 +57,22 @@ def test_console_script_prints_no_traceback(tmp_path):
         result.stderr.strip()
         == f"cfrec score: error: table 'ratings' not found in warehouse {tmp_path}; run 'cfrec ingest' first"
     )
+
+
+def test_spark_keeps_its_start_up_noise_in_its_log_not_on_stderr(tmp_path):
+    from support import write_lines
+
+    write_lines(tmp_path / "in" / "u.data", ["1\t1\t5\t1", "1\t2\t3\t2", "2\t1\t4\t3"])
+    log = tmp_path / "spark.log"
+    env = {**os.environ, "CFREC_SPARK_LOG": str(log)}
+    argv = ["ingest", "--source", "movielens-100k", "--input", str(tmp_path / "in"), "--warehouse", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "cfmodel.cli", *argv], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines and all(" cfmodel." in line for line in lines), result.stderr  # cfrec's own log only
+    assert "log4j" in log.read_text()  # what Spark printed is kept
 
 
 def test_bad_option_values_are_one_line_errors(capsys, tmp_path):

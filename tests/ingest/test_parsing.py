@@ -546,3 +546,15 @@ def test_a_quoted_field_running_over_two_lines_rejects_both(spark, tmp_path):
     )
     ratings, _ = parse(spark, "movielens-latest", tmp_path)
     assert reasons(ratings) == {2: "unparseable", 3: "unparseable", 4: None}
+
+
+def test_ids_are_trimmed_of_any_whitespace_quoted_or_not(spark, tmp_path):
+    write_lines(
+        tmp_path / "ratings.csv",
+        ["user_id,item_id,rating", "\t7,1,4", '"\t7",2,4', '" 7 ",3,4', "7\t,4,4", '"7\u00a0",5,4', "7,\t,4"],
+    )
+    ratings, _ = parse(spark, "csv", tmp_path)
+    assert {n: (r["user_id"], r["reason"]) for n, r in ratings.items() if n < 7} == {
+        n: ("7", None) for n in range(2, 7)
+    }
+    assert ratings[7]["reason"] == "missing_item"  # an id of whitespace only is no id
