@@ -28,11 +28,11 @@ def option(
     help: str = "",
     *,
     flag: str | None = None,
-    metavar: str | None = None,
+    metavar: str | tuple[str, ...] | None = None,
     choices: tuple | None = None,
     parse: Callable[[Any], Any] | None = None,
     negate: bool = False,
-    nargs: str | None = None,
+    nargs: str | int | None = None,
     const: Any = None,
     required: bool = False,
     cli: bool = True,
@@ -68,11 +68,11 @@ class Option:
     default: Any
     help: str
     flag: str
-    metavar: str | None
+    metavar: str | tuple[str, ...] | None
     choices: tuple | None
     parse: Callable[[Any], Any] | None
     negate: bool
-    nargs: str | None
+    nargs: str | int | None
     const: Any
     required: bool
     cli: bool
@@ -195,6 +195,9 @@ def to_argv(config: Any) -> list[str]:
         if opt.kind is bool:
             if value == (not opt.negate):
                 argv.append(opt.flag)
+            continue
+        if opt.nargs == 2:  # LO HI: two arguments
+            argv += [opt.flag, *(str(v) for v in value)]
             continue
         text = _shown(value)
         argv += [f"{opt.flag}={text}"] if text.startswith("-") else [opt.flag, text]

@@ -117,7 +117,7 @@ def evaluate_frames(
     items = IdIndex.from_values(pd.concat([train["item_id"], test["item_id"]]))
     train_data, test_data = _interactions(train, users, items), _interactions(test, users, items)
     scale = scale or (float(train["rating"].min()), float(train["rating"].max()))
-    model = model_for(config, len(users), len(items), default_y_range(*scale))
+    model = model_for(config, len(users), len(items), config.y_range or default_y_range(*scale))
     fit_data, valid = train_data, None
     if config.valid_pct > 0:
         keys = (id_keys(users.ids), id_keys(items.ids))

@@ -23,7 +23,7 @@ from cfmodel.registry.artifact import ModelArtifact
 from cfmodel.registry.registry import ModelRegistry
 from cfmodel.scoring.topk import top_k
 from cfmodel.training.ids import IdIndex
-from cfmodel.training.models import CollabModel, build_model
+from cfmodel.training.models import CollabModel, build_model, clipped
 from cfmodel.warehouse import Warehouse
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "rating")
@@ -141,6 +141,8 @@ def recommend(fold: FoldIn, trained: ModelArtifact, top_n: int = 10) -> pd.DataF
     cols = np.concatenate(fold.rated) if len(fold.rated) else np.empty(0, np.int64)
     with torch.inference_mode():
         items, best = top_k(fold.model.score_all(torch.as_tensor(users)), top_n, rows, cols)
+    scale = trained.config.rating_scale
+    best = clipped(fold.model, best, tuple(scale) if scale else None)
     keep = items >= 0
     ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.int32), keep.shape)
     return pd.DataFrame(

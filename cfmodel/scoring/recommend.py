@@ -28,7 +28,7 @@ from cfmodel.registry.registry import ModelRegistry
 from cfmodel.scoring.popularity import Popularity
 from cfmodel.scoring.topk import csr_cells, top_k
 from cfmodel.training.ids import IdIndex
-from cfmodel.training.models import CollabModel
+from cfmodel.training.models import CollabModel, clipped
 from cfmodel.warehouse import Warehouse, is_published, publish
 from cfmodel.warehouse.schemas import RATINGS, RECOMMENDATIONS
 
@@ -55,6 +55,7 @@ class ScoringContext:
     titles: np.ndarray
     popularity: Popularity
     n: int
+    scale: tuple[float, float] | None = None  # a rating model's shown scores are clipped to it
 
 
 def _csr(rated: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +111,7 @@ def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.R
         offsets, rated = _csr(part.column("rated"))
         rows, cols = csr_cells(offsets, rated, model.n_items)
         items, best = model_top_n(model, known_index[start : start + block], rows, cols, ctx.n)
+        best = clipped(model, best, ctx.scale)
         yield _rows(ctx, part.column("user_id").to_numpy(zero_copy_only=False), items, best, SOURCE_MODEL)
 
     cold_batch = batch.filter(pa.array(~known))
@@ -140,6 +142,7 @@ def scoring_context(model: ModelArtifact, counts: pd.DataFrame, titles: Warehous
         titles=titles.titles(catalog_ids) if titles is not None else np.full(len(catalog), None, dtype=object),
         popularity=Popularity.from_counts(per_item, catalog_ids),
         n=n,
+        scale=tuple(model.config.rating_scale) if model.config.rating_scale else None,
     )
 
 

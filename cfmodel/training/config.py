@@ -38,6 +38,20 @@ def _layers(value: str | list | tuple) -> tuple[int, ...]:
         raise CfrecError(f"--layers must be comma-separated sizes such as 100,50, got '{value}'") from None
 
 
+def _y_range(value: str | list | tuple | None) -> tuple[float, float] | None:
+    """'0 10', '0,10' or [0, 10] -> (0.0, 10.0); none -> None (the source's default)."""
+    if value is None or str(value).lower() in ("none", ""):
+        return None
+    parts = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    try:
+        low, high = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise CfrecError(f"--y-range must be two numbers LO HI, got '{value}'") from None
+    if not low < high:
+        raise CfrecError(f"--y-range must have LO < HI, got {low} {high}")
+    return (low, high)
+
+
 def _patience(value: int | str) -> int | None:
     """0 (or none) means never stop early."""
     if value is None or str(value).lower() in ("0", "none", ""):
@@ -89,6 +103,15 @@ class TrainConfig:
     max_rank_users: int | None = option(
         10_000, "validation ranking metrics on at most this many users (0 = all)", parse=lambda v: int(v) or None
     )
+    y_range: tuple[float, float] | None = option(
+        None,
+        "rating models: predictions are squashed into LO..HI (default: from the bottom of the source's scale, "
+        "or 0, to an eighth of its span above the top, as in fastai's tutorials; published ratings are clipped "
+        "to the scale)",
+        metavar=("LO", "HI"),
+        nargs=2,
+        parse=_y_range,
+    )
     mixed_precision: bool = option(
         True, "no bfloat16 autocast on CUDA (it is never used on the CPU)", flag="--no-mixed-precision", negate=True
     )
@@ -97,6 +120,7 @@ class TrainConfig:
         if self.model not in MODEL_TYPES:
             raise CfrecError(f"unknown model type '{self.model}' (known: {', '.join(MODEL_TYPES)})")
         self.layers = _layers(self.layers)
+        self.y_range = _y_range(self.y_range)
         self.patience = _patience(self.patience)
         for name, value in MODEL_DEFAULTS[self.model].items():
             if getattr(self, name) is None:
@@ -111,6 +135,7 @@ class TrainConfig:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["layers"] = list(self.layers)
+        out["y_range"] = list(self.y_range) if self.y_range else None
         return out
 
     def check(self) -> None:

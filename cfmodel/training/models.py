@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,6 +36,14 @@ def sigmoid_range(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
 def default_y_range(rating_min: float, rating_max: float) -> tuple[float, float]:
     """fastai's habit of a little headroom above the top rating: 1-5 stars -> (0, 5.5)."""
     return (min(0.0, rating_min), rating_max + (rating_max - rating_min) / 8)
+
+
+def clipped(model: CollabModel, shown: np.ndarray, scale: tuple[float, float] | None) -> np.ndarray:
+    """A rating model's predictions within the source's scale: its y-range has room above the top
+    (fastai's habit), but a published rating never says more than the top of the scale."""
+    if not model.predicts_ratings or scale is None:
+        return shown
+    return np.clip(shown, scale[0], scale[1])
 
 
 def emb_sz_rule(n_categories: int) -> int:

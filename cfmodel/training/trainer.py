@@ -91,29 +91,38 @@ class TrainingData:
     ratings: Interactions
     scale: tuple[float, float]
     ids_from: list[str]  # where each mapping came from: an index table, or the ratings
+    untimed: int = 0  # ratings without a timestamp (goodbooks has none)
 
     @classmethod
     def read(cls, wh: Warehouse) -> TrainingData:
         ratings = read_ratings(wh)
         users, user_source = id_index(wh, ratings, "user_id")
         items, item_source = id_index(wh, ratings, "item_id")
+        untimed = int(ratings["timestamp"].isna().sum()) if "timestamp" in ratings else len(ratings)
         data = Interactions(
             users.encode(ratings["user_id"]),
             items.encode(ratings["item_id"]),
             ratings["rating"].to_numpy(),
-            ratings["timestamp"].to_numpy() if "timestamp" in ratings else None,
+            ratings["timestamp"].to_numpy() if not untimed else None,
         )
-        return cls(users, items, data, rating_scale(wh, ratings), [user_source, item_source])
+        return cls(users, items, data, rating_scale(wh, ratings), [user_source, item_source], untimed)
 
     def split(self, config: TrainConfig) -> tuple[Interactions, Interactions]:
         """(train, valid) of these ratings by `config`'s split: for the random split, the same
-        ratings are held out on every night's data (keyed by the ids, not the row order)."""
+        ratings are held out on every night's data (keyed by the ids, not the row order). The time
+        split needs a timestamp on every rating: it is refused rather than guessed."""
+        if config.split == "time" and self.untimed:
+            raise CfrecError(
+                f"--split time needs a timestamp on every rating, and {self.untimed} of {len(self.ratings)} "
+                "have none (goodbooks records no time): use --split random"
+            )
         keys = (id_keys(self.users.ids), id_keys(self.items.ids))
         return split(self.ratings, config.valid_pct, config.seed, config.split, keys)
 
     def model_for(self, config: TrainConfig) -> CollabModel:
         """A fresh model of `config.model` for these ids, with the y-range of this rating scale."""
-        return model_for(config, len(self.users), len(self.items), default_y_range(*self.scale))
+        y_range = config.y_range or default_y_range(*self.scale)
+        return model_for(config, len(self.users), len(self.items), y_range)
 
 
 def train(

@@ -80,17 +80,19 @@ def test_every_option_of_cfrec_run_is_a_param_of_the_nightly_dag(nightly):
     # The DAG's run date is its logical date, and it always publishes the tables `--no-tables` skips.
     flags = [a for a in run_parser()._actions if a.option_strings and a.dest not in ("help", "run_date", "tables")]
     assert {a.dest for a in flags} <= set(nightly.params), sorted({a.dest for a in flags} - set(nightly.params))
-    given = {*CLI_VALUES, *CLI_FLAGS}
+    given = {*CLI_VALUES, *CLI_FLAGS, "--y-range"}
     assert {a.option_strings[0] for a in flags} - given == {"--warehouse"}  # the test covers them all
 
 
 def test_the_dag_builds_the_same_configs_as_the_command_line(nightly):
     argv = ["run", "--warehouse", "/wh", "--run-date", "2026-11-23", *CLI_FLAGS]
     argv += [f"{flag}={value}" for flag, value in CLI_VALUES.items()]
+    argv += ["--y-range", "0", "10"]
     args = build_parser().parse_args(argv)
     from_cli = [options.from_namespace(config, args) for config in STEP_CONFIGS]
     assert from_cli[0].input_path == "/data/in/{ds}" and from_cli[0].header is False
     assert from_cli[2].layers == (30, 20) and from_cli[2].patience is None and from_cli[2].use_bn is False
+    assert from_cli[2].y_range == (0.0, 10.0)
     assert from_cli[3].warm_start is None and from_cli[1].max_drop_fraction is None
 
     # What a user puts in dag_run.conf: JSON values of the same options.
@@ -137,6 +139,7 @@ def test_the_dag_builds_the_same_configs_as_the_command_line(nightly):
         "weight_by_rating": True,
         "max_rank_users": 500,
         "mixed_precision": False,
+        "y_range": [0, 10],
         "device": "cpu",
         "warm_start": "none",
         "version_suffix": "-test",

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from support import write_warehouse
+from support import planted_ratings, write_warehouse
 
 from cfmodel.errors import CfrecError
 from cfmodel.registry.registry import ModelRegistry
@@ -78,6 +78,38 @@ def test_time_split_holds_out_the_latest_ratings(tmp_path):
         wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1, split="time", valid_pct=0.25), device="cpu"
     )
     assert trained.config.data["valid"] == 90 * 5  # 25% of each user's 20 ratings
+
+
+def test_a_time_split_without_timestamps_is_refused_not_guessed(tmp_path):
+    """goodbooks records no time: its ratings land with null timestamps."""
+    ratings = planted_ratings()
+    ratings["timestamp"] = pd.array([None] * len(ratings), dtype="Int64")
+    ratings.loc[:9, "timestamp"] = 5  # a few with a time do not make a time split possible
+    wh = write_warehouse(tmp_path / "wh", ratings)
+    with pytest.raises(CfrecError, match=r"needs a timestamp on every rating, and 1790 of 1800 have none"):
+        train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1, split="time"), device="cpu")
+    assert train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1), device="cpu").version  # random: fine
+
+
+def test_y_range_is_an_option_and_defaults_to_the_scale_with_headroom(tmp_path):
+    wh = write_warehouse(tmp_path / "wh")
+    default = train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1), device="cpu")
+    assert default.config.y_range == [0.0, 5.5]  # 1-5 stars
+    chosen = train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1, y_range="1 5"), device="cpu")
+    assert chosen.config.y_range == [1.0, 5.0] and chosen.config.train["y_range"] == [1.0, 5.0]
+    for bad, message in (("5 1", "LO < HI"), ("1", "two numbers"), ("a b", "two numbers")):
+        with pytest.raises(CfrecError, match=message):
+            TrainConfig.for_model("dot", y_range=bad)
+
+
+def test_published_ratings_are_clipped_to_the_scale():
+    from cfmodel.training.models import build_model, clipped
+
+    rating = build_model("dot", n_users=1, n_items=3, n_factors=2, y_range=(0.0, 5.5))
+    ranking = build_model("rank", n_users=1, n_items=3, n_factors=2)
+    shown = np.array([[5.4, 3.0, 0.2]])
+    assert clipped(rating, shown, (1.0, 5.0)).tolist() == [[5.0, 3.0, 1.0]]
+    assert clipped(ranking, shown, (1.0, 5.0)).tolist() == shown.tolist()  # ranking scores are not ratings
 
 
 def test_stable_index_tables_decide_the_rows(tmp_path):
