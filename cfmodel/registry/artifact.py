@@ -71,6 +71,17 @@ class ModelArtifact:
     config: ArtifactConfig
     metrics: dict
     attachments: dict[str, bytes] = field(default_factory=dict)  # extra files, e.g. loss_curve.png
+    # Which rows training moved: a user or item whose every rating was held out keeps its initial
+    # vector, which must never order a list (None: every row was trained).
+    trained_users: np.ndarray | None = None
+    trained_items: np.ndarray | None = None
+
+    @property
+    def untrained_items(self) -> np.ndarray:
+        """Item indices with no trained vector: masked out of every list and neighbour table."""
+        if self.trained_items is None:
+            return np.empty(0, np.int64)
+        return np.flatnonzero(~self.trained_items)
 
     @property
     def model_type(self) -> str:
@@ -90,8 +101,14 @@ def write_artifact(artifact: ModelArtifact, folder: Path) -> None:
     torch.save({k: v.cpu() for k, v in artifact.model.state_dict().items()}, folder / "model.pt")
     (folder / "config.json").write_text(json.dumps(artifact.config.to_dict(), indent=2))
     (folder / "metrics.json").write_text(json.dumps(artifact.metrics, indent=2))
-    artifact.users.to_frame().to_parquet(folder / "users.parquet", index=False)
-    artifact.items.to_frame().to_parquet(folder / "items.parquet", index=False)
+    for name, ids, trained in (
+        ("users", artifact.users, artifact.trained_users),
+        ("items", artifact.items, artifact.trained_items),
+    ):
+        frame = ids.to_frame()
+        if trained is not None:
+            frame["trained"] = trained
+        frame.to_parquet(folder / f"{name}.parquet", index=False)
     for name, content in artifact.attachments.items():
         (folder / name).write_bytes(content)
     sums = {path.name: file_sha256(path) for path in sorted(folder.iterdir())}
@@ -122,8 +139,9 @@ def read_artifact(folder: Path, version: str) -> ModelArtifact:
         config = ArtifactConfig.from_dict(json.loads((folder / "config.json").read_text()))
         model = build_model(config.model_type, **config.hparams)
         model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
-        users = IdIndex.from_frame(pd.read_parquet(folder / "users.parquet"))
-        items = IdIndex.from_frame(pd.read_parquet(folder / "items.parquet"))
+        user_frame, item_frame = (pd.read_parquet(folder / f"{name}.parquet") for name in ("users", "items"))
+        users, items = IdIndex.from_frame(user_frame), IdIndex.from_frame(item_frame)
+        trained_users, trained_items = (_trained(frame) for frame in (user_frame, item_frame))
         metrics = json.loads((folder / "metrics.json").read_text())
     # A damaged file fails in its reader's own way (JSON, torch's unpickler, Arrow, tensor shapes), and
     # any of them means the same here: this version cannot be used.
@@ -136,4 +154,20 @@ def read_artifact(folder: Path, version: str) -> ModelArtifact:
             f"in its id files, {model.n_users} and {model.n_items} in model.pt"
         )
     model.eval()
-    return ModelArtifact(version=version, model=model, users=users, items=items, config=config, metrics=metrics)
+    return ModelArtifact(
+        version=version,
+        model=model,
+        users=users,
+        items=items,
+        config=config,
+        metrics=metrics,
+        trained_users=trained_users,
+        trained_items=trained_items,
+    )
+
+
+def _trained(frame: pd.DataFrame) -> np.ndarray | None:
+    """The `trained` flags in index order (None for artifacts saved before they were recorded)."""
+    if "trained" not in frame:
+        return None
+    return frame.sort_values("index")["trained"].to_numpy(bool)

@@ -121,8 +121,10 @@ def publish_tables(
     factors = factor_tables(model)
     for name, table in factors.items():
         publish(wh.table(name), write_arrow(table))
-    item_ids = model.items.ids
-    similar = similar_items(spark, item_ids, model.factors()["item_vectors"], similar_k, wh.titles(item_ids))
+    # Items without a trained vector neither have neighbours nor are one.
+    trained = np.ones(len(model.items), bool) if model.trained_items is None else model.trained_items
+    item_ids, vectors = model.items.ids[trained], model.factors()["item_vectors"][trained]
+    similar = similar_items(spark, item_ids, vectors, similar_k, wh.titles(item_ids))
     with_version = similar.withColumn("model_version", F.lit(model.version))
     publish(wh.table(SIMILAR_ITEMS), lambda tmp: with_version.coalesce(4).write.parquet(str(tmp)))
     model_runs = model_run_rows(registry)

@@ -2,9 +2,10 @@
 
 Users are spread over partitions by the shuffle that gathers their rated items. Each partition
 scores its users against all items (the model is broadcast) with one vectorised block per few
-hundred users inside `mapInArrow`, masks what they rated and keeps the top N. Users the model
-has no vector for get the most-popular unrated items instead (`source` = `popular`), so every
-user in the ratings table gets N rows. Nothing is collected on the driver but per-item counts.
+hundred users inside `mapInArrow`, masks what they rated (and items the model has no trained
+vector for) and keeps the top N. Users the model has no trained vector for (new since it was
+trained, or every rating of theirs held out) get the most-popular unrated items instead (`source` =
+`popular`), so every user in the ratings table gets N rows. Nothing is collected on the driver but per-item counts.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class ScoringContext:
 
     model: CollabModel
     users: IdIndex
+    trained_users: np.ndarray | None  # users with no trained vector get the popular list
+    untrained_items: np.ndarray  # never in a model's list
     catalog_ids: np.ndarray
     titles: np.ndarray
     popularity: Popularity
@@ -86,13 +89,18 @@ def users_per_block(model: CollabModel) -> int:
 
 
 def model_top_n(
-    model: CollabModel, users: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int
+    model: CollabModel,
+    users: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    n: int,
+    masked_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The best `n` items of each user in `users` (model indices) never a masked (row, col) cell,
-    and the scores to show for them (NaN pads stay NaN)."""
+    """The best `n` items of each user in `users` (model indices), never a masked (row, col) cell
+    nor a masked item, and the scores to show for them (NaN pads stay NaN)."""
     users_t = torch.as_tensor(users, dtype=torch.long)
     with torch.inference_mode():
-        items, best = top_k(model.ranking_scores(users_t), n, rows, cols)
+        items, best = top_k(model.ranking_scores(users_t), n, rows, cols, masked_items)
         shown = model.shown_scores(users_t, torch.from_numpy(best)).numpy()
     return items, shown
 
@@ -101,6 +109,8 @@ def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.R
     """(user_id, rated: list of catalog indices) -> recommendation rows, one Arrow batch per block."""
     user_index = ctx.users.encode(batch.column("user_id").to_numpy(zero_copy_only=False))
     known = user_index >= 0
+    if ctx.trained_users is not None:
+        known[known] = ctx.trained_users[user_index[known]]
     model = ctx.model
 
     known_batch = batch.filter(pa.array(known))
@@ -110,7 +120,7 @@ def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.R
         part = known_batch.slice(start, block)
         offsets, rated = _csr(part.column("rated"))
         rows, cols = csr_cells(offsets, rated, model.n_items)
-        items, best = model_top_n(model, known_index[start : start + block], rows, cols, ctx.n)
+        items, best = model_top_n(model, known_index[start : start + block], rows, cols, ctx.n, ctx.untrained_items)
         best = clipped(model, best, ctx.scale)
         yield _rows(ctx, part.column("user_id").to_numpy(zero_copy_only=False), items, best, SOURCE_MODEL)
 
@@ -138,6 +148,8 @@ def scoring_context(model: ModelArtifact, counts: pd.DataFrame, titles: Warehous
     return ScoringContext(
         model=model.model.cpu().eval(),
         users=model.users,
+        trained_users=model.trained_users,
+        untrained_items=model.untrained_items,
         catalog_ids=catalog_ids,
         titles=titles.titles(catalog_ids) if titles is not None else np.full(len(catalog), None, dtype=object),
         popularity=Popularity.from_counts(per_item, catalog_ids),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
@@ -169,6 +170,8 @@ def train(
         config=_artifact_config(model, config, data, split_sizes, dev, run_date, warm),
         metrics=_artifact_metrics(valid, result),
         attachments={"loss_curve.png": plots.loss_curve_png(result.batch_losses, result.history, version)},
+        trained_users=np.bincount(train_part.users, minlength=len(data.users)) > 0,
+        trained_items=np.bincount(train_part.items, minlength=len(data.items)) > 0,
     )
     if save:
         with saving():

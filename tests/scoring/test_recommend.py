@@ -21,13 +21,15 @@ def random_model(model_type="dot", n_users=4, n_items=7, seed=0):
     return model.eval()
 
 
-def context(model, n=3):
+def context(model, n=3, trained_users=None, untrained_items=()):
     # Catalog: the model's 7 items, then "new", an item that appeared after training.
     catalog_ids = np.array([f"i{j}" for j in range(7)] + ["new"], dtype=object)
     counts = np.array([1, 2, 3, 4, 5, 6, 7, 100])
     return ScoringContext(
         model=model,
         users=IdIndex(["u0", "u1", "u2", "u3"]),
+        trained_users=trained_users,
+        untrained_items=np.asarray(untrained_items, np.int64),
         catalog_ids=catalog_ids,
         titles=np.array([f"Title {c}" for c in catalog_ids], dtype=object),
         popularity=Popularity.from_counts(counts, catalog_ids),
@@ -105,3 +107,18 @@ def test_nan_scores_are_refused():
         model.i_weight.weight[2] = float("nan")
     with pytest.raises(ValueError, match="NaN scores"):
         score_batch(context(model), {"u0": []})
+
+
+def test_rows_training_never_moved_order_no_list():
+    """A user or item whose every rating was held out keeps its initial vector: the user gets the
+    popular list, the item is in no model list."""
+    model = random_model()
+    expected = model.score_all(torch.arange(4)).detach().numpy()
+    favourite = int(np.argmax(expected[0]))  # u0's best item, were it trained
+    trained_users = np.array([True, False, True, True])
+    ctx = context(model, trained_users=trained_users, untrained_items=[favourite])
+    recs = score_batch(ctx, {"u0": [], "u1": []})
+    u0 = recs[recs.user_id == "u0"]
+    assert set(u0["source"]) == {"model"} and f"i{favourite}" not in set(u0["item_id"])
+    assert u0["item_id"].tolist() == [f"i{j}" for j in np.argsort(-expected[0]) if j != favourite][:3]
+    assert set(recs[recs.user_id == "u1"]["source"]) == {"popular"}

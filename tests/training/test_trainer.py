@@ -176,3 +176,27 @@ def test_retraining_a_date_makes_a_new_version_and_leaves_the_current_one_intact
     assert (first.version, second.version, third.version) == ("dot-2026-02-01", "dot-2026-02-01.2", "dot-2026-02-01.3")
     assert {p.name: p.read_bytes() for p in (wh / "models" / first.version).iterdir()} == files
     assert registry.current() == first.version and registry.load().version == first.version
+
+
+def held_out_pair(prefix: str, item: str, seed: int = 42, valid_pct: float = 0.2) -> str:
+    """A user id whose (user, item) rating the default split holds out."""
+    from cfmodel.training.splits import id_keys, random_split
+
+    for n in range(1000):
+        user = f"{prefix}{n}"
+        _, valid = random_split(id_keys([user]), id_keys([item]), valid_pct, seed)
+        if len(valid):
+            return user
+    raise AssertionError("no held-out pair found")
+
+
+def test_rows_whose_every_rating_was_held_out_are_recorded_as_untrained(tmp_path):
+    ratings = planted_ratings()
+    lonely = held_out_pair("lonely", "i0")  # one rating, held out: never trained
+    ratings.loc[len(ratings)] = [lonely, "i0", 5.0, 1]
+    wh = write_warehouse(tmp_path / "wh", ratings)
+    trained = train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1), device="cpu")
+    loaded = ModelRegistry(wh / "models").load(trained.version)
+    assert not loaded.trained_users[loaded.users.encode([lonely])[0]]
+    assert loaded.trained_users.sum() == 90 and loaded.trained_items.all()
+    assert np.array_equal(loaded.trained_users, trained.trained_users)
