@@ -104,10 +104,14 @@ def fold_in(trained: ModelArtifact, ratings: pd.DataFrame, l2: float | None = No
             + ", ".join(f"{n} {r}" for r, n in rejects["reason"].value_counts().items())
         )
     trained_model = trained.model.cpu().eval()
-    hparams = {**trained_model.hparams(), "n_users": len(users)}
+    # A ranking model's rating companion has no rows for these users: fold-in leaves it out.
+    hparams = {**trained_model.hparams(), "n_users": len(users), "rating": None}
+    if "rating" not in trained_model.hparams():
+        del hparams["rating"]
     model = build_model(trained_model.model_type, **hparams).eval()
     user_tables = {f"{t}.weight" for t in model.user_tables}
-    model.load_state_dict({k: v for k, v in trained_model.state_dict().items() if k not in user_tables}, strict=False)
+    kept = {k: v for k, v in trained_model.state_dict().items() if k not in user_tables and not k.startswith("rater.")}
+    model.load_state_dict(kept, strict=False)
     for name, param in model.named_parameters():
         param.requires_grad_(name in user_tables)
         if name in user_tables:

@@ -66,17 +66,24 @@ def _csr(rated: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rows(
-    ctx: ScoringContext, user_ids: np.ndarray, items: np.ndarray, scores: np.ndarray, source: str
+    ctx: ScoringContext,
+    user_ids: np.ndarray,
+    items: np.ndarray,
+    scores: np.ndarray,
+    source: str,
+    predicted: np.ndarray | None = None,
 ) -> pa.RecordBatch:
     found = items >= 0
     per_user = found.sum(axis=1)
     picked = items[found]
+    ratings = np.full(len(picked), np.nan, np.float32) if predicted is None else predicted[found].astype(np.float32)
     return pa.RecordBatch.from_arrays(
         [
             pa.array(np.repeat(user_ids, per_user), pa.string()),
             pa.array(np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.int32), items.shape)[found]),
             pa.array(ctx.catalog_ids[picked], pa.string()),
             pa.array(scores[found].astype(np.float32)),
+            pa.array(ratings, mask=np.isnan(ratings)),
             pa.array(np.full(len(picked), source, dtype=object), pa.string()),
             pa.array(ctx.titles[picked], pa.string()),
         ],
@@ -105,6 +112,22 @@ def model_top_n(
     return items, shown
 
 
+def predicted_ratings(
+    model: CollabModel, users: np.ndarray, items: np.ndarray, scale: tuple[float, float] | None
+) -> np.ndarray:
+    """The rating shown beside each listed item (items [users, k], -1 = none), within the scale;
+    NaN where the model cannot predict one (a ranking model without a rating model)."""
+    with torch.inference_mode():
+        out = model.predicted_ratings(torch.as_tensor(users, dtype=torch.long), torch.as_tensor(np.maximum(items, 0)))
+    if out is None:
+        return np.full(items.shape, np.nan, np.float32)
+    predicted = out.float().numpy().copy()
+    if scale is not None:
+        predicted = np.clip(predicted, *scale)
+    predicted[items < 0] = np.nan
+    return predicted
+
+
 def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
     """(user_id, rated: list of catalog indices) -> recommendation rows, one Arrow batch per block."""
     user_index = ctx.users.encode(batch.column("user_id").to_numpy(zero_copy_only=False))
@@ -120,9 +143,11 @@ def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.R
         part = known_batch.slice(start, block)
         offsets, rated = _csr(part.column("rated"))
         rows, cols = csr_cells(offsets, rated, model.n_items)
-        items, best = model_top_n(model, known_index[start : start + block], rows, cols, ctx.n, ctx.untrained_items)
+        users = known_index[start : start + block]
+        items, best = model_top_n(model, users, rows, cols, ctx.n, ctx.untrained_items)
         best = clipped(model, best, ctx.scale)
-        yield _rows(ctx, part.column("user_id").to_numpy(zero_copy_only=False), items, best, SOURCE_MODEL)
+        predicted = best if model.predicts_ratings else predicted_ratings(model, users, items, ctx.scale)
+        yield _rows(ctx, part.column("user_id").to_numpy(zero_copy_only=False), items, best, SOURCE_MODEL, predicted)
 
     cold_batch = batch.filter(pa.array(~known))
     block = COLD_USERS_PER_BLOCK

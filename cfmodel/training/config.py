@@ -15,6 +15,7 @@ from cfmodel.options import option
 MODEL_TYPES = ("dot", "nn", "rank")
 SPLITS = ("random", "time")
 RANKING_LOSSES = ("softmax", "bpr")
+RATING_MODELS = ("dot", "nn", "none")
 
 # Per model type, the settings a field left at None takes. They were chosen on held-out parts of
 # MovieLens 100k (a random fifth of u1.base, and ua), then checked on u1.test (README, "Models").
@@ -100,6 +101,12 @@ class TrainConfig:
         None, "rank: only ratings at or above this count as positives (default: every rating)"
     )
     weight_by_rating: bool = option(False, "rank: weight each positive by its rating")
+    rating_model: str = option(
+        "dot",
+        "rank: the rating model trained beside it, with its own defaults, for the predicted rating shown with "
+        "each recommendation (none: no predicted ratings)",
+        choices=RATING_MODELS,
+    )
     max_rank_users: int | None = option(
         10_000, "validation ranking metrics on at most this many users (0 = all)", parse=lambda v: int(v) or None
     )

@@ -107,6 +107,13 @@ class CollabModel(nn.Module, ABC):
     def factor_tables(self) -> dict[str, torch.Tensor]:
         """user_vectors, user_bias, item_vectors, item_bias: the factor tables' rows."""
 
+    def predicted_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
+        """The rating each user would give each item ([len(users), k] items), None when this model
+        cannot say (a ranking model without a rating model beside it)."""
+        if not self.predicts_ratings:
+            return None
+        return self(users.repeat_interleave(items.shape[1]), items.reshape(-1)).reshape(items.shape)
+
 
 class EmbeddingDotBias(CollabModel):
     """fastai's `EmbeddingDotBias`: rating = sigmoid_range(u . i + b_u + b_i, *y_range)."""
@@ -276,15 +283,23 @@ class EmbeddingDotRank(CollabModel):
     item_tables = ("i_weight", "i_bias")
     bias_tables = ("i_bias",)
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int = 64) -> None:
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 64, rating: dict | None = None) -> None:
         super().__init__()
         self.n_factors = int(n_factors)
         self.u_weight = _embedding(n_users, n_factors)
         self.i_weight = _embedding(n_items, n_factors)
         self.i_bias = _embedding(n_items, 1)
+        # A rating model trained on the same ratings, for the ratings shown beside the list.
+        self.rater = build_model(**rating) if rating else None
 
     def hparams(self) -> dict:
-        return {"n_users": self.n_users, "n_items": self.n_items, "n_factors": self.n_factors}
+        out = {"n_users": self.n_users, "n_items": self.n_items, "n_factors": self.n_factors}
+        if self.rater is not None:
+            out["rating"] = {"model_type": self.rater.model_type, **self.rater.hparams()}
+        return out
+
+    def predicted_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
+        return None if self.rater is None else self.rater.predicted_ratings(users, items)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return (self.u_weight(users) * self.i_weight(items)).sum(dim=1) + self.i_bias(items).squeeze(1)

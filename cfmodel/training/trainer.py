@@ -160,6 +160,8 @@ def train(
     valid = holdout_metrics(
         model, train_part, valid_part, len(data.items), device=dev, max_users=config.max_rank_users, seed=config.seed
     )
+    if config.model == "rank" and config.rating_model != "none":
+        valid["rating_model"] = fit_rater(model, data, train_part, valid_part, config, dev, progress, version)
     model.cpu().eval()
     split_sizes = {"ratings": len(data.ratings), "train": len(train_part), "valid": len(valid_part)}
     trained = ModelArtifact(
@@ -181,6 +183,34 @@ def train(
     shown = {k: round(v, 4) for k, v in valid["model"].items() if isinstance(v, float)}
     log.info("trained %s on %s in %.1fs: %s", version, dev, result.seconds, shown)
     return trained
+
+
+def fit_rater(
+    model: CollabModel,
+    data: TrainingData,
+    train_part: Interactions,
+    valid_part: Interactions,
+    config: TrainConfig,
+    device: torch.device,
+    progress: bool | None,
+    version: str,
+) -> dict[str, float]:
+    """Fit `config.rating_model` with its own defaults on the same split, as the ranking model's
+    `rater` (the predicted ratings shown beside its lists); returns its hold-out RMSE and MAE."""
+    rating_config = TrainConfig.for_model(
+        config.rating_model,
+        valid_pct=config.valid_pct,
+        split=config.split,
+        seed=config.seed,
+        patience=config.patience or 0,
+        y_range=config.y_range,
+    )
+    rater = data.model_for(rating_config)
+    fit(rater, train_part, valid_part, rating_config, device, progress)
+    check_finite(rater, version)
+    model.rater = rater
+    measured = holdout_metrics(rater, train_part, valid_part, len(data.items), device=device, max_users=1)["model"]
+    return {k: v for k, v in measured.items() if k in ("rmse", "mae")}
 
 
 def check_finite(model: CollabModel, version: str) -> None:

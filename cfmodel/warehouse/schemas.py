@@ -131,7 +131,8 @@ QUALITY = table(
 )
 RECOMMENDATIONS = table(
     "recommendations",
-    "user_id string, rank int, item_id string, score float, source string, model_version string, title string",
+    "user_id string, rank int, item_id string, score float, predicted_rating float, source string, "
+    "model_version string, title string",
     partitioned=True,
 )
 SIMILAR_ITEMS = table(

@@ -69,7 +69,10 @@ def test_known_users_get_model_lists_and_unknown_users_the_popular_list():
     stranger = recs[recs.user_id == "stranger"]
     assert stranger["item_id"].tolist() == ["i5", "i4", "i3"]  # by count, without what they rated
     assert stranger["score"].tolist() == [6.0, 5.0, 4.0] and set(stranger["source"]) == {"popular"}
-    assert list(recs.columns) == ["user_id", "rank", "item_id", "score", "source", "title"]
+    assert list(recs.columns) == ["user_id", "rank", "item_id", "score", "predicted_rating", "source", "title"]
+    # A rating model's score is its predicted rating; the popular list predicts none.
+    model_rows = recs[recs.source == "model"]
+    assert (model_rows["predicted_rating"] == model_rows["score"]).all() and stranger["predicted_rating"].isna().all()
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
@@ -122,3 +125,28 @@ def test_rows_training_never_moved_order_no_list():
     assert set(u0["source"]) == {"model"} and f"i{favourite}" not in set(u0["item_id"])
     assert u0["item_id"].tolist() == [f"i{j}" for j in np.argsort(-expected[0]) if j != favourite][:3]
     assert set(recs[recs.user_id == "u1"]["source"]) == {"popular"}
+
+
+def test_a_ranking_model_orders_the_list_and_its_rating_model_fills_predicted_rating():
+    from cfmodel.training.models import build_model
+
+    ranker = random_model("rank", seed=5)
+    lists_only = score_batch(context(ranker), {"u0": [1], "u1": []})
+    assert lists_only["predicted_rating"].isna().all()  # no rating model: no predicted rating
+
+    ranker.rater = random_model("dot", seed=6)
+    ctx = context(ranker)
+    ctx.scale = (1.0, 5.0)
+    recs = score_batch(ctx, {"u0": [1], "u1": []})
+    assert recs[["item_id", "score"]].equals(lists_only[["item_id", "score"]])  # the list is the ranker's
+    with torch.no_grad():
+        for user in ("u0", "u1"):
+            rows = recs[recs.user_id == user]
+            items = torch.as_tensor([int(i[1:]) for i in rows["item_id"]])
+            expected = ranker.rater(torch.full_like(items, int(user[1])), items).numpy()
+            np.testing.assert_allclose(rows["predicted_rating"], np.clip(expected, 1.0, 5.0), rtol=1e-5)
+    assert recs["predicted_rating"].between(1.0, 5.0).all()
+    # The pair rebuilds from its hyper-parameters, as an artifact is loaded.
+    rebuilt = build_model("rank", **ranker.hparams())
+    rebuilt.load_state_dict(ranker.state_dict())
+    assert rebuilt.rater is not None and rebuilt.rater.model_type == "dot"

@@ -200,3 +200,18 @@ def test_rows_whose_every_rating_was_held_out_are_recorded_as_untrained(tmp_path
     assert not loaded.trained_users[loaded.users.encode([lonely])[0]]
     assert loaded.trained_users.sum() == 90 and loaded.trained_items.all()
     assert np.array_equal(loaded.trained_users, trained.trained_users)
+
+
+def test_a_ranking_model_is_trained_with_a_rating_model_beside_it(tmp_path):
+    wh = write_warehouse(tmp_path / "wh")
+    trained = train(wh, "2026-02-01", TrainConfig.for_model("rank", epochs=2), device="cpu")
+    loaded = ModelRegistry(wh / "models").load(trained.version)
+    assert loaded.model.rater is not None and loaded.model.rater.model_type == "dot"
+    rating = loaded.metrics["valid"]["rating_model"]
+    assert 0 < rating["mae"] <= rating["rmse"] < 2.0  # planted 1-5 ratings: far better than guessing
+    assert "rmse" not in loaded.metrics["valid"]["model"]  # the gate judges the list, not the ratings
+    users, items = torch.tensor([0, 1]), torch.tensor([[0, 1], [2, 3]])
+    assert loaded.model.predicted_ratings(users, items).shape == (2, 2)
+
+    alone = train(wh, "2026-02-01", TrainConfig.for_model("rank", epochs=1, rating_model="none"), device="cpu")
+    assert alone.model.rater is None and "rating_model" not in alone.metrics["valid"]
