@@ -17,6 +17,10 @@ SHOW_USERS = 3
 SHOW_ITEMS = 5
 
 
+def _predicted(rating: float | None) -> str:
+    return "" if rating is None or rating != rating else f"  predicted {rating:.2f}"  # NaN: none
+
+
 def describe_output(warehouse: Path, run_date: str) -> str:
     import pandas as pd
 
@@ -43,7 +47,7 @@ def describe_output(warehouse: Path, run_date: str) -> str:
         lines.append(f"\nUser {user} rated highly:")
         lines += [f"    {r.rating:.0f}*  {r.title}  [{r.genres}]" for r in liked.itertuples()]
         lines.append("  and is recommended:")
-        lines += [f"  {r.rank:>2}. {r.title}  [{r.genres}]  predicted {r.score:.2f}" for r in top.itertuples()]
+        lines += [f"  {r.rank:>2}. {r.title}  [{r.genres}]{_predicted(r.predicted_rating)}" for r in top.itertuples()]
     return "\n".join(lines)
 
 

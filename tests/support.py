@@ -58,11 +58,16 @@ N_GROUPS = 3
 
 
 def planted_ratings(n_users=90, n_items=60, per_user=20, seed=0) -> pd.DataFrame:
-    """User u likes items of group u % 3 (rates them 4-5) and dislikes the others (1-2)."""
+    """User u likes items of group u % 3 (rates them 4-5) and dislikes the others (1-2); like most
+    people, they rate mostly what they like (70% of their ratings), so the lists have a taste to find."""
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(n_users):
-        for i in rng.choice(n_items, per_user, replace=False):
+        own = [i for i in range(n_items) if i % N_GROUPS == u % N_GROUPS]
+        other = [i for i in range(n_items) if i % N_GROUPS != u % N_GROUPS]
+        n_own = round(per_user * 0.7)
+        picked = [*rng.choice(own, n_own, replace=False), *rng.choice(other, per_user - n_own, replace=False)]
+        for i in rng.permutation(picked):
             liked = i % N_GROUPS == u % N_GROUPS
             rows.append(
                 (

@@ -28,6 +28,7 @@ class SameHoldout:
     candidate: dict[str, float]  # holdout_metrics' "model" part, for each model
     other: dict[str, float]
     ratings: int  # held-out ratings both models were measured on
+    popularity: dict[str, float] | None = None  # the most-popular list on the same ratings
 
     def as_metrics(self) -> tuple[dict, dict]:
         """Both as metrics.json's nested "valid" split, the shape the gate decides on."""
@@ -78,7 +79,9 @@ def measure_on_same_holdout(
             len(model.items),
             max_users=config.max_rank_users,
             seed=config.seed,
-        )["model"]
+        )
         for name, model in (("candidate", candidate), ("other", other))
     }
-    return SameHoldout(measured["candidate"], measured["other"], len(rows))
+    return SameHoldout(
+        measured["candidate"]["model"], measured["other"]["model"], len(rows), measured["candidate"]["popularity"]
+    )

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SPLIT = "valid"
 # Tried in order when no metric is named: the first one both models report decides.
-GATE_METRICS = ("rmse", "ndcg@10")
+# The list metric first: the lists are what is published.
+GATE_METRICS = ("ndcg@10", "rmse")
 LOWER_IS_BETTER = ("rmse", "mae")
 
 
@@ -51,6 +52,7 @@ class Verdict:
     split: str
     candidate_value: float | None
     current_value: float | None
+    popularity_value: float | None  # the most-popular list on the same hold-out
 
 
 def _gate_values(model_metrics: dict, split: str) -> dict[str, float]:
@@ -63,8 +65,11 @@ def decide(
     tolerance: float = GateConfig.gate_tolerance,
     metric: str | None = None,
     split: str = DEFAULT_SPLIT,
+    popularity: dict | None = None,
 ) -> Verdict:
-    """The gate's verdict on two metrics.json contents (`current_metrics` None: nothing to judge against)."""
+    """The gate's verdict on two metrics.json contents (`current_metrics` None: nothing to judge
+    against). `popularity`: the most-popular list's metrics on the candidate's hold-out; a candidate
+    whose list metric is not better than it is refused."""
     if tolerance < 0:
         raise CfrecError(f"gate tolerance must be >= 0, got {tolerance}")
     cand = _gate_values(candidate_metrics, split)
@@ -74,12 +79,18 @@ def decide(
         if metric is None:
             metric = next((m for m in GATE_METRICS if m in cand), None)
 
+    popular = (popularity or {}).get(metric) if metric else None
+
     def verdict(promoted: bool, reason: str) -> Verdict:
-        return Verdict(promoted, reason, metric, split, cand.get(metric), curr.get(metric))
+        return Verdict(promoted, reason, metric, split, cand.get(metric), curr.get(metric), popular)
 
     if metric is None or metric not in cand:
         # Non-finite values are left out of the metrics: a diverged model has nothing to be judged by.
         return verdict(False, f"candidate has no finite {split} {metric or ' or '.join(GATE_METRICS)} to judge it by")
+    if popular is not None and not lower_is_better(metric) and cand[metric] <= popular:
+        return verdict(
+            False, f"{split} {metric} {cand[metric]:.4f} is not better than the most-popular list's {popular:.4f}"
+        )
     if current_metrics is None:
         return verdict(True, "no model to judge against")
     if metric not in curr:
@@ -134,14 +145,17 @@ def promote(
         registry.require(against)
     candidate_metrics = registry.run(version).metrics
     previous_metrics = registry.run(against).metrics if against else None
+    popularity = split_metrics(candidate_metrics).get(DEFAULT_SPLIT, {}).get("popularity")
     holdout_ratings = None
     if against is not None and warehouse is not None and _has_finite_metrics(candidate_metrics):
         from cfmodel.registry.compare import measure_on_same_holdout
 
         same = measure_on_same_holdout(warehouse, registry, version, against)
         candidate_metrics, previous_metrics = same.as_metrics()
-        holdout_ratings = same.ratings
-    verdict = decide(candidate_metrics, previous_metrics, config.gate_tolerance, config.gate_metric)
+        popularity, holdout_ratings = same.popularity, same.ratings
+    verdict = decide(
+        candidate_metrics, previous_metrics, config.gate_tolerance, config.gate_metric, popularity=popularity
+    )
     if holdout_ratings is not None:
         verdict.reason += f"; both measured on the same {holdout_ratings} held-out ratings"
     if verdict.promoted and move_current:

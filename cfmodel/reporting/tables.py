@@ -81,6 +81,8 @@ def _run_row(registry: ModelRegistry, version: str, current: str | None) -> dict
         "train_seconds": run.metrics.get("train_seconds"),
         "gate_metric": promotion.get("metric"),
         "gate_value": promotion.get("candidate_value"),
+        "compared_value": promotion.get("current_value"),
+        "popularity_value": promotion.get("popularity_value"),
         # A model that never went through the gate is promoted exactly when it is the current one.
         "promoted": promotion["promoted"] if "promoted" in promotion else version == current,
         "promotion_reason": promotion.get("reason"),

@@ -13,6 +13,9 @@ from cfmodel.errors import CfrecError
 from cfmodel.options import option
 
 MODEL_TYPES = ("dot", "nn", "rank")
+# What orders the published lists by default: a model trained for them (a rating model beside it
+# fills the predicted ratings), as lists from a rating model fall below the most-popular list.
+DEFAULT_MODEL = "rank"
 SPLITS = ("random", "time")
 RANKING_LOSSES = ("softmax", "bpr")
 RATING_MODELS = ("dot", "nn", "none")
@@ -68,7 +71,7 @@ class TrainConfig:
     """Training options; a field left at None takes its model type's default (MODEL_DEFAULTS)."""
 
     model: str = option(
-        "dot",
+        DEFAULT_MODEL,
         "dot: fastai's EmbeddingDotBias; nn: fastai's EmbeddingNN; rank: the dot architecture trained for top-N lists",
         choices=MODEL_TYPES,
     )
@@ -135,7 +138,7 @@ class TrainConfig:
         self.check()
 
     @classmethod
-    def for_model(cls, model: str = "dot", **overrides: Any) -> TrainConfig:
+    def for_model(cls, model: str = DEFAULT_MODEL, **overrides: Any) -> TrainConfig:
         """The model's defaults, with every override that is not None applied."""
         return cls(model=model, **{k: v for k, v in overrides.items() if v is not None})
 

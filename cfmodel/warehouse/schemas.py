@@ -151,8 +151,8 @@ MODEL_RUNS = table(
     "model_runs",
     "model_version string, model_type string, run_date date, created_at timestamp, params string, "
     "data_ratings bigint, data_train bigint, data_valid bigint, data_users bigint, data_items bigint, device string, "
-    "train_seconds double, gate_metric string, gate_value double, promoted boolean, promotion_reason string, "
-    "compared_with string, is_current boolean",
+    "train_seconds double, gate_metric string, gate_value double, compared_value double, popularity_value double, "
+    "promoted boolean, promotion_reason string, compared_with string, is_current boolean",
 )
 MOST_RECOMMENDED = table(
     "analytics/most_recommended", "item_id string, title string, users bigint, mean_rank double", partitioned=True

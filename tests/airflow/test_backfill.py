@@ -64,7 +64,7 @@ def test_backfill_then_rerun_with_a_crash_reproduces_the_partition(airflow_db, n
     increments = sorted(p.name for p in (warehouse / "ratings_increments").iterdir() if not p.name.startswith("."))
     assert increments == [f"run_date={d}" for d in DATES]
     current = (warehouse / "models" / "CURRENT").read_text().strip()
-    assert current in {f"dot-{d}" for d in DATES}  # the gate may have kept an earlier night's model
+    assert current in {f"rank-{d}" for d in DATES}  # the gate may have kept an earlier night's model
 
     marker = tmp_path / "crashed-once"
     monkeypatch.setenv("CFREC_INJECT_FAULT", f"recommendations/run_date=2026-11-02:{marker}")
@@ -76,12 +76,12 @@ def test_backfill_then_rerun_with_a_crash_reproduces_the_partition(airflow_db, n
     partitions = sorted(p.name for p in (warehouse / "recommendations").iterdir())
     assert partitions == [f"run_date={d}" for d in DATES]  # nothing hidden or partial left beside them
     # The re-run trained a new version of its date; the first one is still there, unchanged.
-    assert (warehouse / "models" / "dot-2026-11-02.2" / "_SUCCESS").exists()
-    assert (warehouse / "models" / "dot-2026-11-02" / "_SUCCESS").exists()
+    assert (warehouse / "models" / "rank-2026-11-02.2" / "_SUCCESS").exists()
+    assert (warehouse / "models" / "rank-2026-11-02" / "_SUCCESS").exists()
     for date in DATES:
         again = recommendations(warehouse, date)
         if date == "2026-11-02":  # the same lists, from whichever version the re-run's gate kept
-            assert set(again["model_version"]) <= {"dot-2026-11-01", "dot-2026-11-02", "dot-2026-11-02.2"}
+            assert set(again["model_version"]) <= {"rank-2026-11-01", "rank-2026-11-02", "rank-2026-11-02.2"}
             pd.testing.assert_frame_equal(
                 first[date].drop(columns="model_version"), again.drop(columns="model_version")
             )
@@ -89,4 +89,4 @@ def test_backfill_then_rerun_with_a_crash_reproduces_the_partition(airflow_db, n
             pd.testing.assert_frame_equal(first[date], again)
     # CURRENT never moved back in time: it is the same model, or the re-run's attempt at its own date.
     now = (warehouse / "models" / "CURRENT").read_text().strip()
-    assert now == current or (current == "dot-2026-11-02" and now == "dot-2026-11-02.2")
+    assert now == current or (current == "rank-2026-11-02" and now == "rank-2026-11-02.2")

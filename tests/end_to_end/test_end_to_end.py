@@ -19,7 +19,16 @@ def assert_recommendations(warehouse, run_date, ml100k, model_version):
     partition = warehouse / "recommendations" / f"run_date={run_date}"
     assert (partition / "_SUCCESS").exists()
     recs = pd.read_parquet(partition)
-    assert list(recs.columns) == ["user_id", "rank", "item_id", "score", "source", "model_version", "title"]
+    assert list(recs.columns) == [
+        "user_id",
+        "rank",
+        "item_id",
+        "score",
+        "predicted_rating",
+        "source",
+        "model_version",
+        "title",
+    ]
     assert set(recs["source"]) == {"model"}  # every MovieLens user is in the model
     assert recs["title"].notna().all()
     assert len(recs) == N_USERS * TOP_N
@@ -35,7 +44,9 @@ def assert_recommendations(warehouse, run_date, ml100k, model_version):
 
     ordered = recs.sort_values(["user_id", "rank"])
     assert (ordered.groupby("user_id")["score"].diff().dropna() <= 0).all()
-    assert recs["score"].between(0.0, 5.5).all()
+    # The list is the ranking model's; the rating model beside it predicts a rating for every row.
+    assert recs["predicted_rating"].between(1.0, 5.0).all()
+    assert recs["predicted_rating"].nunique() > 100
     assert set(recs["model_version"]) == {model_version}
 
     table = pd.read_parquet(warehouse / "recommendations")
@@ -120,27 +131,25 @@ def test_cfrec_run_on_movielens_100k(nights, ml100k, capsys, spark):
     assert (report["input_rows"], report["clean_rows"], report["rejected_rows"]) == (100_000, 100_000, 0)
     assert report["item_rows"] == N_ITEMS
 
-    first = assert_recommendations(warehouse, RUN_DATE, ml100k, f"dot-{RUN_DATE}")
+    first = assert_recommendations(warehouse, RUN_DATE, ml100k, f"rank-{RUN_DATE}")
     items = pd.read_parquet(warehouse / "items").set_index("item_id")
     assert items.loc["543", "title"] == "Misérables, Les (1995)"
     assert items.loc["1", "year"] == 1995 and list(items.loc["1", "genres"]) == ["Animation", "Children's", "Comedy"]
 
-    config = json.loads((warehouse / "models" / f"dot-{RUN_DATE}" / "config.json").read_text())
-    assert (config["n_users"], config["n_items"], config["n_factors"], config["y_range"]) == (
-        N_USERS,
-        N_ITEMS,
-        50,
-        [0.0, 5.5],
-    )
+    config = json.loads((warehouse / "models" / f"rank-{RUN_DATE}" / "config.json").read_text())
+    assert (config["n_users"], config["n_items"], config["n_factors"]) == (N_USERS, N_ITEMS, 64)
+    assert config["hparams"]["rating"]["model_type"] == "dot" and config["hparams"]["rating"]["y_range"] == [0.0, 5.5]
     assert config["train"]["epochs"] == OPTIONS["epochs"]
-    metrics = json.loads((warehouse / "models" / f"dot-{RUN_DATE}" / "metrics.json").read_text())
-    assert metrics["valid_rmse"] < 0.95
+    metrics = json.loads((warehouse / "models" / f"rank-{RUN_DATE}" / "metrics.json").read_text())
+    assert metrics["valid"]["rating_model"]["rmse"] < 0.95
+    # The lists beat the most-popular list on the hold-out, or the gate would not have let them out.
+    assert metrics["valid"]["model"]["ndcg@10"] > 1.3 * metrics["valid"]["popularity"]["ndcg@10"]
     assert pd.read_parquet(warehouse / "similar_items").groupby("item_id").size().eq(OPTIONS["similar_k"]).all()
 
     # Re-scoring the same date replaces the partition rather than adding to it.
     assert main(["score", "--warehouse", str(warehouse), "--run-date", RUN_DATE]) == 0
     capsys.readouterr()
-    again = assert_recommendations(warehouse, RUN_DATE, ml100k, f"dot-{RUN_DATE}")
+    again = assert_recommendations(warehouse, RUN_DATE, ml100k, f"rank-{RUN_DATE}")
     pd.testing.assert_frame_equal(
         first.sort_values(["user_id", "rank"]).reset_index(drop=True),
         again.sort_values(["user_id", "rank"]).reset_index(drop=True),
@@ -153,8 +162,8 @@ def test_nightly_dag_on_movielens_100k(nights, ml100k):
     states = airflow_local.task_states(dag_run)
     assert dag_run.state == "success", states
     assert set(states.values()) == {"success"} and {"ingest", "train", "score", "publish_tables"} <= set(states), states
-    assert_recommendations(warehouse, RUN_DATE, ml100k, f"dot-{RUN_DATE}")
-    assert (warehouse / "models" / "CURRENT").read_text().strip() == f"dot-{RUN_DATE}"
+    assert_recommendations(warehouse, RUN_DATE, ml100k, f"rank-{RUN_DATE}")
+    assert (warehouse / "models" / "CURRENT").read_text().strip() == f"rank-{RUN_DATE}"
     for name in ("similar_items", "item_factors", "user_factors", "model_runs", f"metrics/run_date={RUN_DATE}"):
         assert (warehouse / name / "_SUCCESS").exists(), name
 
@@ -162,12 +171,12 @@ def test_nightly_dag_on_movielens_100k(nights, ml100k):
     shown = describe_output(warehouse, RUN_DATE)
     recs = pd.read_parquet(warehouse / "recommendations" / f"run_date={RUN_DATE}")
     best = recs[(recs["user_id"] == recs["user_id"].iloc[0]) & (recs["rank"] == 1)].iloc[0]
-    assert f" 1. {best['title']}  [" in shown and f"predicted {best['score']:.2f}" in shown
+    assert f" 1. {best['title']}  [" in shown and f"predicted {best['predicted_rating']:.2f}" in shown
 
 
 def test_cfrec_run_and_the_nightly_dag_write_identical_tables(nights):
     cli, dag, _ = nights
     for name in COMPARED:
         pd.testing.assert_frame_equal(table(cli, name), table(dag, name), obj=name)
-    decisions = [json.loads((w / "models" / f"dot-{RUN_DATE}" / "promotion.json").read_text()) for w in (cli, dag)]
+    decisions = [json.loads((w / "models" / f"rank-{RUN_DATE}" / "promotion.json").read_text()) for w in (cli, dag)]
     assert [d["promoted"] for d in decisions] == [True, True] and decisions[0]["reason"] == decisions[1]["reason"]

@@ -91,7 +91,7 @@ def test_every_step_of_a_night_is_all_or_nothing(spark, tmp_path, monkeypatch):
     pipeline.ingest(spark, first, ingest)
     model = TrainConfig.for_model("dot", epochs=1)
     pipeline.train(first, model, TrainRun(device="cpu"))
-    decision = pipeline.gate(first, "dot-2026-05-01", GateConfig())
+    decision = pipeline.gate(first, "dot-2026-05-01", GateConfig(gate_metric="rmse"))  # promote it
     pipeline.score(spark, first, ScoreConfig(top_n=5), decision.score_with)
     pipeline.publish_tables(spark, first, TablesConfig(similar_k=3), decision.score_with)
 
@@ -108,7 +108,7 @@ def test_every_step_of_a_night_is_all_or_nothing(spark, tmp_path, monkeypatch):
     registry = ModelRegistry(wh / "models")
     assert registry.versions()[-1] == "dot-2026-05-02"  # the failed attempts left nothing
     assert every_boundary(monkeypatch, wh, lambda: pipeline.evaluate(second, "dot-2026-05-02")) == 1
-    gate = GateConfig(gate_tolerance=1.0)  # promote it whatever its quality: CURRENT moves
+    gate = GateConfig(gate_tolerance=1.0, gate_metric="rmse")  # promote it whatever its quality: CURRENT moves
     assert every_boundary(monkeypatch, wh, lambda: pipeline.gate(second, "dot-2026-05-02", gate)) == 2
     assert registry.current() == "dot-2026-05-02" and registry.run("dot-2026-05-02").promoted
     assert every_boundary(monkeypatch, wh, lambda: pipeline.score(spark, second, ScoreConfig(top_n=5))) == 1

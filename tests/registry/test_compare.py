@@ -21,7 +21,7 @@ def test_two_nights_models_are_measured_on_the_same_ratings_neither_trained_on(t
     ratings = planted_ratings()
     wh = write_warehouse(tmp_path / "wh", ratings.iloc[: len(ratings) * 3 // 4])
     yesterday = train(wh, "2026-01-01")
-    assert pipeline.gate(Night(str(wh), "2026-01-01"), yesterday, GateConfig()).promoted
+    assert pipeline.gate(Night(str(wh), "2026-01-01"), yesterday, GateConfig(gate_metric="rmse")).promoted
     write_warehouse(wh, ratings)  # the next night: more ratings, new users
     tonight = train(wh, "2026-01-02", epochs=1, lr=1e-4)  # barely trained
     registry = ModelRegistry(wh / "models")
@@ -40,7 +40,7 @@ def test_two_nights_models_are_measured_on_the_same_ratings_neither_trained_on(t
     assert 0 < same.ratings <= len(holdout)
     assert same.candidate["rmse"] > same.other["rmse"]  # the barely trained model is worse
 
-    decision = pipeline.gate(Night(str(wh), "2026-01-02"), tonight, GateConfig())
+    decision = pipeline.gate(Night(str(wh), "2026-01-02"), tonight, GateConfig(gate_metric="rmse"))
     assert not decision.promoted and decision.previous == yesterday and decision.score_with == yesterday
     assert decision.holdout_ratings == same.ratings and "same" in decision.reason
     assert np.isclose(decision.candidate_value, same.candidate["rmse"])

@@ -69,10 +69,22 @@ def test_gate_compares_in_the_metrics_direction(candidate, current_metrics, tole
     assert verdict.metric in verdict.reason
 
 
+def test_the_list_metric_decides_and_a_list_no_better_than_popularity_is_refused():
+    candidate = nested(rmse=0.95, **{"ndcg@10": 0.30})
+    current = nested(rmse=0.90, **{"ndcg@10": 0.25})
+    assert decide(candidate, current).promoted  # worse RMSE, better lists: the lists are what is published
+    popular = {"ndcg@10": 0.32, "precision@10": 0.3}
+    for against in (current, None):  # nothing to compare with does not excuse it either
+        verdict = decide(candidate, against, popularity=popular)
+        assert not verdict.promoted and verdict.popularity_value == 0.32
+        assert verdict.reason == "valid ndcg@10 0.3000 is not better than the most-popular list's 0.3200"
+    assert decide(candidate, None, metric="rmse", popularity=popular).promoted  # popularity has no RMSE
+
+
 def test_gate_without_comparable_metrics():
     assert decide({"valid_rmse": 0.9}, None).reason == "no model to judge against"
     verdict = decide({"history": []}, {"valid_rmse": 0.9})
-    assert not verdict.promoted and "candidate has no finite valid rmse or ndcg@10" in verdict.reason
+    assert not verdict.promoted and "candidate has no finite valid ndcg@10 or rmse" in verdict.reason
     # A diverged first model is not promoted for want of anything to compare it with.
     for diverged in ({"valid_rmse": float("nan")}, {"valid": {"model": {"ndcg@10": float("inf")}}}, {}):
         first = decide(diverged, None)

@@ -57,7 +57,8 @@ def test_resolve_device():
 
 
 def test_config_takes_each_models_defaults_and_keeps_overrides():
-    assert TrainConfig().model == "dot" and TrainConfig().lr == MODEL_DEFAULTS["dot"]["lr"]
+    assert TrainConfig().model == "rank" and TrainConfig().lr == MODEL_DEFAULTS["rank"]["lr"]
+    assert TrainConfig().rating_model == "dot"
     rank = TrainConfig(model="rank")
     assert rank.n_factors == MODEL_DEFAULTS["rank"]["n_factors"] and rank.bs == MODEL_DEFAULTS["rank"]["bs"]
     tuned = TrainConfig.for_model("nn", lr=1e-3, epochs=None)

@@ -156,7 +156,8 @@ def test_a_diverged_model_is_refused_and_nothing_is_saved(tmp_path, capsys):
     ModelRegistry(wh / "models").set_current(good.version)
     before = sorted(p.name for p in (wh / "models").iterdir())
     weights = (wh / "models" / good.version / "model.pt").read_bytes()
-    code = main(["train", "--warehouse", str(wh), "--run-date", "2026-02-01", "--lr", "1e9", "--device", "cpu"])
+    argv = ["train", "--warehouse", str(wh), "--model", "dot", "--run-date", "2026-02-01", "--lr", "1e9"]
+    code = main([*argv, "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "training dot-2026-02-01.2 diverged: non-finite weights" in err and "nothing was saved" in err

@@ -37,24 +37,24 @@ def test_a_second_writer_is_refused_while_the_first_writes(tmp_path, capsys, mon
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # The operating system dropped the killed writer's lock: the next writer goes ahead.
-    assert main(["train", "--warehouse", str(wh), "--epochs", "1", "--run-date", "2026-03-01"]) == 0
-    assert (wh / "models" / "dot-2026-03-01" / "_SUCCESS").exists()
+    assert main(["train", "--warehouse", str(wh), "--run-date", "2026-03-01"]) == 0
+    assert (wh / "models" / "rank-2026-03-01" / "_SUCCESS").exists()
 
 
 def test_a_trained_model_waits_for_the_writer_before_it_rather_than_be_lost(tmp_path, monkeypatch):
     monkeypatch.setenv("CFREC_LOCK_WAIT_SECONDS", "0")
     wh = write_warehouse(tmp_path / "wh")
     holder = hold(wh, 8)  # longer than the training takes
-    assert main(["train", "--warehouse", str(wh), "--epochs", "1", "--run-date", "2026-03-01"]) == 0
+    assert main(["train", "--warehouse", str(wh), "--run-date", "2026-03-01"]) == 0
     assert holder.poll() == 0  # it saved only once the other writer had finished
-    assert (wh / "models" / "dot-2026-03-01" / "_SUCCESS").exists()
+    assert (wh / "models" / "rank-2026-03-01" / "_SUCCESS").exists()
 
 
 def test_a_writer_waits_for_the_lock_up_to_the_configured_time(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CFREC_LOCK_WAIT_SECONDS", "30")
     wh = write_warehouse(tmp_path / "wh")
     holder = hold(wh, 2)
-    assert main(["train", "--warehouse", str(wh), "--epochs", "1", "--run-date", "2026-03-01"]) == 0
+    assert main(["train", "--warehouse", str(wh), "--run-date", "2026-03-01"]) == 0
     assert holder.wait(timeout=30) == 0
 
 
