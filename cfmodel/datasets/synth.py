@@ -105,6 +105,10 @@ def sample_pairs(
     target = min(spec.n_ratings, spec.n_users * spec.n_items)
     activity = rng.lognormal(0.0, 1.0, spec.n_users)
     per_user = np.minimum(rng.multinomial(target, activity / activity.sum()), spec.n_items)
+    while (short := target - int(per_user.sum())) > 0:  # the most active hit the catalog's size
+        room = spec.n_items - per_user
+        weights = activity * (room > 0)
+        per_user += np.minimum(rng.multinomial(short, weights / weights.sum()), room)
     popularity = 1.0 / np.arange(1, spec.n_items + 1) ** 0.9
     rng.shuffle(popularity)
     log_popularity = np.log(popularity)
