@@ -3,6 +3,7 @@ and a throwaway Spark standalone cluster."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -33,6 +34,25 @@ def real_data_dir(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} does not exist")
     return path
+
+
+def text_folder(content: str, name: str = "part-0.parquet"):
+    """A `publish` writer: a folder holding one file of `content`."""
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
+        (tmp / name).write_text(content)
+
+    return write
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every visible file under `root` (hidden folders of writes in progress aside) and its SHA-256."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    }
 
 
 def write_lines(path: Path, lines: list[str], encoding: str = "utf-8", newline: str = "\n") -> Path:

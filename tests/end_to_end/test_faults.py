@@ -2,11 +2,10 @@
 tables) that fails after any of its writes leaves the warehouse exactly as it was, and running it
 again repairs everything."""
 
-import hashlib
 import subprocess
 
 import pytest
-from support import write_lines
+from support import snapshot, write_lines
 
 from cfmodel import pipeline
 from cfmodel.config import GateConfig, IngestConfig, Night, ScoreConfig, TablesConfig, TrainRun
@@ -37,14 +36,6 @@ def night_files(root, users, with_items=True):
     if with_items:
         write_lines(root / "u.item", [u_item(i) for i in range(1, 30)], encoding="latin-1")
     return root
-
-
-def snapshot(root):
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    }
 
 
 class Fault(RuntimeError):

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-from support import write_warehouse
+from support import text_folder, write_warehouse
 
 from cfmodel.cli import main
 from cfmodel.warehouse import publish
@@ -33,14 +33,6 @@ with readers_excluded(sys.argv[1]):
 """
 
 
-def text(content):
-    def write(tmp):
-        tmp.mkdir()
-        (tmp / "part-0.parquet").write_text(content)
-
-    return write
-
-
 def reader(root, seconds):
     return subprocess.Popen(
         [sys.executable, "-c", SLOW_READER, str(root), str(seconds)], stdout=subprocess.PIPE, text=True
@@ -49,13 +41,13 @@ def reader(root, seconds):
 
 def test_a_publish_waits_for_readers_of_the_version_it_replaces(tmp_path):
     root = tmp_path / "wh"
-    publish(root / "ratings", text("old-ratings"))
-    publish(root / "items", text("old-items"))
+    publish(root / "ratings", text_folder("old-ratings"))
+    publish(root / "items", text_folder("old-items"))
     slow = reader(root, 1.5)
     assert slow.stdout.readline().strip() == "listed"
     with all_or_nothing(root, "ingest"):
         started = time.monotonic()
-        publish(root / "ratings", text("new-ratings"))
+        publish(root / "ratings", text_folder("new-ratings"))
         assert time.monotonic() - started > 1.0  # the swap waited for the reader to finish
     # Without the wait the files it listed would have been moved away: FileNotFoundError.
     assert slow.stdout.read().split() == ["old-ratings", "old-items"]
@@ -65,14 +57,14 @@ def test_a_publish_waits_for_readers_of_the_version_it_replaces(tmp_path):
 
 def test_a_reader_arriving_during_a_step_waits_and_sees_all_of_it(tmp_path):
     root = tmp_path / "wh"
-    publish(root / "ratings", text("old-ratings"))
-    publish(root / "items", text("old-items"))
+    publish(root / "ratings", text_folder("old-ratings"))
+    publish(root / "items", text_folder("old-items"))
     with all_or_nothing(root, "ingest"):
-        publish(root / "ratings", text("new-ratings"))
+        publish(root / "ratings", text_folder("new-ratings"))
         late = reader(root, 0)
         time.sleep(1.5)
         assert late.poll() is None  # still waiting: it would have read new ratings beside old items
-        publish(root / "items", text("new-items"))
+        publish(root / "items", text_folder("new-items"))
     assert late.stdout.read().split() == ["listed", "new-ratings", "new-items"]
     assert late.wait() == 0
 

@@ -1,48 +1,31 @@
 """All or nothing: a step that fails, or is killed at any point, leaves the warehouse exactly as it was."""
 
-import hashlib
 import subprocess
 import sys
 
 import pytest
+from support import snapshot, text_folder
 
 from cfmodel.warehouse import publish, withdraw, write_file
 from cfmodel.warehouse.transaction import UNDO, all_or_nothing, roll_back
 
 
-def write_text(content):
-    def write(tmp):
-        tmp.mkdir()
-        (tmp / "part-0.parquet").write_text(content)
-
-    return write
-
-
-def snapshot(root):
-    """Every visible file (hidden folders of writes in progress aside) and its content."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    }
-
-
 @pytest.fixture
 def warehouse(tmp_path):
     root = tmp_path / "wh"
-    publish(root / "ratings", write_text("old ratings"))
-    publish(root / "increments" / "run_date=D", write_text("old increment"))
-    publish(root / "items_increments" / "run_date=D", write_text("old items"))
+    publish(root / "ratings", text_folder("old ratings"))
+    publish(root / "increments" / "run_date=D", text_folder("old increment"))
+    publish(root / "items_increments" / "run_date=D", text_folder("old items"))
     write_file(root / "CURRENT", "old\n")
     return root
 
 
 def night(root):
     """What a step writes: replaces a table and a partition, adds one, drops one."""
-    publish(root / "increments" / "run_date=D", write_text("new increment"))
-    publish(root / "report" / "run_date=D", write_text("new report"))
+    publish(root / "increments" / "run_date=D", text_folder("new increment"))
+    publish(root / "report" / "run_date=D", text_folder("new report"))
     withdraw(root / "items_increments" / "run_date=D")
-    publish(root / "ratings", write_text("new ratings"))
+    publish(root / "ratings", text_folder("new ratings"))
     write_file(root / "CURRENT", "new\n")
     write_file(root / "promotion.json", "{}")
 
@@ -118,9 +101,9 @@ def test_a_step_killed_at_any_file_operation_is_rolled_back_by_the_next_writer(w
     roll_back(warehouse)  # nothing unfinished: a no-op
     for kill_at in range(1, operations + 1):
         with all_or_nothing(warehouse, "ingest"):  # put the warehouse back where it started
-            publish(warehouse / "ratings", write_text("old ratings"))
-            publish(warehouse / "increments" / "run_date=D", write_text("old increment"))
-            publish(warehouse / "items_increments" / "run_date=D", write_text("old items"))
+            publish(warehouse / "ratings", text_folder("old ratings"))
+            publish(warehouse / "increments" / "run_date=D", text_folder("old increment"))
+            publish(warehouse / "items_increments" / "run_date=D", text_folder("old items"))
             withdraw(warehouse / "report")
             write_file(warehouse / "CURRENT", "old\n")
             withdraw(warehouse / "promotion.json")

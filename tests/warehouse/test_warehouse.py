@@ -5,24 +5,17 @@ import sys
 
 import pandas as pd
 import pytest
+from support import text_folder
 
 from cfmodel.errors import CfrecError
 from cfmodel.warehouse import Warehouse, publish
 from cfmodel.warehouse import atomic as publishing
 
 
-def write_file(content):
-    def write(tmp):
-        tmp.mkdir()
-        (tmp / "part-0").write_text(content)
-
-    return write
-
-
 def test_publish_replaces_and_marks_success(tmp_path):
     target = tmp_path / "t" / "run_date=2026-01-01"
-    publish(target, write_file("one"))
-    publish(target, write_file("two"))
+    publish(target, text_folder("one", "part-0"))
+    publish(target, text_folder("two", "part-0"))
     assert (target / "part-0").read_text() == "two"
     assert (target / "_SUCCESS").exists()
     assert sorted(p.name for p in target.parent.iterdir()) == ["run_date=2026-01-01"]
@@ -30,7 +23,7 @@ def test_publish_replaces_and_marks_success(tmp_path):
 
 def test_failed_write_leaves_previous_version_intact(tmp_path):
     target = tmp_path / "t"
-    publish(target, write_file("good"))
+    publish(target, text_folder("good", "part-0"))
 
     def crash(tmp):
         tmp.mkdir()
@@ -80,7 +73,7 @@ def test_swap_is_one_atomic_exchange_on_linux(tmp_path):
 def test_previous_version_moved_aside_by_a_killed_writer_is_restored(tmp_path):
     final = tmp_path / "t" / "run_date=2026-01-01"
     aside = final.parent / ".old-run_date=2026-01-01-0123456789ab"
-    publish(aside, write_file("previous"))  # a complete version, as the interrupted writer left it
+    publish(aside, text_folder("previous", "part-0"))  # a complete version, as the interrupted writer left it
 
     def crash(tmp):
         raise RuntimeError("executor lost")
@@ -95,7 +88,7 @@ def test_the_next_write_removes_what_killed_writers_left(tmp_path):
     final = tmp_path / "t"
     for name in (".tmp-t-killed000000", ".tmp-t-killed111111", ".old-t-killed222222", ".tmp-other-keep00000"):
         (tmp_path / name).mkdir()
-    publish(final, write_file("x"))
+    publish(final, text_folder("x", "part-0"))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-other-keep00000", "t"]
 
 
