@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,9 +62,12 @@ def writing(
 
     root = Warehouse.open(night.warehouse, create=create).root
     with writer_lock(root, step, wait):
-        roll_back(root)  # whatever a killed step left half done, before anyone reads it
-        with nullcontext() if keep_on_failure else all_or_nothing(root, step):
+        if keep_on_failure:
+            roll_back(root)  # whatever a killed step left half done (all_or_nothing does it too)
             yield
+        else:
+            with all_or_nothing(root, step):
+                yield
 
 
 def input_ready(night_date: str, config: IngestConfig) -> bool:

@@ -41,9 +41,9 @@ def _split_config(candidate: ModelArtifact) -> TrainConfig:
     return TrainConfig.for_model(trained.get("model", candidate.model_type), **{k: trained.get(k) for k in keys})
 
 
-def _in_model(artifact: ModelArtifact, part: Interactions, user_ids: np.ndarray, item_ids: np.ndarray) -> Interactions:
-    """`part` (indices of the night's data) in the model's own indices; -1 where it does not know the id."""
-    users, items = artifact.users.encode(user_ids), artifact.items.encode(item_ids)
+def _in_model(part: Interactions, users: np.ndarray, items: np.ndarray) -> Interactions:
+    """`part` (indices of the night's data) in a model's own indices, given where each of the night's
+    users and items is in the model (`users`, `items`; -1 where it does not know the id)."""
     return Interactions(users[part.users], items[part.items], part.ratings, part.timestamps)
 
 
@@ -62,11 +62,10 @@ def measure_on_same_holdout(
     data = TrainingData.read(Warehouse.open(warehouse))
     config = _split_config(candidate)
     train_part, holdout = data.split(config)
-    user_ids, item_ids = data.users.ids, data.items.ids
-    parts = {
-        name: (_in_model(model, train_part, user_ids, item_ids), _in_model(model, holdout, user_ids, item_ids))
-        for name, model in (("candidate", candidate), ("other", other))
-    }
+    parts = {}
+    for name, model in (("candidate", candidate), ("other", other)):
+        users, items = model.users.encode(data.users.ids), model.items.encode(data.items.ids)
+        parts[name] = (_in_model(train_part, users, items), _in_model(holdout, users, items))
     both = np.ones(len(holdout), bool)
     for _, held in parts.values():
         both &= (held.users >= 0) & (held.items >= 0)

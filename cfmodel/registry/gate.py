@@ -1,12 +1,13 @@
 """The model gate: a newly trained model becomes current only if it is not worse than the model it replaces.
 
 Both models are measured on the same hold-out (`cfmodel.registry.compare`: the ratings the
-candidate held out of the night's data) by a validation metric (RMSE when both predict ratings,
-else NDCG@10, unless told otherwise). The candidate is promoted when its value is within the
-tolerance (relative: 0.01 = 1%) of the other model's, in the metric's direction; otherwise
-`CURRENT` stays as it was. A candidate without a finite value is never promoted. Every decision,
-with its reason and both values, is recorded beside the candidate (`promotion.json`), from which
-the `model_runs` table reports it.
+candidate held out of the night's data), beside the most-popular list, by a validation metric
+(NDCG@10 when both report it, the lists being what is published, else RMSE, unless told
+otherwise). The candidate is promoted when its value is finite, better than the most-popular
+list's (for a list metric), and within the tolerance (relative: 0.01 = 1%) of the other model's, in
+the metric's direction; otherwise `CURRENT` stays as it was. Every decision, with its reason and
+the three values, is recorded beside the candidate (`promotion.json`), from which the `model_runs`
+table reports it.
 
 `gate_for_date` is the gate of the DAGs and of `cfrec train`/`cfrec run`: the candidate of a date is
 judged against the model the gate kept last as of that date (for the latest date: the current

@@ -105,9 +105,7 @@ def fold_in(trained: ModelArtifact, ratings: pd.DataFrame, l2: float | None = No
         )
     trained_model = trained.model.cpu().eval()
     # A ranking model's rating companion has no rows for these users: fold-in leaves it out.
-    hparams = {**trained_model.hparams(), "n_users": len(users), "rating": None}
-    if "rating" not in trained_model.hparams():
-        del hparams["rating"]
+    hparams = {k: v for k, v in trained_model.hparams().items() if k != "rating"} | {"n_users": len(users)}
     model = build_model(trained_model.model_type, **hparams).eval()
     user_tables = {f"{t}.weight" for t in model.user_tables}
     kept = {k: v for k, v in trained_model.state_dict().items() if k not in user_tables and not k.startswith("rater.")}

@@ -181,7 +181,7 @@ def train(
             trained = replace(trained, version=registry.new_version(config.model, run_date, version_suffix))
             registry.save(trained)
     shown = {k: round(v, 4) for k, v in valid["model"].items() if isinstance(v, float)}
-    log.info("trained %s on %s in %.1fs: %s", version, dev, result.seconds, shown)
+    log.info("trained %s on %s in %.1fs: %s", trained.version, dev, result.seconds, shown)
     return trained
 
 
@@ -209,6 +209,7 @@ def fit_rater(
     fit(rater, train_part, valid_part, rating_config, device, progress)
     check_finite(rater, version)
     model.rater = rater
+    # Only its rating errors matter here: its lists are never published, so rank one user, not all.
     measured = holdout_metrics(rater, train_part, valid_part, len(data.items), device=device, max_users=1)["model"]
     return {k: v for k, v in measured.items() if k in ("rmse", "mae")}
 

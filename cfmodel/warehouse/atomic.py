@@ -111,18 +111,24 @@ def publish(final: Path, write: Callable[[Path], None]) -> Path:
         (tmp / SUCCESS).touch()
         crash_if_injected(final)
         if (transaction := active()) is not None:  # keep the previous version until the step ends
-            transaction.swap_in(tmp, final, _exchange)
-        elif not final.exists():
-            tmp.rename(final)
-        elif _exchange(tmp, final):
-            shutil.rmtree(tmp, ignore_errors=True)  # now holds the previous version
+            transaction.swap_in(tmp, final, swap)
         else:
-            final.rename(old)
-            tmp.rename(final)
+            swap(tmp, final, old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def swap(tmp: Path, final: Path, aside: Path) -> None:
+    """Put the complete folder `tmp` at `final`; the previous version, if any, ends up at `aside`."""
+    if not final.exists():
+        tmp.rename(final)
+    elif _exchange(tmp, final):
+        tmp.rename(aside)  # after the exchange it holds the previous version
+    else:
+        final.rename(aside)
+        tmp.rename(final)
 
 
 def withdraw(final: Path) -> None:

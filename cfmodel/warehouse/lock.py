@@ -101,13 +101,14 @@ def reading(root: Path, wait: float | None = None) -> Iterator[None]:
     except OSError:
         yield
         return
+    seconds = read_wait_seconds() if wait is None else wait
     with handle:
         _acquire(
             handle,
             fcntl.LOCK_SH,
-            read_wait_seconds() if wait is None else wait,
+            seconds,
             lambda: (
-                f"warehouse {root} is still publishing a step after {read_wait_seconds():.0f} s "
+                f"warehouse {root} is still publishing a step after {seconds:.0f} s "
                 "(CFREC_READ_WAIT_SECONDS); try again later"
             ),
         )
@@ -117,13 +118,14 @@ def reading(root: Path, wait: float | None = None) -> Iterator[None]:
 @contextmanager
 def readers_excluded(root: Path, wait: float | None = None) -> Iterator[None]:
     """Hold off readers while a step changes what they see; waits for those reading to finish."""
+    seconds = read_wait_seconds() if wait is None else wait
     with open(Path(root) / READERS_FILE, "a+") as handle:
         _acquire(
             handle,
             fcntl.LOCK_EX,
-            read_wait_seconds() if wait is None else wait,
+            seconds,
             lambda: (
-                f"readers of warehouse {root} kept it busy for {read_wait_seconds():.0f} s "
+                f"readers of warehouse {root} kept it busy for {seconds:.0f} s "
                 "(CFREC_READ_WAIT_SECONDS); nothing was changed"
             ),
         )

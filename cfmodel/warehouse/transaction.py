@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -44,10 +44,12 @@ class Transaction:
         self.journal = self.folder / JOURNAL
         self.count = 0
         self.held = ExitStack()  # readers held off from the first visible change to the end
+        self.holding = False
 
     def _hold_off_readers(self) -> None:
-        if not self.held._exit_callbacks:
+        if not self.holding:
             self.held.enter_context(readers_excluded(self.root))
+            self.holding = True
 
     def _note(self, entry: dict) -> None:
         """Append to the journal and make it durable before the change it announces."""
@@ -60,19 +62,14 @@ class Transaction:
         self.count += 1
         return self.folder / f"{self.token}-{self.count}"
 
-    def swap_in(self, tmp: Path, final: Path, exchange: object) -> None:
-        """Put the complete folder `tmp` at `final`, keeping what was there to undo with."""
+    def swap_in(self, tmp: Path, final: Path, swap: Callable[[Path, Path, Path], None]) -> None:
+        """Put the complete folder `tmp` at `final` with `swap` (`atomic.swap`), keeping what was
+        there to undo with."""
         self._hold_off_readers()
         (tmp / MARKER).write_text(self.token)
         kept = self._keep_path()
         self._note({"final": str(final), "kept": str(kept), "tmp": str(tmp), "existed": final.exists()})
-        if not final.exists():
-            tmp.rename(final)
-        elif exchange(tmp, final):
-            tmp.rename(kept)  # after the exchange it holds the previous version
-        else:
-            final.rename(kept)
-            tmp.rename(final)
+        swap(tmp, final, kept)
 
     def replace_file(self, tmp: Path, final: Path) -> None:
         """Put the file `tmp` at `final`; a hard link keeps the previous one to undo with."""
