@@ -24,6 +24,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from baselines import ease_weights  # noqa: E402
 
 from cfmodel.evaluation.metrics import ranking_metrics  # noqa: E402
 
@@ -60,11 +63,7 @@ def ease_lists(base: pd.DataFrame, lam: float) -> dict[str, list[str]]:
     i_index = {i: n for n, i in enumerate(items)}
     x = np.zeros((len(users), len(items)))
     x[base["user_id"].map(u_index), base["item_id"].map(i_index)] = 1.0
-    gram = x.T @ x + lam * np.eye(len(items))
-    p = np.linalg.inv(gram)
-    b = -p / np.diag(p)
-    np.fill_diagonal(b, 0.0)
-    scores = x @ b
+    scores = x @ ease_weights(x, lam)
     scores[x > 0] = -np.inf
     best = np.argsort(-scores, axis=1)[:, :K]
     return {user: [items[j] for j in best[n]] for n, user in enumerate(users)}

@@ -12,6 +12,7 @@ from cfmodel import options
 from cfmodel.cli.data import add_night, add_warehouse, night_of
 from cfmodel.config import GateConfig, ScoreConfig, TrainRun
 from cfmodel.errors import CfrecError
+from cfmodel.evaluation import HOLDOUTS
 from cfmodel.training.config import TrainConfig
 
 
@@ -62,10 +63,17 @@ def train_distributed(args: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from cfmodel.evaluation.files import evaluate_files
+    from cfmodel.evaluation.files import evaluate_files, evaluate_source
 
     device = options.from_namespace(TrainRun, args).device
-    result = evaluate_files(args.source, args.train, args.test, train_config(args), device=device)
+    if args.input is not None:
+        if args.train is not None or args.test is not None:
+            raise CfrecError("give either --input (split by --holdout) or --train and --test, not both")
+        result = evaluate_source(args.source, args.input, args.holdout, train_config(args), args.holdout_pct, device)
+    elif args.train is None or args.test is None:
+        raise CfrecError("give --train FILE and --test FILE, or --input PATH to split one rating file")
+    else:
+        result = evaluate_files(args.source, args.train, args.test, train_config(args), device=device)
     print(json.dumps(result, default=str))
 
 
@@ -136,14 +144,25 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="train on one rating file, measure on another (rmse and top-10 metrics)",
-        description="Fit a model on --train and print one JSON line of its metrics on --test: rmse and "
+        description="Fit a model on --train and print one JSON line of its metrics on --test (or on a "
+        "part --holdout takes out of --input): rmse and "
         "mae (rating models), precision, recall, NDCG, MAP and coverage at 10 (every user "
         "with a test rating; candidates = items the user did not rate in train), beside "
         "the most-popular baseline's.",
     )
     p.add_argument("--source", required=True, help="layout of the rating files, e.g. movielens-100k")
-    p.add_argument("--train", required=True, metavar="FILE", help="ratings to train on, e.g. ml-100k/u1.base")
-    p.add_argument("--test", required=True, metavar="FILE", help="ratings to measure on, e.g. ml-100k/u1.test")
+    p.add_argument("--train", metavar="FILE", help="ratings to train on, e.g. ml-100k/u1.base")
+    p.add_argument("--test", metavar="FILE", help="ratings to measure on, e.g. ml-100k/u1.test")
+    p.add_argument(
+        "--input", metavar="PATH", help="instead of --train/--test: one rating file (or a folder holding the source's)"
+    )
+    p.add_argument(
+        "--holdout",
+        choices=HOLDOUTS,
+        default="user-time",
+        help="with --input: measure on each user's latest ratings (user-time, the default) or a random part",
+    )
+    p.add_argument("--holdout-pct", type=float, default=0.2, help="with --input: the share held out (default 0.2)")
     add_train_arguments(p, valid_pct=0.0)
     p.set_defaults(func=cmd_evaluate)
 

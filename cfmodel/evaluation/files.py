@@ -1,4 +1,5 @@
-"""`cfrec evaluate`: train on one rating file, measure on another, by the ranking protocol.
+"""`cfrec evaluate`: train on one rating file, measure on another (or on a part held out of one
+file), by the ranking protocol.
 
 Protocol (as in cfmodel.evaluation.holdout): the catalog is every item of either file; users = every user
 with at least one test rating; candidates = the catalog minus the items that user rated in train
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cfmodel.errors import CfrecError
+from cfmodel.evaluation import HOLDOUTS
 from cfmodel.ingest.layouts import SourceLayout
 from cfmodel.ingest.source_options import get_layout
 from cfmodel.training.config import TrainConfig
@@ -150,3 +152,55 @@ def evaluate_files(
     train, test = read_ratings_file(train_path, layout), read_ratings_file(test_path, layout)
     scale = (float(layout.scale.min), float(layout.scale.max)) if layout.scale.known else None
     return evaluate_frames(train, test, config, device, scale, progress)
+
+
+def holdout_split(ratings: pd.DataFrame, holdout: str, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test) of one rating file: each user's latest `share` of ratings (`user-time`; a
+    user keeps at least one in train, ties in time go by file order), or a random `share` chosen
+    by a seeded hash of (user, item) (`random`). A time split without timestamps is refused."""
+    from cfmodel.training.splits import id_keys, latest_split, random_split
+
+    if holdout == "user-time":
+        if "timestamp" not in ratings:
+            raise CfrecError("--holdout user-time needs timestamps, and this source records none: use --holdout random")
+        train_rows, test_rows = latest_split(
+            IdIndex.from_values(ratings["user_id"]).encode(ratings["user_id"]), ratings["timestamp"].to_numpy(), share
+        )
+    elif holdout == "random":
+        keys = (id_keys(ratings["user_id"].to_numpy()), id_keys(ratings["item_id"].to_numpy()))
+        train_rows, test_rows = random_split(*keys, share, seed)
+    else:
+        raise CfrecError(f"unknown hold-out '{holdout}' (use {' or '.join(HOLDOUTS)})")
+    return ratings.iloc[train_rows], ratings.iloc[test_rows]
+
+
+def ratings_path(source: str, path: str | Path) -> Path:
+    """A rating file, or the one the source's layout names inside a folder."""
+    from cfmodel.ingest.planning import find_files
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    layout = get_layout(source)
+    files = find_files(path, layout.ratings.pattern)
+    if len(files) != 1:
+        found = "none" if not files else f"{len(files)}"
+        raise CfrecError(f"{path}: expected one {layout.ratings.pattern} of the {layout.name} layout, found {found}")
+    return files[0].path
+
+
+def evaluate_source(
+    source: str,
+    input_path: str | Path,
+    holdout: str,
+    config: TrainConfig,
+    share: float = 0.2,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> dict:
+    """Split one rating file by `holdout` and evaluate on the part held out."""
+    layout = get_layout(source)
+    ratings = read_ratings_file(ratings_path(source, input_path), layout)
+    train, test = holdout_split(ratings, holdout, share, config.seed)
+    scale = (float(layout.scale.min), float(layout.scale.max)) if layout.scale.known else None
+    return {"holdout": holdout, **evaluate_frames(train, test, config, device, scale, progress)}

@@ -82,7 +82,8 @@ def holdout_metrics(
 
     Held-out ratings whose user or item is not in `train` are counted as "unseen_rows". With
     `max_users`, ranking is measured on a seeded sample of that many held-out users (the count is
-    reported as "users").
+    reported as "users"). A model that computes users' vectors from their ratings (the ranking
+    model) is measured with `train` as their history: its user rows are rewritten.
     """
     result: dict[str, dict[str, float]] = {"model": {}, "popularity": {}}
     if len(holdout) == 0:
@@ -107,6 +108,7 @@ def holdout_metrics(
     relevant = [relevant_items[indptr[u] : indptr[u + 1]] for u in users]
     never = np.flatnonzero(item_counts == 0)
     model.eval()
+    model.encode_users(train)
     popular = Popularity.from_counts(item_counts).score_fn(device)
     for name, score_fn in (("model", model.score_all), ("popularity", popular)):
         recommended = recommended_items(score_fn, users, seen, k, n_items, never, device)

@@ -1,6 +1,8 @@
 """A trained model as the registry stores it: weights, id mappings, config and metrics in one folder.
 
-<version>/model.pt         state_dict
+<version>/model.pt         state_dict of the published model
+<version>/holdout_model.pt state_dict of the same model fitted without the hold-out (when the
+                           published one was refitted on every rating): what the gate measures
 <version>/config.json      `ArtifactConfig`: model type and hyper-parameters, y-range, training
                            options, device, data snapshot, warm start
 <version>/metrics.json     hold-out metrics of the model and the popularity baseline, per-epoch history
@@ -75,6 +77,14 @@ class ModelArtifact:
     # vector, which must never order a list (None: every row was trained).
     trained_users: np.ndarray | None = None
     trained_items: np.ndarray | None = None
+    # The model fitted without the hold-out, when `model` was refitted on every rating: its
+    # metrics are the ones recorded, and the gate measures it (None: `model` is that model).
+    holdout_model: CollabModel | None = None
+
+    @property
+    def validated_model(self) -> CollabModel:
+        """The model that never saw the hold-out: what a comparison on the hold-out may measure."""
+        return self.holdout_model if self.holdout_model is not None else self.model
 
     @property
     def untrained_items(self) -> np.ndarray:
@@ -94,11 +104,15 @@ class ModelArtifact:
 
 
 CHECKSUMS = "checksums.json"
+HOLDOUT_MODEL = "holdout_model.pt"
 
 
 def write_artifact(artifact: ModelArtifact, folder: Path) -> None:
     folder.mkdir(parents=True)
     torch.save({k: v.cpu() for k, v in artifact.model.state_dict().items()}, folder / "model.pt")
+    if artifact.holdout_model is not None:
+        state = {k: v.cpu() for k, v in artifact.holdout_model.state_dict().items()}
+        torch.save(state, folder / HOLDOUT_MODEL)
     (folder / "config.json").write_text(json.dumps(artifact.config.to_dict(), indent=2))
     (folder / "metrics.json").write_text(json.dumps(artifact.metrics, indent=2))
     for name, ids, trained in (
@@ -139,6 +153,11 @@ def read_artifact(folder: Path, version: str) -> ModelArtifact:
         config = ArtifactConfig.from_dict(json.loads((folder / "config.json").read_text()))
         model = build_model(config.model_type, **config.hparams)
         model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        holdout_model = None
+        if (folder / HOLDOUT_MODEL).exists():
+            holdout_model = build_model(config.model_type, **config.hparams)
+            holdout_model.load_state_dict(torch.load(folder / HOLDOUT_MODEL, map_location="cpu", weights_only=True))
+            holdout_model.eval()
         user_frame, item_frame = (pd.read_parquet(folder / f"{name}.parquet") for name in ("users", "items"))
         users, items = IdIndex.from_frame(user_frame), IdIndex.from_frame(item_frame)
         trained_users, trained_items = (_trained(frame) for frame in (user_frame, item_frame))
@@ -163,6 +182,7 @@ def read_artifact(folder: Path, version: str) -> ModelArtifact:
         metrics=metrics,
         trained_users=trained_users,
         trained_items=trained_items,
+        holdout_model=holdout_model,
     )
 
 

@@ -2,7 +2,9 @@
 
 Each model's metrics.json holds its metrics on its own hold-out, drawn from its own night's data, so
 two nights' numbers are not comparable. The gate therefore measures the candidate and the model it
-would replace again, on the candidate's validation ratings whose user and item both models know.
+would replace again, on the candidate's validation ratings whose user and item both models know,
+each as it was fitted without that night's hold-out (`ModelArtifact.validated_model`: a published
+model refitted on every rating has seen it).
 The random split is keyed by the ids (`cfmodel.training.splits`): with the same seed and share, no
 earlier model trained on those ratings either. Under a time split or other split settings the
 earlier model may have seen some of them, which favours it: the gate then errs toward keeping what
@@ -72,7 +74,7 @@ def measure_on_same_holdout(
     rows = np.flatnonzero(both)
     measured = {
         name: holdout_metrics(
-            model.model,
+            model.validated_model,
             _known(parts[name][0]),
             parts[name][1].subset(rows),
             len(model.items),

@@ -23,6 +23,7 @@ from cfmodel.registry.artifact import ModelArtifact
 from cfmodel.registry.registry import ModelRegistry
 from cfmodel.scoring.topk import top_k
 from cfmodel.training.ids import IdIndex
+from cfmodel.training.interactions import Interactions
 from cfmodel.training.models import CollabModel, build_model, clipped
 from cfmodel.warehouse import Warehouse
 
@@ -87,6 +88,28 @@ def _objective(
     return (per_rating * weights).sum()
 
 
+def _fit_user_rows(
+    model: CollabModel,
+    user_rows: torch.Tensor,
+    items: torch.Tensor,
+    values: torch.Tensor,
+    weights: torch.Tensor,
+    l2: float,
+    max_iter: int,
+) -> None:
+    """L-BFGS on the user tables alone, the item side fixed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = _objective(model, user_rows, items, values, weights) + l2 * sum((p**2).sum() for p in params)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+
+
 def fold_in(trained: ModelArtifact, ratings: pd.DataFrame, l2: float | None = None, max_iter: int = 200) -> FoldIn:
     """Fit a vector for each user in `ratings` (user_id, item_id, rating) against the fixed items.
 
@@ -120,17 +143,11 @@ def fold_in(trained: ModelArtifact, ratings: pd.DataFrame, l2: float | None = No
     values = torch.as_tensor(clean["rating"].to_numpy(np.float32))
     counts = torch.bincount(user_rows, minlength=len(users)).float()
     weights = 1.0 / counts[user_rows]  # each user's mean loss, so a long list does not drown its prior
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = _objective(model, user_rows, items, values, weights) + l2 * sum((p**2).sum() for p in params)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    for param in params:
+    if model.encodes_history:  # its user vectors are computed from the ratings, not fitted
+        model.encode_users(Interactions(user_rows.numpy(), items.numpy(), values.numpy()))
+    else:
+        _fit_user_rows(model, user_rows, items, values, weights, l2, max_iter)
+    for param in model.parameters():
         param.requires_grad_(False)
     rated = [items[user_rows == u].numpy() for u in range(len(users))]
     return FoldIn(users, model, rated, rejects, no_items)

@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from cfmodel.errors import CfrecError
 from cfmodel.registry.artifact import ModelArtifact
 from cfmodel.registry.registry import ModelRegistry
+from cfmodel.scoring.because import because_items
 from cfmodel.scoring.popularity import Popularity
 from cfmodel.scoring.topk import csr_cells, top_k
 from cfmodel.training.ids import IdIndex
@@ -72,11 +73,15 @@ def _rows(
     scores: np.ndarray,
     source: str,
     predicted: np.ndarray | None = None,
+    because: np.ndarray | None = None,
 ) -> pa.RecordBatch:
     found = items >= 0
     per_user = found.sum(axis=1)
     picked = items[found]
     ratings = np.full(len(picked), np.nan, np.float32) if predicted is None else predicted[found].astype(np.float32)
+    reason = np.full(len(picked), -1) if because is None else because[found]
+    has_reason = reason >= 0
+    reason = np.maximum(reason, 0)
     return pa.RecordBatch.from_arrays(
         [
             pa.array(np.repeat(user_ids, per_user), pa.string()),
@@ -86,6 +91,8 @@ def _rows(
             pa.array(ratings, mask=np.isnan(ratings)),
             pa.array(np.full(len(picked), source, dtype=object), pa.string()),
             pa.array(ctx.titles[picked], pa.string()),
+            pa.array(ctx.catalog_ids[reason], pa.string(), mask=~has_reason),
+            pa.array(ctx.titles[reason], pa.string(), mask=~has_reason),
         ],
         schema=SCORED.arrow,
     )
@@ -147,7 +154,9 @@ def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.R
         items, best = model_top_n(model, users, rows, cols, ctx.n, ctx.untrained_items)
         best = clipped(model, best, ctx.scale)
         predicted = best if model.predicts_ratings else predicted_ratings(model, users, items, ctx.scale)
-        yield _rows(ctx, part.column("user_id").to_numpy(zero_copy_only=False), items, best, SOURCE_MODEL, predicted)
+        because = because_items(model, rows, cols, items)
+        user_ids = part.column("user_id").to_numpy(zero_copy_only=False)
+        yield _rows(ctx, user_ids, items, best, SOURCE_MODEL, predicted, because)
 
     cold_batch = batch.filter(pa.array(~known))
     block = COLD_USERS_PER_BLOCK

@@ -114,7 +114,7 @@ class Validator:
     def __init__(
         self, model: CollabModel, train: Interactions, valid: Interactions, config: TrainConfig, device: torch.device
     ) -> None:
-        self.valid, self.device = valid, device
+        self.train, self.valid, self.device = train, valid, device
         self.rating = model.predicts_ratings
         self.monitor = "valid_rmse" if self.rating else f"valid_ndcg@{RANKING_K}"
         self.lower_is_better = self.rating
@@ -133,6 +133,7 @@ class Validator:
     @torch.no_grad()
     def __call__(self, model: CollabModel, loss_fn: Callable) -> dict:
         model.eval()
+        model.encode_users(self.train)
         out = {"valid_loss": self.loss(model, loss_fn)}
         if self.rating:
             predicted = predict(model, self.valid.users, self.valid.items, self.device)
@@ -228,7 +229,7 @@ class _Steps:
     def epoch(self, bar: tqdm) -> np.ndarray:
         """One pass over the shuffled rows; each step's loss, read from the device once at the end."""
         u, i, r = self.tensors
-        order = torch.randperm(len(r), generator=self.generator, device=r.device)
+        order = self.loss_fn.order(u, self.generator)
         losses = torch.empty(len(self.bounds) - 1, device=r.device)
         for step in range(len(self.bounds) - 1):
             batch = order[self.bounds[step] : self.bounds[step + 1]]
@@ -259,14 +260,14 @@ class _EarlyStopping:
         epoch, value = record["epoch"], record[self.validator.monitor]
         if self.validator.improved(value, self.best_value):
             self.best_value, self.best_epoch, self.stale = value, epoch, 0
-            if self.patience is not None and epoch < self.epochs:
+            if self.patience and epoch < self.epochs:
                 self.best_state = copy.deepcopy(model.state_dict())
             return False
         self.stale += 1
-        return self.patience is not None and self.stale >= self.patience
+        return bool(self.patience) and self.stale >= self.patience
 
     def restore_best(self, model: CollabModel, last_epoch: int) -> None:
-        if self.patience is not None and self.best_epoch is not None and self.best_epoch != last_epoch:
+        if self.patience and self.best_epoch is not None and self.best_epoch != last_epoch:
             model.load_state_dict(self.best_state)
             log.info(
                 "restored the weights of epoch %d (best %s %.4f)",
@@ -331,4 +332,5 @@ def _fit(
             break
     stopping.restore_best(model, history[-1]["epoch"])
     model.eval()
+    model.encode_users(train)
     return FitResult(history, stopping.best_epoch, stopped_early, batch_losses, time.perf_counter() - started)

@@ -29,6 +29,10 @@ class RatingLoss:
     def prepare(self, data: Interactions) -> Interactions:
         return data
 
+    def order(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """An epoch's row order: a shuffle of all rows."""
+        return torch.randperm(len(users), generator=generator, device=users.device)
+
     def __call__(
         self, model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
     ) -> torch.Tensor:
@@ -36,22 +40,49 @@ class RatingLoss:
 
 
 class _RankingLoss:
+    """What both ranking objectives share: the positives, each user's history on the device, and
+    batches that keep a user's ratings together, so that a batch computes each user's vector and
+    scores once for all of that user's positives (the softmax over the catalog is per user, not
+    per rating)."""
+
     def __init__(
-        self, n_items: int, min_rating: float | None, weight_by_rating: bool, generator: torch.Generator
+        self,
+        n_items: int,
+        min_rating: float | None,
+        weight_by_rating: bool,
+        generator: torch.Generator,
+        device: torch.device | str = "cpu",
+        n_users: int | None = None,
     ) -> None:
         self.n_items = n_items
+        self.n_users = n_users
         self.min_rating = min_rating
         self.weight_by_rating = weight_by_rating
         self.generator = generator
+        self.device = torch.device(device)
+        self.history: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare(self, data: Interactions) -> Interactions:
-        """The positives: ratings at or above `min_rating` (all of them when None)."""
+        """The positives: ratings at or above `min_rating` (all of them when None). Every rating
+        of `data` is the users' history, what a model that encodes histories sees of them."""
+        n_users = self.n_users or int(data.users.max(initial=-1)) + 1
+        self.history = tuple(torch.as_tensor(a, device=self.device) for a in data.by_user(n_users))
         if self.min_rating is None:
             return data
         kept = data.subset(np.flatnonzero(data.ratings >= self.min_rating))
         if len(kept) == 0:
             raise CfrecError(f"no rating is >= min_rating {self.min_rating}: nothing to train the ranking model on")
         return kept
+
+    def order(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """An epoch's row order: users in random order, each user's rows together."""
+        rank = torch.randperm(int(users.max()) + 1, generator=generator, device=users.device)
+        return torch.argsort(rank[users], stable=True)
+
+    def _user_vectors(self, model: EmbeddingDotRank, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(one vector per distinct user of the batch, each row's position among them)."""
+        distinct, inverse = torch.unique(users, return_inverse=True)
+        return model.user_vectors(distinct, self.history), inverse
 
     def _mean(self, losses: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
         if self.weight_by_rating:
@@ -70,8 +101,9 @@ class SoftmaxLoss(_RankingLoss):
         min_rating: float | None = None,
         weight_by_rating: bool = False,
         generator: torch.Generator | None = None,
+        n_users: int | None = None,
     ) -> None:
-        super().__init__(n_items, min_rating, weight_by_rating, generator)
+        super().__init__(n_items, min_rating, weight_by_rating, generator, item_counts.device, n_users)
         self.n_negatives = int(n_negatives)
         self.full = self.n_negatives <= 0 or self.n_negatives >= n_items
         if not self.full:
@@ -82,16 +114,15 @@ class SoftmaxLoss(_RankingLoss):
     def __call__(
         self, model: EmbeddingDotRank, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
     ) -> torch.Tensor:
-        user_vectors = model.u_weight(users)
+        vectors, inverse = self._user_vectors(model, users)
         if self.full:
-            losses = F.cross_entropy(model.item_logits(user_vectors).float(), items, reduction="none")
-            return self._mean(losses, ratings)
+            log_probs = F.log_softmax(model.item_logits(vectors).float(), dim=1)
+            return self._mean(-log_probs[inverse, items], ratings)
         negatives = torch.multinomial(self.sampling, self.n_negatives, replacement=True, generator=self.generator)
-        positive = (model(users, items).float() - self.log_expected[items])[:, None]
-        negative = model.item_logits(user_vectors, negatives).float() - self.log_expected[negatives]
+        positive = (model.pair_scores(vectors[inverse], items).float() - self.log_expected[items])[:, None]
+        negative = (model.item_logits(vectors, negatives).float() - self.log_expected[negatives])[inverse]
         negative = negative.masked_fill(negatives[None, :] == items[:, None], float("-inf"))  # accidental hits
-        logits = torch.cat([positive, negative], dim=1)
-        losses = -F.log_softmax(logits, dim=1)[:, 0]
+        losses = -F.log_softmax(torch.cat([positive, negative], dim=1), dim=1)[:, 0]
         return self._mean(losses, ratings)
 
 
@@ -99,10 +130,12 @@ class BprLoss(_RankingLoss):
     """Bayesian personalised ranking: log-sigmoid of (rated item - one uniformly drawn item)."""
 
     def __call__(
-        self, model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
+        self, model: EmbeddingDotRank, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
     ) -> torch.Tensor:
         negatives = torch.randint(0, self.n_items, items.shape, device=items.device, generator=self.generator)
-        margin = (model(users, items) - model(users, negatives)).float()
+        vectors, inverse = self._user_vectors(model, users)
+        vectors = vectors[inverse]
+        margin = (model.pair_scores(vectors, items) - model.pair_scores(vectors, negatives)).float()
         return self._mean(-F.logsigmoid(margin), ratings)
 
 
@@ -115,8 +148,14 @@ def make_loss(
     if config.loss == "softmax":
         counts = torch.as_tensor(train.item_counts(model.n_items), device=device)
         return SoftmaxLoss(
-            model.n_items, config.n_negatives, counts, config.min_rating, config.weight_by_rating, generator
+            model.n_items,
+            config.n_negatives,
+            counts,
+            config.min_rating,
+            config.weight_by_rating,
+            generator,
+            model.n_users,
         )
     if config.loss == "bpr":
-        return BprLoss(model.n_items, config.min_rating, config.weight_by_rating, generator)
+        return BprLoss(model.n_items, config.min_rating, config.weight_by_rating, generator, device, model.n_users)
     raise CfrecError(f"unknown ranking loss '{config.loss}' (use {' or '.join(RANKING_LOSSES)})")

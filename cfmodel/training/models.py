@@ -21,6 +21,7 @@ from torch import nn
 
 from cfmodel.errors import CfrecError
 from cfmodel.training.config import MODEL_TYPES, TrainConfig
+from cfmodel.training.interactions import Interactions
 
 # Scores held at once when a block of users is ranked: 32M float32 = 128 MB, whatever the catalog size.
 PAIRS_PER_BLOCK = 32 * 1024 * 1024
@@ -103,9 +104,22 @@ class CollabModel(nn.Module, ABC):
         """[len(users), n_items]: the predicted rating (rating models) or ranking score of every item."""
         return self.shown_scores(users, self.ranking_scores(users))
 
+    def support(self, rated: torch.Tensor, listed: torch.Tensor) -> torch.Tensor:
+        """[users, h, k]: how much each of a user's rated items (`rated` [users, h]) speaks for each
+        item listed for the user (`listed` [users, k]); here the cosine similarity of their vectors."""
+        ours = nn.functional.normalize(self.i_weight(rated), dim=2)
+        theirs = nn.functional.normalize(self.i_weight(listed), dim=2)
+        return torch.bmm(ours, theirs.transpose(1, 2))
+
     @abstractmethod
     def factor_tables(self) -> dict[str, torch.Tensor]:
         """user_vectors, user_bias, item_vectors, item_bias: the factor tables' rows."""
+
+    encodes_history: ClassVar[bool] = False  # user rows are computed from the items rated, not learned
+
+    def encode_users(self, history: Interactions) -> None:
+        """Write each user's row from the user's ratings in `history` (models whose user vectors are
+        computed from what the user rated); a no-op for models that learn them."""
 
     def predicted_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
         """The rating each user would give each item ([len(users), k] items), None when this model
@@ -275,6 +289,13 @@ class EmbeddingDotRank(CollabModel):
 
     A user bias would not change any user's ranking, so there is none; scores are logits of a
     softmax over the catalog, comparable within a user only.
+
+    With `history_dropout` set (the default for new models), a user's vector is not learned per
+    user but computed from the items the user rated: the sum of their context vectors (`c_weight`)
+    over the square root of their count. Training hides that share of each user's items from the
+    sum at every step, so the model learns to predict the items it cannot see (a denoising
+    auto-encoder, as Mult-DAE). `encode_users` then writes every user's vector into `u_weight`
+    from all of the user's ratings, so every user with a rating has one, whatever the split.
     """
 
     model_type = "rank"
@@ -283,17 +304,37 @@ class EmbeddingDotRank(CollabModel):
     item_tables = ("i_weight", "i_bias")
     bias_tables = ("i_bias",)
 
-    def __init__(self, n_users: int, n_items: int, n_factors: int = 64, rating: dict | None = None) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int = 64,
+        rating: dict | None = None,
+        history_dropout: float | None = None,
+    ) -> None:
         super().__init__()
         self.n_factors = int(n_factors)
         self.u_weight = _embedding(n_users, n_factors)
         self.i_weight = _embedding(n_items, n_factors)
         self.i_bias = _embedding(n_items, 1)
+        self.history_dropout = None if history_dropout is None else float(history_dropout)
+        if self.history_dropout is not None:
+            if not 0.0 <= self.history_dropout < 1.0:
+                raise CfrecError(f"history dropout must be in [0, 1), got {self.history_dropout}")
+            self.c_weight = _embedding(n_items, n_factors)
+            self.item_tables = ("i_weight", "i_bias", "c_weight")
+            self.u_weight.weight.requires_grad_(False)  # computed from the history, never a gradient
         # A rating model trained on the same ratings, for the ratings shown beside the list.
         self.rater = build_model(**rating) if rating else None
 
+    @property
+    def encodes_history(self) -> bool:
+        return self.history_dropout is not None
+
     def hparams(self) -> dict:
         out = {"n_users": self.n_users, "n_items": self.n_items, "n_factors": self.n_factors}
+        if self.encodes_history:
+            out["history_dropout"] = self.history_dropout
         if self.rater is not None:
             out["rating"] = {"model_type": self.rater.model_type, **self.rater.hparams()}
         return out
@@ -302,7 +343,11 @@ class EmbeddingDotRank(CollabModel):
         return None if self.rater is None else self.rater.predicted_ratings(users, items)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return (self.u_weight(users) * self.i_weight(items)).sum(dim=1) + self.i_bias(items).squeeze(1)
+        return self.pair_scores(self.u_weight(users), items)
+
+    def pair_scores(self, user_vectors: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """One score per row: user_vectors[r] against items[r]."""
+        return (user_vectors * self.i_weight(items)).sum(dim=1) + self.i_bias(items).squeeze(1)
 
     def item_logits(self, user_vectors: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of every user vector against `items` (all items when None): [users, items]."""
@@ -310,8 +355,48 @@ class EmbeddingDotRank(CollabModel):
             return torch.addmm(self.i_bias.weight[:, 0], user_vectors, self.i_weight.weight.T)
         return torch.addmm(self.i_bias(items)[:, 0], user_vectors, self.i_weight(items).T)
 
+    def user_vectors(self, users: torch.Tensor, history: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """The vectors of `users`: learned rows, or computed from `history` (indptr, items: every
+        user's rated items, CSR), hiding `history_dropout` of them while training."""
+        if not self.encodes_history:
+            return self.u_weight(users)
+        indptr, items = history
+        starts, lengths = indptr[users], indptr[users + 1] - indptr[users]
+        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths)
+        first = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)
+        positions = first + torch.arange(len(rows), device=users.device)
+        kept = torch.ones(len(rows), device=users.device)
+        if self.training and self.history_dropout:
+            # Scaled as dropout scales, in the count too, so that a whole history and a thinned one
+            # give vectors of the same expected size.
+            kept = (torch.rand(len(rows), device=users.device) >= self.history_dropout) / (1 - self.history_dropout)
+        counts = torch.zeros(len(users), device=users.device).index_add_(0, rows, kept)
+        context = self.c_weight(items[positions]) * kept[:, None]
+        sums = torch.zeros(len(users), self.n_factors, device=users.device, dtype=context.dtype)
+        return sums.index_add_(0, rows, context) / counts.clamp(min=1).sqrt()[:, None]
+
+    @torch.no_grad()
+    def encode_users(self, history: Interactions, chunk: int = 1 << 16) -> None:
+        if not self.encodes_history:
+            return
+        was_training = self.training
+        self.eval()
+        device = self.u_weight.weight.device
+        indptr, items = (torch.as_tensor(a, device=device) for a in history.by_user(self.n_users))
+        for start in range(0, self.n_users, chunk):
+            users = torch.arange(start, min(start + chunk, self.n_users), device=device)
+            self.u_weight.weight[users] = self.user_vectors(users, (indptr, items))
+        self.train(was_training)
+
     def ranking_scores(self, users: torch.Tensor) -> torch.Tensor:
         return self.item_logits(self.u_weight(users))
+
+    def support(self, rated: torch.Tensor, listed: torch.Tensor) -> torch.Tensor:
+        """With a user vector computed from the history, a rated item's exact share of each
+        listed item's score (up to the user's constant 1 / sqrt(count))."""
+        if not self.encodes_history:
+            return super().support(rated, listed)
+        return torch.bmm(self.c_weight(rated), self.i_weight(listed).transpose(1, 2))
 
     def factor_tables(self) -> dict[str, torch.Tensor]:
         return {
@@ -353,4 +438,6 @@ def model_for(config: TrainConfig, n_users: int, n_items: int, y_range: tuple[fl
             use_bn=config.use_bn,
             y_range=y_range,
         )
-    return build_model("rank", n_users=n_users, n_items=n_items, n_factors=config.n_factors)
+    return build_model(
+        "rank", n_users=n_users, n_items=n_items, n_factors=config.n_factors, history_dropout=config.history_dropout
+    )

@@ -154,7 +154,8 @@ def train(
     data = TrainingData.read(wh)
     train_part, valid_part = data.split(config)
     model = data.model_for(config)
-    warm = warm_start(model, data.users, data.items, registry.load(warm_start_from)) if warm_start_from else None
+    previous = registry.load(warm_start_from) if warm_start_from else None
+    warm = warm_start(model, data.users, data.items, previous) if previous else None
     result = fitter(model, train_part, valid_part, config, dev, progress)
     check_finite(model, version)
     valid = holdout_metrics(
@@ -162,18 +163,26 @@ def train(
     )
     if config.model == "rank" and config.rating_model != "none":
         valid["rating_model"] = fit_rater(model, data, train_part, valid_part, config, dev, progress, version)
-    model.cpu().eval()
+    validated, trained_on = model.cpu().eval(), train_part
+    if config.refit and len(valid_part):
+        model = refit(validated, data, config, result, valid, dev, progress, version, previous, fitter)
+        trained_on = data.ratings
+    # Published with every user's whole history, so that a user whose ratings all fell in the
+    # hold-out still gets a vector of its own.
+    model.encode_users(data.ratings)
+    users_known = data.ratings if model.encodes_history else trained_on
     split_sizes = {"ratings": len(data.ratings), "train": len(train_part), "valid": len(valid_part)}
     trained = ModelArtifact(
         version=version,
         model=model,
+        holdout_model=validated if model is not validated else None,
         users=data.users,
         items=data.items,
         config=_artifact_config(model, config, data, split_sizes, dev, run_date, warm),
         metrics=_artifact_metrics(valid, result),
         attachments={"loss_curve.png": plots.loss_curve_png(result.batch_losses, result.history, version)},
-        trained_users=np.bincount(train_part.users, minlength=len(data.users)) > 0,
-        trained_items=np.bincount(train_part.items, minlength=len(data.items)) > 0,
+        trained_users=np.bincount(users_known.users, minlength=len(data.users)) > 0,
+        trained_items=np.bincount(trained_on.items, minlength=len(data.items)) > 0,
     )
     if save:
         with saving():
@@ -183,6 +192,44 @@ def train(
     shown = {k: round(v, 4) for k, v in valid["model"].items() if isinstance(v, float)}
     log.info("trained %s on %s in %.1fs: %s", trained.version, dev, result.seconds, shown)
     return trained
+
+
+def refit(
+    validated: CollabModel,
+    data: TrainingData,
+    config: TrainConfig,
+    result: FitResult,
+    valid: dict,
+    device: torch.device,
+    progress: bool | None,
+    version: str,
+    previous: ModelArtifact | None,
+    fitter: Callable[..., FitResult] = fit,
+) -> CollabModel:
+    """The model fitted afresh on every rating, hold-out included, for the epochs validation chose
+    (and its rating model the same way): what is published. The validated model is kept beside it,
+    as what the gate measures on the hold-out."""
+    full = replace(config, epochs=result.best_epoch or config.epochs)
+    model = data.model_for(full)
+    if previous is not None:
+        warm_start(model, data.users, data.items, previous)
+    log.info("refitting on all %d ratings for %d epochs", len(data.ratings), full.epochs)
+    fitter(model, data.ratings, None, full, device, progress)
+    check_finite(model, version)
+    if "rating_model" in valid:
+        rating = rater_config(config)
+        rating = replace(rating, epochs=valid["rating_model"].get("epochs") or rating.epochs)
+        model.rater = data.model_for(rating)
+        fit(model.rater, data.ratings, None, rating, device, progress)
+        check_finite(model.rater, version)
+    return model.cpu().eval()
+
+
+def rater_config(config: TrainConfig) -> TrainConfig:
+    """The rating model beside a ranking model: its own defaults, the ranking model's split."""
+    return TrainConfig.for_model(
+        config.rating_model, valid_pct=config.valid_pct, split=config.split, seed=config.seed, y_range=config.y_range
+    )
 
 
 def fit_rater(
@@ -196,22 +243,16 @@ def fit_rater(
     version: str,
 ) -> dict[str, float]:
     """Fit `config.rating_model` with its own defaults on the same split, as the ranking model's
-    `rater` (the predicted ratings shown beside its lists); returns its hold-out RMSE and MAE."""
-    rating_config = TrainConfig.for_model(
-        config.rating_model,
-        valid_pct=config.valid_pct,
-        split=config.split,
-        seed=config.seed,
-        patience=config.patience or 0,
-        y_range=config.y_range,
-    )
+    `rater` (the predicted ratings shown beside its lists); returns its hold-out RMSE and MAE and
+    the epochs it kept."""
+    rating_config = rater_config(config)
     rater = data.model_for(rating_config)
-    fit(rater, train_part, valid_part, rating_config, device, progress)
+    fitted = fit(rater, train_part, valid_part, rating_config, device, progress)
     check_finite(rater, version)
     model.rater = rater
     # Only its rating errors matter here: its lists are never published, so rank one user, not all.
     measured = holdout_metrics(rater, train_part, valid_part, len(data.items), device=device, max_users=1)["model"]
-    return {k: v for k, v in measured.items() if k in ("rmse", "mae")}
+    return {k: v for k, v in measured.items() if k in ("rmse", "mae")} | {"epochs": fitted.best_epoch}
 
 
 def check_finite(model: CollabModel, version: str) -> None:

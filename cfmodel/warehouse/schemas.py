@@ -132,7 +132,7 @@ QUALITY = table(
 RECOMMENDATIONS = table(
     "recommendations",
     "user_id string, rank int, item_id string, score float, predicted_rating float, source string, "
-    "model_version string, title string",
+    "model_version string, title string, because_item_id string, because_title string",
     partitioned=True,
 )
 SIMILAR_ITEMS = table(

@@ -54,6 +54,7 @@ CLI_VALUES = {
     "--n-negatives": "64",
     "--min-rating": "3",
     "--rating-model": "none",
+    "--history-dropout": "0.5",
     "--max-rank-users": "500",
     "--device": "cpu",
     "--warm-start": "none",
@@ -63,7 +64,14 @@ CLI_VALUES = {
     "--top-n": "7",
     "--similar-k": "3",
 }
-CLI_FLAGS = ["--no-header", "--no-batch-norm", "--weight-by-rating", "--no-mixed-precision", "--no-tables"]
+CLI_FLAGS = [
+    "--no-header",
+    "--no-batch-norm",
+    "--weight-by-rating",
+    "--no-mixed-precision",
+    "--no-refit",
+    "--no-tables",
+]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +100,7 @@ def test_the_dag_builds_the_same_configs_as_the_command_line(nightly):
     args = build_parser().parse_args(argv)
     from_cli = [options.from_namespace(config, args) for config in STEP_CONFIGS]
     assert from_cli[0].input_path == "/data/in/{ds}" and from_cli[0].header is False
-    assert from_cli[2].layers == (30, 20) and from_cli[2].patience is None and from_cli[2].use_bn is False
+    assert from_cli[2].layers == (30, 20) and from_cli[2].patience == 0 and from_cli[2].use_bn is False
     assert from_cli[2].y_range == (0.0, 10.0)
     assert from_cli[3].warm_start is None and from_cli[1].max_drop_fraction is None
 
@@ -138,9 +146,11 @@ def test_the_dag_builds_the_same_configs_as_the_command_line(nightly):
         "n_negatives": 64,
         "min_rating": 3,
         "rating_model": "none",
+        "history_dropout": 0.5,
         "weight_by_rating": True,
         "max_rank_users": 500,
         "mixed_precision": False,
+        "refit": False,
         "y_range": [0, 10],
         "device": "cpu",
         "warm_start": "none",

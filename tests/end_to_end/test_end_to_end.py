@@ -28,6 +28,8 @@ def assert_recommendations(warehouse, run_date, ml100k, model_version):
         "source",
         "model_version",
         "title",
+        "because_item_id",
+        "because_title",
     ]
     assert set(recs["source"]) == {"model"}  # every MovieLens user is in the model
     assert recs["title"].notna().all()
@@ -41,6 +43,10 @@ def assert_recommendations(warehouse, run_date, ml100k, model_version):
     overlap = recs.merge(rated, on=["user_id", "item_id"])
     assert overlap.empty, f"{len(overlap)} already-rated items recommended"
     assert set(recs["item_id"]) <= set(rated["item_id"])
+    # Each row's reason is one of the user's own ratings, named with its title.
+    reasons = recs.merge(rated, left_on=["user_id", "because_item_id"], right_on=["user_id", "item_id"])
+    assert len(reasons) == len(recs) and recs["because_title"].notna().all()
+    assert recs.groupby("user_id")["because_item_id"].nunique().mean() > 1.5  # not one item for everything
 
     ordered = recs.sort_values(["user_id", "rank"])
     assert (ordered.groupby("user_id")["score"].diff().dropna() <= 0).all()
@@ -137,7 +143,10 @@ def test_cfrec_run_on_movielens_100k(nights, ml100k, capsys, spark):
     assert items.loc["1", "year"] == 1995 and list(items.loc["1", "genres"]) == ["Animation", "Children's", "Comedy"]
 
     config = json.loads((warehouse / "models" / f"rank-{RUN_DATE}" / "config.json").read_text())
-    assert (config["n_users"], config["n_items"], config["n_factors"]) == (N_USERS, N_ITEMS, 64)
+    assert (config["n_users"], config["n_items"], config["n_factors"]) == (N_USERS, N_ITEMS, 128)
+    assert config["hparams"]["history_dropout"] == 0.8
+    # Published: refitted on every rating; the validated model, measured above, beside it.
+    assert (warehouse / "models" / f"rank-{RUN_DATE}" / "holdout_model.pt").exists()
     assert config["hparams"]["rating"]["model_type"] == "dot" and config["hparams"]["rating"]["y_range"] == [0.0, 5.5]
     assert config["train"]["epochs"] == OPTIONS["epochs"]
     metrics = json.loads((warehouse / "models" / f"rank-{RUN_DATE}" / "metrics.json").read_text())

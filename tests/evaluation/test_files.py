@@ -155,9 +155,43 @@ def test_train_options_reach_the_config():
         ]
     )
     config = train_config(args)
-    assert (config.model, config.layers, config.ps, config.epochs, config.patience) == ("nn", (64, 32), 0.1, 3, None)
+    assert (config.model, config.layers, config.ps, config.epochs, config.patience) == ("nn", (64, 32), 0.1, 3, 0)
     assert config.lr == TrainConfig(model="nn").lr and config.valid_pct == 0.0
     with pytest.raises(CfrecError, match="--layers must be comma-separated"):
         train_config(
             build_parser().parse_args(["evaluate", "--source", "s", "--train", "a", "--test", "b", "--layers", "x"])
         )
+
+
+def test_one_file_is_split_by_each_users_latest_ratings_or_a_keyed_random_part(tmp_path, capsys):
+    from cfmodel.evaluation.files import holdout_split
+
+    ratings = planted_choices()
+    train, test = holdout_split(ratings, "user-time", 0.2, seed=1)
+    assert len(train) + len(test) == len(ratings) and not set(train.index) & set(test.index)
+    latest_train = train.groupby("user_id")["timestamp"].max()
+    earliest_test = test.groupby("user_id")["timestamp"].min()
+    assert (earliest_test >= latest_train[earliest_test.index]).all()  # each user's latest are held out
+    assert set(train["user_id"]) == set(ratings["user_id"])  # everyone keeps some to learn from
+    once, twice = holdout_split(ratings, "random", 0.2, seed=1)[1], holdout_split(ratings, "random", 0.2, seed=1)[1]
+    assert once.index.equals(twice.index) and 0.1 < len(once) / len(ratings) < 0.3
+    assert not holdout_split(ratings, "random", 0.2, seed=2)[1].index.equals(once.index)
+
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    lines = [f"{r.user_id[1:]}\t{r.item_id[1:]}\t{int(r.rating)}\t{r.timestamp}" for r in ratings.itertuples()]
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    argv = ["evaluate", "--source", "movielens-100k", "--input", str(folder), "--model", "dot", "--epochs", "1"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["holdout"] == "user-time" and result["test_rows"] == len(test)
+
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "ratings.csv").write_text("user_id,book_id,rating\n1,10,5\n1,11,4\n2,10,3\n")
+    assert main(["evaluate", "--source", "goodbooks", "--input", str(books)]) == 2
+    assert "needs timestamps" in capsys.readouterr().err
+    assert main(["evaluate", "--source", "goodbooks", "--input", str(books), "--train", str(books)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["evaluate", "--source", "goodbooks"]) == 2
+    assert "--input PATH" in capsys.readouterr().err

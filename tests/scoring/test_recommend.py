@@ -9,6 +9,7 @@ from cfmodel.scoring.popularity import Popularity
 from cfmodel.scoring.recommend import ScoringContext, recommend_batch
 from cfmodel.training.config import MODEL_TYPES, TrainConfig
 from cfmodel.training.ids import IdIndex
+from cfmodel.training.interactions import Interactions
 from cfmodel.training.models import model_for
 
 
@@ -69,7 +70,17 @@ def test_known_users_get_model_lists_and_unknown_users_the_popular_list():
     stranger = recs[recs.user_id == "stranger"]
     assert stranger["item_id"].tolist() == ["i5", "i4", "i3"]  # by count, without what they rated
     assert stranger["score"].tolist() == [6.0, 5.0, 4.0] and set(stranger["source"]) == {"popular"}
-    assert list(recs.columns) == ["user_id", "rank", "item_id", "score", "predicted_rating", "source", "title"]
+    assert list(recs.columns) == [
+        "user_id",
+        "rank",
+        "item_id",
+        "score",
+        "predicted_rating",
+        "source",
+        "title",
+        "because_item_id",
+        "because_title",
+    ]
     # A rating model's score is its predicted rating; the popular list predicts none.
     model_rows = recs[recs.source == "model"]
     assert (model_rows["predicted_rating"] == model_rows["score"]).all() and stranger["predicted_rating"].isna().all()
@@ -150,3 +161,65 @@ def test_a_ranking_model_orders_the_list_and_its_rating_model_fills_predicted_ra
     rebuilt = build_model("rank", **ranker.hparams())
     rebuilt.load_state_dict(ranker.state_dict())
     assert rebuilt.rater is not None and rebuilt.rater.model_type == "dot"
+
+
+def test_each_listed_item_names_the_rated_item_that_most_supports_it():
+    """Planted: the user rated i0 and i1; i0's context vector points at i5, i1's at i6, so the
+    ranking model lists i5 and i6 because of i0 and i1 respectively."""
+    model = model_for(TrainConfig.for_model("rank", n_factors=2, history_dropout=0.5), 4, 7, None).eval()
+    with torch.no_grad():
+        model.i_weight.weight.zero_()
+        model.i_bias.weight.zero_()
+        model.c_weight.weight.zero_()
+        model.i_weight.weight[5] = torch.tensor([1.0, 0.0])
+        model.i_weight.weight[6] = torch.tensor([0.0, 1.0])
+        model.c_weight.weight[0] = torch.tensor([3.0, 0.0])
+        model.c_weight.weight[1] = torch.tensor([0.0, 2.0])
+    model.encode_users(Interactions(np.array([0, 0]), np.array([0, 1]), np.ones(2)))
+    recs = score_batch(context(model, n=2), {"u0": [0, 1], "stranger": [0]})
+    u0 = recs[recs.user_id == "u0"]
+    assert u0["item_id"].tolist() == ["i5", "i6"]
+    assert u0["because_item_id"].tolist() == ["i0", "i1"]
+    assert u0["because_title"].tolist() == ["Title i0", "Title i1"]
+    assert recs[recs.user_id == "stranger"]["because_item_id"].isna().all()  # a popular list says no why
+
+
+def test_a_learned_vector_models_reason_is_the_rated_item_most_like_the_listed_one():
+    model = random_model("dot", seed=4)
+    with torch.no_grad():
+        model.i_weight.weight[2] = model.i_weight.weight[6] * 3  # i2 points where i6 does
+    rated = {"u1": [2, 3], "u2": []}
+    recs = score_batch(context(model, n=6), rated)
+    u1 = recs[recs.user_id == "u1"].set_index("item_id")
+    assert u1.loc["i6", "because_item_id"] == "i2"
+    assert set(u1["because_item_id"]) <= {"i2", "i3"}
+    assert recs[recs.user_id == "u2"]["because_item_id"].isna().all()  # nothing rated, no reason
+
+
+@pytest.mark.parametrize("model_type, history_dropout", [("rank", 0.5), ("rank", "none"), ("dot", None)])
+def test_reasons_in_length_groups_match_a_plain_loop_over_each_users_history(model_type, history_dropout, monkeypatch):
+    import cfmodel.scoring.because as because
+
+    torch.manual_seed(1)
+    options = {"history_dropout": history_dropout} if history_dropout is not None else {}
+    model = model_for(TrainConfig.for_model(model_type, n_factors=4, **options), 30, 40, (0.0, 5.5)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 12, size=30)
+    rows = np.repeat(np.arange(30), lengths)
+    cols = np.concatenate([rng.choice(45, size=n, replace=False) for n in lengths])  # some beyond the model
+    items = rng.integers(0, 40, size=(30, 5))
+    items[3, 2:] = -1
+    monkeypatch.setattr(because, "USERS_PER_GROUP", 4)
+    got = because.because_items(model, rows, cols, items)
+    for user in range(30):
+        rated = cols[(rows == user) & (cols < 40)]
+        for k, item in enumerate(items[user]):
+            if item < 0 or len(rated) == 0:
+                assert got[user, k] == -1
+                continue
+            with torch.no_grad():
+                support = model.support(torch.as_tensor(rated)[None], torch.tensor([[item]]))[0, :, 0]
+            assert got[user, k] == rated[int(support.argmax())]

@@ -108,7 +108,7 @@ def test_rank_model_learns_who_rates_what_better_than_popularity(loss, n_negativ
     data = choice_interactions()
     train, valid = split(data, 0.2, seed=0)
     config = TrainConfig.for_model(
-        "rank", n_factors=16, epochs=10, lr=2e-2, bs=256, loss=loss, n_negatives=n_negatives, patience=None
+        "rank", n_factors=16, epochs=10, lr=2e-2, bs=256, loss=loss, n_negatives=n_negatives, patience=0
     )
     model = model_for(config, 300, 120, None)
     result = fit(model, train, valid, config, torch.device("cpu"), progress=False)

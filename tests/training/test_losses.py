@@ -70,3 +70,53 @@ def test_rating_models_get_mean_squared_error():
     assert isinstance(loss, RatingLoss)
     users, items, ratings = torch.tensor([0, 1]), torch.tensor([2, 0]), torch.tensor([1.0, 5.0])
     torch.testing.assert_close(loss(model, users, items, ratings), ((model(users, items) - ratings) ** 2).mean())
+
+
+def test_a_users_rows_share_one_softmax_and_give_each_rows_cross_entropy():
+    model = rank_model()
+    users, items = torch.tensor([3, 0, 3, 3]), torch.tensor([1, 5, 6, 1])
+    loss = SoftmaxLoss(8, n_negatives=0, item_counts=torch.ones(8))
+    expected = F.cross_entropy(model.score_all(users), items)
+    torch.testing.assert_close(loss(model, users, items, torch.ones(4)), expected)
+
+
+def test_an_epoch_keeps_each_users_rows_together_in_a_new_user_order():
+    users = torch.tensor([2, 0, 1, 2, 0, 1, 1, 3])
+    loss = SoftmaxLoss(8, 0, torch.ones(8))
+    orders = [loss.order(users, torch.Generator().manual_seed(seed)) for seed in range(4)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(len(users)))
+        in_order = users[order].tolist()
+        runs = [u for n, u in enumerate(in_order) if n == 0 or in_order[n - 1] != u]
+        assert sorted(runs) == [0, 1, 2, 3]  # each user appears in one run
+    assert len({tuple(users[o].tolist()) for o in orders}) > 1
+
+
+def history_model(n_users=4, n_items=6, dropout=0.5):
+    torch.manual_seed(0)
+    model = EmbeddingDotRank(n_users, n_items, n_factors=3, history_dropout=dropout)
+    with torch.no_grad():
+        model.c_weight.weight.normal_()
+    return model
+
+
+def test_a_history_models_user_vector_is_its_items_context_over_the_root_of_their_count():
+    model = history_model().eval()
+    history = Interactions(np.array([0, 0, 0, 2]), np.array([1, 4, 5, 2]), np.ones(4))
+    model.encode_users(history)
+    context = model.c_weight.weight.detach()
+    torch.testing.assert_close(model.u_weight.weight[0], (context[1] + context[4] + context[5]) / 3**0.5)
+    torch.testing.assert_close(model.u_weight.weight[2], context[2])
+    assert not model.u_weight.weight[[1, 3]].any()  # no rating, no vector
+    assert not model.u_weight.weight.requires_grad and model.c_weight.weight.requires_grad
+
+
+def test_history_dropout_hides_items_only_while_training():
+    model = history_model(n_users=1, n_items=200, dropout=0.8)
+    history = tuple(torch.as_tensor(a) for a in Interactions(np.zeros(200), np.arange(200), np.ones(200)).by_user(1))
+    users = torch.tensor([0])
+    whole = model.eval().user_vectors(users, history)
+    thinned = [model.train().user_vectors(users, history) for _ in range(3)]
+    assert not any(torch.allclose(whole, t) for t in thinned)
+    assert not torch.allclose(thinned[0], thinned[1])
+    torch.testing.assert_close(model.eval().user_vectors(users, history), whole)

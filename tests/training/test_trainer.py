@@ -196,11 +196,38 @@ def test_rows_whose_every_rating_was_held_out_are_recorded_as_untrained(tmp_path
     lonely = held_out_pair("lonely", "i0")  # one rating, held out: never trained
     ratings.loc[len(ratings)] = [lonely, "i0", 5.0, 1]
     wh = write_warehouse(tmp_path / "wh", ratings)
-    trained = train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1), device="cpu")
+    trained = train(wh, "2026-02-01", TrainConfig.for_model("dot", epochs=1, refit=False), device="cpu")
     loaded = ModelRegistry(wh / "models").load(trained.version)
     assert not loaded.trained_users[loaded.users.encode([lonely])[0]]
     assert loaded.trained_users.sum() == 90 and loaded.trained_items.all()
     assert np.array_equal(loaded.trained_users, trained.trained_users)
+    assert loaded.holdout_model is None and loaded.validated_model is loaded.model
+
+
+def test_the_published_model_is_refitted_on_every_rating_and_the_validated_one_kept(tmp_path):
+    ratings = planted_ratings()
+    lonely = held_out_pair("lonely", "i0")  # one rating, held out
+    ratings.loc[len(ratings)] = [lonely, "i0", 5.0, 1]
+    wh = write_warehouse(tmp_path / "wh", ratings)
+    config = TrainConfig.for_model("rank", epochs=3, patience=0)
+    trained = train(wh, "2026-02-01", config, device="cpu")
+    loaded = ModelRegistry(wh / "models").load(trained.version)
+    assert loaded.trained_users.all() and loaded.trained_items.all()
+    assert loaded.holdout_model is not None and loaded.holdout_model.rater is not None
+    published, validated = loaded.model.state_dict(), loaded.holdout_model.state_dict()
+    assert published.keys() == validated.keys()
+    assert not torch.equal(published["i_weight.weight"], validated["i_weight.weight"])
+    assert not torch.equal(published["rater.u_bias.weight"], validated["rater.u_bias.weight"])
+    # The recorded metrics are the validated model's, on the hold-out it never saw.
+    from cfmodel.evaluation.holdout import holdout_metrics
+    from cfmodel.training.trainer import TrainingData
+    from cfmodel.warehouse import Warehouse
+
+    data = TrainingData.read(Warehouse.open(wh))
+    train_part, valid_part = data.split(config)
+    again = holdout_metrics(loaded.validated_model, train_part, valid_part, len(data.items), seed=config.seed)
+    assert again["model"]["ndcg@10"] == pytest.approx(loaded.metrics["valid"]["model"]["ndcg@10"])
+    assert loaded.metrics["valid"]["rating_model"]["epochs"] >= 1
 
 
 def test_a_ranking_model_is_trained_with_a_rating_model_beside_it(tmp_path):
@@ -216,3 +243,27 @@ def test_a_ranking_model_is_trained_with_a_rating_model_beside_it(tmp_path):
 
     alone = train(wh, "2026-02-01", TrainConfig.for_model("rank", epochs=1, rating_model="none"), device="cpu")
     assert alone.model.rater is None and "rating_model" not in alone.metrics["valid"]
+
+
+def test_the_ranking_model_publishes_a_vector_for_every_user_with_a_rating(tmp_path):
+    """A user whose every rating fell in the hold-out gets a vector from those ratings; the metrics
+    are still measured with the hold-out hidden from every user's vector."""
+    ratings = planted_ratings()
+    lonely = held_out_pair("lonely", "i0")
+    ratings.loc[len(ratings)] = [lonely, "i0", 5.0, 1]
+    wh = write_warehouse(tmp_path / "wh", ratings)
+    config = TrainConfig.for_model("rank", epochs=2, rating_model="none", refit=False)
+    trained = train(wh, "2026-02-01", config, device="cpu")
+    loaded = ModelRegistry(wh / "models").load(trained.version)
+    row = loaded.users.encode([lonely])[0]
+    assert loaded.trained_users.all()
+    context = loaded.model.c_weight.weight[loaded.items.encode(["i0"])[0]]
+    torch.testing.assert_close(loaded.model.u_weight.weight[row], context)  # its one item, over sqrt(1)
+
+    learned = train(
+        wh,
+        "2026-02-01",
+        TrainConfig.for_model("rank", epochs=2, rating_model="none", history_dropout="none", refit=False),
+        device="cpu",
+    )
+    assert not learned.trained_users[row] and learned.trained_users.sum() == 90
