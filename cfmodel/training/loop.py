@@ -82,7 +82,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
         {"params": [p for n, p in params if n in bias_names], "weight_decay": config.bias_wd},
     ]
     groups = [g for g in groups if g["params"]]
-    fused = device.type == "cuda"
+    fused = True  # one kernel per parameter group, on the CPU too (several times faster for small tables)
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-5, fused=fused)
 
 
