@@ -14,7 +14,7 @@ from cfmodel.config import GateConfig, QualityConfig, ScoreConfig, TablesConfig,
 
 def cmd_score(args: argparse.Namespace) -> object:
     from cfmodel import pipeline
-    from cfmodel.registry.registry import ModelRegistry
+    from cfmodel.registry.registry import POPULARITY_LISTS, ModelRegistry
     from cfmodel.spark import get_spark
     from cfmodel.warehouse import Warehouse
     from cfmodel.warehouse.schemas import RATINGS
@@ -23,7 +23,8 @@ def cmd_score(args: argparse.Namespace) -> object:
     wh = Warehouse.open(night.warehouse)
     wh.require(RATINGS)  # a missing table or model fails here, before a JVM starts
     registry = ModelRegistry(wh.models)
-    registry.require(args.model_version or registry.require_current())
+    if args.model_version != POPULARITY_LISTS:
+        registry.require(args.model_version or registry.require_current())
     return pipeline.score(get_spark("cfrec-score"), night, config, args.model_version)
 
 
@@ -78,7 +79,7 @@ def add_score(sub: argparse._SubParsersAction) -> None:
     )
     add_night(p)
     options.add_arguments(p, ScoreConfig)
-    _add_model_version(p, "model version to score with")
+    _add_model_version(p, "model version to score with ('popular': the most-popular list for every user)")
     p.set_defaults(func=cmd_score)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from cfmodel.config import GateConfig
 from cfmodel.errors import CfrecError
-from cfmodel.registry.registry import ModelRegistry, split_metrics, version_date
+from cfmodel.registry.registry import POPULARITY_LISTS, ModelRegistry, split_metrics, version_date
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def promote(
 def gate_for_date(warehouse: str | Path, run_date: str, version: str, config: GateConfig) -> GateDecision:
     """Judge `version` against the model kept last as of `run_date`; move CURRENT only when the date
     is not older than the current model's. `score_with` is the candidate when promoted, else the
-    model it was judged against."""
+    model it was judged against, else (a first night's refused candidate) the most-popular lists."""
     from cfmodel.warehouse import Warehouse
 
     registry = ModelRegistry(Warehouse.open(warehouse).models)
@@ -187,7 +187,11 @@ def gate_for_date(warehouse: str | Path, run_date: str, version: str, config: Ga
     decision = promote(registry, version, baseline, config, move_current=newest, warehouse=warehouse)
     decision.score_with = version if decision.promoted else baseline
     if decision.score_with is None:
-        raise CfrecError(f"model {version} failed the gate and there is no earlier model to fall back to")
+        decision.score_with = POPULARITY_LISTS
+        log.warning(
+            "model %s failed the gate and there is no earlier model: tonight's lists are the most-popular list",
+            version,
+        )
     if not newest:
         log.info("run date %s is older than the current model %s: CURRENT left as it is", run_date, current)
     return decision

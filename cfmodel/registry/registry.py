@@ -35,6 +35,9 @@ VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Flat metrics.json keys look like `valid_rmse`; only held-out splits are metrics of quality.
 FLAT_SPLITS = ("valid", "test")
 BASELINE = "popularity"
+# What a night scores with when no model may be used (its first candidate was refused and there is
+# no earlier one): every user gets the most-popular unrated items, marked `source = popular`.
+POPULARITY_LISTS = "popular"
 
 
 def version_name(model_type: str, run_date: str, suffix: str = "", attempt: int = 1) -> str:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from cfmodel.config import TablesConfig
 from cfmodel.registry.artifact import ArtifactConfig, ModelArtifact
-from cfmodel.registry.registry import ModelRegistry
+from cfmodel.registry.registry import POPULARITY_LISTS, ModelRegistry
 from cfmodel.reporting.metrics import publish_metrics
 from cfmodel.scoring.similar import similar_items
 from cfmodel.warehouse import Warehouse, publish, write_arrow
@@ -107,6 +107,16 @@ class TablesReport:
     model_runs: int
 
 
+def _runs_and_metrics(wh: Warehouse, registry: ModelRegistry, run_date: str) -> TablesReport:
+    """A night without a usable model: no factors or neighbours to publish, only what was tried."""
+    model_runs = model_run_rows(registry)
+    publish(wh.table(MODEL_RUNS), write_arrow(model_runs))
+    metrics = publish_metrics(wh.root, run_date).rows
+    report = TablesReport(POPULARITY_LISTS, 0, 0, 0, metrics, model_runs.num_rows)
+    log.info("tables (no model to publish): %s", report)
+    return report
+
+
 def publish_tables(
     spark: SparkSession,
     warehouse: str | Path,
@@ -119,6 +129,8 @@ def publish_tables(
 
     wh = Warehouse.open(warehouse)
     registry = ModelRegistry(wh.models)
+    if model_version == POPULARITY_LISTS:
+        return _runs_and_metrics(wh, registry, run_date)
     model = registry.load(model_version)
     factors = factor_tables(model)
     for name, table in factors.items():

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from cfmodel.errors import CfrecError
 from cfmodel.registry.artifact import ModelArtifact
-from cfmodel.registry.registry import ModelRegistry
+from cfmodel.registry.registry import POPULARITY_LISTS, ModelRegistry
 from cfmodel.scoring.because import because_items
 from cfmodel.scoring.popularity import Popularity
 from cfmodel.scoring.topk import csr_cells, top_k
@@ -51,7 +51,7 @@ class ScoringContext:
     so a catalog index below `model.n_items` is also the model's item index.
     """
 
-    model: CollabModel
+    model: CollabModel | None  # None: the most-popular list for every user
     users: IdIndex
     trained_users: np.ndarray | None  # users with no trained vector get the popular list
     untrained_items: np.ndarray  # never in a model's list
@@ -145,7 +145,7 @@ def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.R
 
     known_batch = batch.filter(pa.array(known))
     known_index = user_index[known]
-    block = users_per_block(model)
+    block = users_per_block(model) if known_batch.num_rows else 1
     for start in range(0, known_batch.num_rows, block):
         part = known_batch.slice(start, block)
         offsets, rated = _csr(part.column("rated"))
@@ -172,9 +172,13 @@ def item_counts(ratings: DataFrame) -> pd.DataFrame:
     return ratings.groupBy("item_id").count().withColumnRenamed("count", "ratings").toPandas()
 
 
-def scoring_context(model: ModelArtifact, counts: pd.DataFrame, titles: Warehouse | None, n: int) -> ScoringContext:
-    """The broadcast for `model` and the catalog of `counts` (item_id, ratings); titles come from
-    the warehouse's items table (null without one)."""
+def scoring_context(
+    model: ModelArtifact | None, counts: pd.DataFrame, titles: Warehouse | None, n: int
+) -> ScoringContext:
+    """The broadcast for `model` (None: popularity alone) and the catalog of `counts` (item_id,
+    ratings); titles come from the warehouse's items table (null without one)."""
+    if model is None:
+        return _popularity_context(counts, titles, n)
     catalog = model.items.extended(counts["item_id"])
     catalog_ids = catalog.ids
     per_item = np.zeros(len(catalog), np.int64)
@@ -192,10 +196,26 @@ def scoring_context(model: ModelArtifact, counts: pd.DataFrame, titles: Warehous
     )
 
 
+def _popularity_context(counts: pd.DataFrame, titles: Warehouse | None, n: int) -> ScoringContext:
+    catalog_ids = IdIndex([]).extended(counts["item_id"]).ids
+    per_item = np.zeros(len(catalog_ids), np.int64)
+    per_item[IdIndex(catalog_ids).encode(counts["item_id"])] = counts["ratings"].to_numpy()
+    return ScoringContext(
+        model=None,
+        users=IdIndex([]),
+        trained_users=None,
+        untrained_items=np.empty(0, np.int64),
+        catalog_ids=catalog_ids,
+        titles=titles.titles(catalog_ids) if titles is not None else np.full(len(catalog_ids), None, dtype=object),
+        popularity=Popularity.from_counts(per_item, catalog_ids),
+        n=n,
+    )
+
+
 def recommend(
     spark: SparkSession,
     ratings: DataFrame,
-    model: ModelArtifact,
+    model: ModelArtifact | None,
     n: int,
     titles: Warehouse | None = None,
 ) -> DataFrame:
@@ -247,18 +267,20 @@ def score(
     top_n_items: int = 10,
     model_version: str | None = None,
 ) -> ScoreReport:
-    """Write recommendations/run_date=RUN_DATE/ with `model_version` (default: the current model)."""
+    """Write recommendations/run_date=RUN_DATE/ with `model_version` (default: the current model;
+    POPULARITY_LISTS: the most-popular unrated items for every user)."""
     wh = Warehouse.open(warehouse)
-    model = ModelRegistry(wh.models).load(model_version)
+    model = None if model_version == POPULARITY_LISTS else ModelRegistry(wh.models).load(model_version)
+    version = model.version if model is not None else POPULARITY_LISTS
     ratings = spark.read.parquet(str(wh.require(RATINGS))).select("user_id", "item_id")
     recs = (
         recommend(spark, ratings, model, top_n_items, wh)
-        .withColumn("model_version", F.lit(model.version))
+        .withColumn("model_version", F.lit(version))
         .select(*RECOMMENDATIONS.column_names)
     )
     target = wh.partition(RECOMMENDATIONS, run_date)
     known_users = ratings.select("user_id").distinct().count()
-    report = ScoreReport(run_date, model.version, top_n_items, path=str(target))
+    report = ScoreReport(run_date, version, top_n_items, path=str(target))
 
     def write(tmp: Path) -> None:
         recs.write.mode("overwrite").parquet(str(tmp))

@@ -159,3 +159,16 @@ def test_the_gate_judges_against_what_is_current_whichever_dag_trained_it(tmp_pa
     retry = save_model(models.root, "dot-2026-01-02.2", {"valid_rmse": 9.9})
     decision = gate_for_date(wh, "2026-01-02", retry, GateConfig())
     assert not decision.promoted and decision.previous == nightly and decision.score_with == nightly
+
+
+def test_a_first_night_whose_lists_lose_to_popularity_publishes_the_popular_lists(tmp_path):
+    from cfmodel.registry.registry import POPULARITY_LISTS
+
+    wh = tmp_path / "wh"
+    models = ModelRegistry(wh / "models")
+    metrics = {"valid": {"model": {"ndcg@10": 0.20}, "popularity": {"ndcg@10": 0.30}}}
+    first = save_model(models.root, "rank-2026-01-01", metrics, model_type="rank")
+    decision = gate_for_date(wh, "2026-01-01", first, GateConfig())
+    assert not decision.promoted and decision.score_with == POPULARITY_LISTS
+    assert "most-popular" in decision.reason
+    assert not (models.root / "CURRENT").exists() and not models.run(first).promoted

@@ -412,3 +412,22 @@ def test_nan_scores_refused_in_a_spark_worker_are_one_line_and_publish_nothing(n
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ValueError: the model produced NaN scores; refusing to rank them" in err, err
     assert not nightly.wh.partition(RECOMMENDATIONS, "2031-01-01").exists()
+
+
+def test_a_night_without_a_usable_model_publishes_everyones_popular_list(nightly, spark, tmp_path):
+    from cfmodel.registry.registry import POPULARITY_LISTS
+
+    wh = Warehouse.open(tmp_path / "wh")
+    publish(wh.table("items"), write_frame(nightly.items))
+    publish(wh.table("ratings"), write_frame(nightly.ratings))
+    report = score(spark, wh.root, D1, TOP_N, model_version=POPULARITY_LISTS)
+    assert report.users == 943 and report.users_by_source == {"model": 0, "popular": 943}
+    recs = recommendations(SimpleNamespace(wh=wh), D1)
+    assert set(recs["model_version"]) == {POPULARITY_LISTS} and set(recs["source"]) == {"popular"}
+    for user in ("1", "405"):
+        mine = recs[recs["user_id"] == user].sort_values("rank")
+        assert mine["item_id"].tolist() == expected_popular(nightly.ratings, user, TOP_N)["item_id"].tolist()
+    assert recs["title"].notna().all() and recs["because_item_id"].isna().all()
+    tables = publish_tables(spark, wh.root, D1, POPULARITY_LISTS)
+    assert (tables.model_version, tables.similar_items, tables.user_factors) == (POPULARITY_LISTS, 0, 0)
+    assert not wh.table("similar_items").exists()
