@@ -245,11 +245,10 @@ def main(argv=None) -> int:
         train = read_ratings_file(args.data / f"{args.split}.base", layout)
         test = read_ratings_file(args.data / f"{args.split}.test", layout)
         described = f"MovieLens 100k {args.split}.base -> {args.split}.test"
-    scale = (float(layout.scale.min), float(layout.scale.max)) if layout.scale.known else None
     rows = []
     for model in args.models.split(","):
         config = TrainConfig.for_model(model, valid_pct=0.0, seed=args.seed)
-        result = evaluate_frames(train, test, config, args.device, scale, progress=False)
+        result = evaluate_frames(train, test, config, args.device, layout.scale.bounds, progress=False)
         rows.append(result)
         print(
             f"# {model}: {json.dumps({k: v for k, v in result.items() if k not in ('config', 'popularity')})}",

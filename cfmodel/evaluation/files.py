@@ -150,8 +150,7 @@ def evaluate_files(
 ) -> dict:
     layout = get_layout(source)
     train, test = read_ratings_file(train_path, layout), read_ratings_file(test_path, layout)
-    scale = (float(layout.scale.min), float(layout.scale.max)) if layout.scale.known else None
-    return evaluate_frames(train, test, config, device, scale, progress)
+    return evaluate_frames(train, test, config, device, layout.scale.bounds, progress)
 
 
 def holdout_split(ratings: pd.DataFrame, holdout: str, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -202,5 +201,4 @@ def evaluate_source(
     layout = get_layout(source)
     ratings = read_ratings_file(ratings_path(source, input_path), layout)
     train, test = holdout_split(ratings, holdout, share, config.seed)
-    scale = (float(layout.scale.min), float(layout.scale.max)) if layout.scale.known else None
-    return {"holdout": holdout, **evaluate_frames(train, test, config, device, scale, progress)}
+    return {"holdout": holdout, **evaluate_frames(train, test, config, device, layout.scale.bounds, progress)}

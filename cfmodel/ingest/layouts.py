@@ -63,6 +63,11 @@ class RatingScale:
     def known(self) -> bool:
         return self.min is not None and self.max is not None
 
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """(min, max) as floats, None when the scale is not known."""
+        return (float(self.min), float(self.max)) if self.known else None
+
 
 # A column is named (header files, Parquet) or addressed by 0-based position (headerless files).
 Column = str | int

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -177,38 +177,29 @@ def scoring_context(
 ) -> ScoringContext:
     """The broadcast for `model` (None: popularity alone) and the catalog of `counts` (item_id,
     ratings); titles come from the warehouse's items table (null without one)."""
-    if model is None:
-        return _popularity_context(counts, titles, n)
-    catalog = model.items.extended(counts["item_id"])
+    catalog = (model.items if model is not None else IdIndex([])).extended(counts["item_id"])
     catalog_ids = catalog.ids
     per_item = np.zeros(len(catalog), np.int64)
     per_item[catalog.encode(counts["item_id"])] = counts["ratings"].to_numpy()
-    return ScoringContext(
-        model=model.model.cpu().eval(),
-        users=model.users,
-        trained_users=model.trained_users,
-        untrained_items=model.untrained_items,
-        catalog_ids=catalog_ids,
-        titles=titles.titles(catalog_ids) if titles is not None else np.full(len(catalog), None, dtype=object),
-        popularity=Popularity.from_counts(per_item, catalog_ids),
-        n=n,
-        scale=tuple(model.config.rating_scale) if model.config.rating_scale else None,
-    )
-
-
-def _popularity_context(counts: pd.DataFrame, titles: Warehouse | None, n: int) -> ScoringContext:
-    catalog_ids = IdIndex([]).extended(counts["item_id"]).ids
-    per_item = np.zeros(len(catalog_ids), np.int64)
-    per_item[IdIndex(catalog_ids).encode(counts["item_id"])] = counts["ratings"].to_numpy()
-    return ScoringContext(
+    popular_only = ScoringContext(
         model=None,
         users=IdIndex([]),
         trained_users=None,
         untrained_items=np.empty(0, np.int64),
         catalog_ids=catalog_ids,
-        titles=titles.titles(catalog_ids) if titles is not None else np.full(len(catalog_ids), None, dtype=object),
+        titles=titles.titles(catalog_ids) if titles is not None else np.full(len(catalog), None, dtype=object),
         popularity=Popularity.from_counts(per_item, catalog_ids),
         n=n,
+    )
+    if model is None:
+        return popular_only
+    return replace(
+        popular_only,
+        model=model.model.cpu().eval(),
+        users=model.users,
+        trained_users=model.trained_users,
+        untrained_items=model.untrained_items,
+        scale=tuple(model.config.rating_scale) if model.config.rating_scale else None,
     )
 
 
