@@ -57,6 +57,7 @@ def writing(
     itself a result to keep (the quality gate's evaluation). `wait`: seconds to wait for another
     writer (default: CFREC_LOCK_WAIT_SECONDS)."""
     from cfmodel.warehouse import Warehouse
+    from cfmodel.warehouse.catalog import sync_attached, table_of
     from cfmodel.warehouse.lock import writer_lock
     from cfmodel.warehouse.transaction import all_or_nothing, roll_back
 
@@ -66,8 +67,11 @@ def writing(
             roll_back(root)  # whatever a killed step left half done (all_or_nothing does it too)
             yield
         else:
-            with all_or_nothing(root, step):
+            with all_or_nothing(root, step) as transaction:
                 yield
+            published = {table_of(root, path) for path in transaction.changed} - {None}
+            if published:
+                sync_attached(root, sorted(published))
 
 
 def input_ready(night_date: str, config: IngestConfig) -> bool:

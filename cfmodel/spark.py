@@ -74,7 +74,8 @@ def _launch_jvm(settings: dict[str, str]) -> None:
     SparkContext._ensure_initialized(gateway=gateway)
 
 
-def get_spark(app_name: str = "cfrec") -> SparkSession:
+def get_spark(app_name: str = "cfrec", conf: dict[str, str] | None = None) -> SparkSession:
+    """The process's SparkSession; `conf` adds settings to a session this call starts (a catalog's)."""
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
@@ -85,6 +86,7 @@ def get_spark(app_name: str = "cfrec") -> SparkSession:
             "spark.master": os.environ.get("CFREC_SPARK_MASTER", "local[*]"),
             "spark.app.name": app_name,
             **LOCAL_DEFAULTS,
+            **(conf or {}),
         }
         _launch_jvm(settings)
         for key, value in settings.items():

@@ -1,9 +1,10 @@
 """The `cfrec` command line: one parser built from each command's own piece.
 
 Commands live in `cfmodel.cli.data` (synth, fetch, ingest, quality), `cfmodel.cli.models` (train,
-evaluate, lr-find, fold-in, interpret) and `cfmodel.cli.publish` (score, tables, sql, run); other
-installed packages add theirs through the `cfrec.commands` entry point (cfrec_airflow adds `demo`
-and `airflow`). Spark and torch are imported only by the commands that use them.
+evaluate, lr-find, fold-in, interpret), `cfmodel.cli.publish` (score, tables, sql, run) and
+`cfmodel.cli.analysts` (catalog, sql-server, report); other installed packages add theirs through
+the `cfrec.commands` entry point (cfrec_airflow adds `demo` and `airflow`).
+Spark and torch are imported only by the commands that use them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from dataclasses import asdict, is_dataclass
 from importlib.metadata import entry_points
 
-from cfmodel.cli import data, models, publish
+from cfmodel.cli import analysts, data, models, publish
 from cfmodel.errors import CfrecError
 
 COMMAND_GROUP = "cfrec.commands"
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, models, publish):
+    for module in (data, models, publish, analysts):
         module.register(sub)
     for extension in entry_points(group=COMMAND_GROUP):
         try:

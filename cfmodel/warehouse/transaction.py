@@ -45,6 +45,7 @@ class Transaction:
         self.count = 0
         self.held = ExitStack()  # readers held off from the first visible change to the end
         self.holding = False
+        self.changed: list[Path] = []  # the folders it swapped in or withdrew
 
     def _hold_off_readers(self) -> None:
         if not self.holding:
@@ -68,6 +69,7 @@ class Transaction:
         self._hold_off_readers()
         (tmp / MARKER).write_text(self.token)
         kept = self._keep_path()
+        self.changed.append(final)
         self._note({"final": str(final), "kept": str(kept), "tmp": str(tmp), "existed": final.exists()})
         swap(tmp, final, kept)
 
@@ -86,6 +88,7 @@ class Transaction:
             return
         self._hold_off_readers()
         kept = self._keep_path()
+        self.changed.append(final)
         self._note({"final": str(final), "kept": str(kept), "withdrawn": True})
         final.rename(kept)
 
