@@ -9,6 +9,7 @@ from pathlib import Path
 from cfmodel.datasets.synth import SynthSpec, generate
 from cfmodel.errors import CfrecError
 from cfmodel.registry.registry import ModelRegistry
+from cfmodel.reporting.report import report_path
 from cfmodel.warehouse import Warehouse
 from cfmodel.warehouse.schemas import INGEST_REPORT, ITEMS, MODELS, RATINGS, RECOMMENDATIONS, REJECTS
 from cfrec_airflow import local as airflow_local
@@ -72,9 +73,12 @@ def run_demo(workdir: str | Path, users: int, items: int, ratings: int, top_n: i
         )
     print(f"DAG run succeeded: {states}\n")
     print(describe_output(warehouse, run_date))
+    report = report_path(warehouse, run_date)
+    print(f"\nreport: {report}")
     return {
         "dag_run": str(dag_run.state),
         "tasks": states,
         "warehouse": str(warehouse),
+        "report": str(report),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -86,9 +86,10 @@ def add_score(sub: argparse._SubParsersAction) -> None:
 def add_tables(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tables",
-        help="write the analytics tables: similar items, factors, metrics, model runs",
+        help="write the analytics tables: similar items, factors, metrics, model runs, run report",
         description="Write similar_items, item_factors and user_factors of the scoring model, "
-        "metrics/run_date=RUN_DATE for the models trained that date, and model_runs.",
+        "metrics/run_date=RUN_DATE for the models trained that date, model_runs, and the night's run "
+        "report reports/run_date=RUN_DATE/index.html when the night has recommendations.",
     )
     add_night(p)
     _add_model_version(p, "model whose factors and neighbours to publish")
@@ -135,7 +136,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         "--no-tables",
         dest="tables",
         action="store_false",
-        help="stop after the recommendations: no similar_items, factors, metrics or model_runs",
+        help="stop after the recommendations: no similar_items, factors, metrics, model_runs or run report",
     )
     p.set_defaults(func=cmd_run)
 

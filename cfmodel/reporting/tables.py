@@ -5,6 +5,8 @@
     user_factors/             user vectors and biases of the scoring model
     metrics/run_date=D/       held-out metrics of every model trained for D (`cfmodel.reporting.metrics`)
     model_runs/               one row per trained model version: type, params, data, device, time, gate
+    reports/run_date=D/       the night's HTML run report, written last as it reads the others
+                              (`cfmodel.reporting.report`)
 
 The first three describe the model scoring uses (models/CURRENT unless told otherwise) and are
 replaced whole; `model_runs` is rebuilt from the registry. Every table is published atomically.
@@ -26,9 +28,10 @@ from cfmodel.config import TablesConfig
 from cfmodel.registry.artifact import ArtifactConfig, ModelArtifact
 from cfmodel.registry.registry import POPULARITY_LISTS, ModelRegistry
 from cfmodel.reporting.metrics import publish_metrics
+from cfmodel.reporting.report import write_report
 from cfmodel.scoring.similar import similar_items
-from cfmodel.warehouse import Warehouse, publish, write_arrow
-from cfmodel.warehouse.schemas import ITEM_FACTORS, MODEL_RUNS, SIMILAR_ITEMS, USER_FACTORS
+from cfmodel.warehouse import Warehouse, is_published, publish, write_arrow
+from cfmodel.warehouse.schemas import ITEM_FACTORS, MODEL_RUNS, RECOMMENDATIONS, SIMILAR_ITEMS, USER_FACTORS
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -105,6 +108,15 @@ class TablesReport:
     similar_items: int
     metrics: int
     model_runs: int
+    report: str | None = None  # the night's run report, where the night has recommendations
+
+
+def night_report(wh: Warehouse, run_date: str) -> str | None:
+    """The run report of a night with recommendations; tables published before scoring get none."""
+    if not is_published(wh.partition(RECOMMENDATIONS, run_date)):
+        log.warning("no recommendations for %s yet: no run report", run_date)
+        return None
+    return str(write_report(wh.root, run_date))
 
 
 def _runs_and_metrics(wh: Warehouse, registry: ModelRegistry, run_date: str) -> TablesReport:
@@ -112,7 +124,7 @@ def _runs_and_metrics(wh: Warehouse, registry: ModelRegistry, run_date: str) -> 
     model_runs = model_run_rows(registry)
     publish(wh.table(MODEL_RUNS), write_arrow(model_runs))
     metrics = publish_metrics(wh.root, run_date).rows
-    report = TablesReport(POPULARITY_LISTS, 0, 0, 0, metrics, model_runs.num_rows)
+    report = TablesReport(POPULARITY_LISTS, 0, 0, 0, metrics, model_runs.num_rows, night_report(wh, run_date))
     log.info("tables (no model to publish): %s", report)
     return report
 
@@ -124,7 +136,8 @@ def publish_tables(
     model_version: str | None = None,
     similar_k: int = TablesConfig.similar_k,
 ) -> TablesReport:
-    """Write similar_items, item_factors, user_factors, metrics/run_date=RUN_DATE and model_runs."""
+    """Write similar_items, item_factors, user_factors, metrics/run_date=RUN_DATE, model_runs and the
+    night's run report."""
     from pyspark.sql import functions as F
 
     wh = Warehouse.open(warehouse)
@@ -150,6 +163,7 @@ def publish_tables(
         similar_items=spark.read.parquet(str(wh.table(SIMILAR_ITEMS))).count(),
         metrics=publish_metrics(wh.root, run_date).rows,
         model_runs=model_runs.num_rows,
+        report=night_report(wh, run_date),
     )
     log.info("tables: %s", report)
     return report

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from cfmodel.errors import CfrecError
 from cfmodel.warehouse import schemas
-from cfmodel.warehouse.schemas import MODELS, RUN_DATE, Table
+from cfmodel.warehouse.schemas import MODELS, REPORTS, RUN_DATE, Table
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -93,6 +93,13 @@ class Metastore:
             # would name files that are gone.
             "spark.sql.hive.filesourcePartitionFileCacheSize": "0",
         }
+        if self.kind == "postgresql":
+            # DataNucleus adds a foreign key to a table another of its connections holds row locks
+            # on while it creates the schema lazily, and waits for itself forever on PostgreSQL.
+            del conf["spark.hadoop.datanucleus.schema.autoCreateAll"]
+            conf["spark.hadoop.datanucleus.schema.autoCreateTables"] = "true"
+            conf["spark.hadoop.datanucleus.schema.autoCreateColumns"] = "true"
+            conf["spark.hadoop.datanucleus.schema.autoCreateConstraints"] = "false"
         for key, name in (
             ("ConnectionUserName", "CFREC_METASTORE_USER"),
             ("ConnectionPassword", "CFREC_METASTORE_PASSWORD"),
@@ -235,7 +242,7 @@ def sync(spark: SparkSession, root: Path, database: str = DATABASE, only: list[s
 def table_of(root: Path, folder: Path) -> str | None:
     """The catalog name of the table a published folder belongs to (None: not a table's)."""
     parts = folder.relative_to(root).parts
-    if not parts or parts[0] == MODELS:
+    if not parts or parts[0] in (MODELS, REPORTS):
         return None
     path = "/".join(parts[: next((i for i, p in enumerate(parts) if p.startswith(f"{RUN_DATE}=")), len(parts))])
     short = path.rsplit("/", 1)[-1]

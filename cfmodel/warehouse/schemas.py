@@ -158,3 +158,4 @@ MOST_RECOMMENDED = table(
     "analytics/most_recommended", "item_id string, title string, users bigint, mean_rank double", partitioned=True
 )
 MODELS = "models"  # not a table: the model registry's folder
+REPORTS = "reports"  # not a table: each night's HTML run report (`cfmodel.reporting.report`)

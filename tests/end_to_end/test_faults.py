@@ -104,7 +104,7 @@ def test_every_step_of_a_night_is_all_or_nothing(spark, tmp_path, monkeypatch):
     assert registry.current() == "dot-2026-05-02" and registry.run("dot-2026-05-02").promoted
     assert every_boundary(monkeypatch, wh, lambda: pipeline.score(spark, second, ScoreConfig(top_n=5))) == 1
     tables = every_boundary(monkeypatch, wh, lambda: pipeline.publish_tables(spark, second, TablesConfig(similar_k=3)))
-    assert tables == 5  # user and item factors, similar items, model runs, metrics
+    assert tables == 6  # user and item factors, similar items, model runs, metrics, run report
 
 
 def test_a_failed_reingest_keeps_the_good_run_of_that_date(spark, tmp_path, monkeypatch):
