@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: setup demo lint test airflow stop clean check-java
+.PHONY: setup demo lint test airflow stop sql-server sql-server-stop clean check-java
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,13 @@ airflow: setup check-java
 
 stop:
 	$(BIN)/cfrec airflow stop --home .airflow
+
+# The demo warehouse as database cfrec through a JDBC/ODBC endpoint on 127.0.0.1:10000 (README: For analysts).
+sql-server: setup check-java
+	$(BIN)/cfrec sql-server start --warehouse demo/warehouse
+
+sql-server-stop:
+	$(BIN)/cfrec sql-server stop --warehouse demo/warehouse
 
 clean:
 	rm -rf demo .pytest_cache build *.egg-info

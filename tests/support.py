@@ -158,6 +158,13 @@ def choice_interactions(n_users=300, n_items=120, per_user=30, seed=0) -> Intera
     return Interactions(users, items, rng.integers(1, 6, len(users)).astype(float))
 
 
+# -- the end-to-end night on MovieLens 100k (tests/end_to_end/conftest.py) --------------------------------------
+
+NIGHT_DATE = "2026-11-21"
+# Options away from their defaults, given to `cfrec run` and to the DAG alike.
+NIGHT_OPTIONS = {"epochs": 4, "similar_k": 5, "gate_tolerance": 0.02}
+
+
 # -- a Spark standalone cluster (one master, one worker) on 127.0.0.1 --------------------------------------------
 
 

@@ -1,10 +1,10 @@
 """The whole nightly path on real MovieLens 100k: `cfrec run` in-process, and the DAG via dag.test()."""
 
 import json
-from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
+from support import NIGHT_DATE, NIGHT_OPTIONS
 
 from cfmodel.cli import main
 from cfrec_airflow import local as airflow_local
@@ -60,9 +60,7 @@ def assert_recommendations(warehouse, run_date, ml100k, model_version):
     return recs
 
 
-RUN_DATE = "2026-11-21"
-# Options away from their defaults, given to `cfrec run` and to the DAG alike.
-OPTIONS = {"epochs": 4, "similar_k": 5, "gate_tolerance": 0.02}
+RUN_DATE, OPTIONS = NIGHT_DATE, NIGHT_OPTIONS
 # Columns that record when and how long, not what.
 VOLATILE = {"ingest_report": ["seconds"], "model_runs": ["created_at", "train_seconds"]}
 COMPARED = (
@@ -93,29 +91,6 @@ def frozen(value):
 def table(warehouse, name):
     frame = pd.read_parquet(warehouse / name).drop(columns=VOLATILE.get(name, [])).map(frozen)
     return frame.sort_values(list(frame.columns)).reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def nights(ml100k, airflow_db, tmp_path_factory, spark):
-    """ML-100k through `cfrec run` in-process and through the nightly DAG, into two warehouses."""
-    root = tmp_path_factory.mktemp("nights")
-    argv = [
-        "run",
-        "--source",
-        "movielens-100k",
-        "--input",
-        str(ml100k),
-        "--warehouse",
-        str(root / "cli"),
-        "--run-date",
-        RUN_DATE,
-    ]
-    for name, value in OPTIONS.items():
-        argv += ["--" + name.replace("_", "-"), str(value)]
-    assert main(argv) == 0
-    conf = {"source": "movielens-100k", "input_path": str(ml100k), "warehouse": str(root / "dag"), **OPTIONS}
-    dag_run = airflow_local.run_dag("cfrec_nightly", datetime(2026, 11, 21, tzinfo=UTC), conf)
-    return root / "cli", root / "dag", dag_run
 
 
 def test_cfrec_run_on_movielens_100k(nights, ml100k, capsys, spark):
