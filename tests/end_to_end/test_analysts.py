@@ -32,6 +32,8 @@ def copy_warehouse(source: Path, target: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def endpoint(nights, tmp_path_factory):
+    if not Path(sql_server.DERBY_NETWORK_JAR).is_file():
+        pytest.skip("Derby's network server is not installed (apt-get install libderby-java libderbyclient-java)")
     warehouse = copy_warehouse(nights[1], tmp_path_factory.mktemp("analysts") / "warehouse")
     started = sql_server.start(warehouse, port=free_port(), metastore_port=free_port())
     assert started.running and started.derby_pid and started.thrift_pid
@@ -196,8 +198,8 @@ def test_catalog_sync_rebuilds_the_catalog_after_a_restore_and_a_schema_change(e
 def postgres():
     """A PostgreSQL 15 server on 127.0.0.1 in a temporary folder (as user postgres when run as root)."""
     bin_dir = Path("/usr/lib/postgresql/15/bin")
-    if not (bin_dir / "initdb").exists():
-        pytest.skip("PostgreSQL 15 is not installed (/usr/lib/postgresql/15/bin)")
+    if not (bin_dir / "initdb").exists() or not Path(catalog.DRIVERS["postgresql"][1]).is_file():
+        pytest.skip("PostgreSQL 15 or its JDBC driver is not installed (postgresql-15, libpostgresql-jdbc-java)")
     # Not under pytest's folder: that one is private to this user, and the server may run as another.
     root = Path(tempfile.mkdtemp(prefix="cfrec-postgres-"))
     as_user = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
