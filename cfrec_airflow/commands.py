@@ -21,10 +21,10 @@ def cmd_airflow(args: argparse.Namespace) -> dict:
     from cfrec_airflow import server
 
     if args.action == "start":
-        info = server.start(args.home, port=args.port, data_dir=args.data_dir)
+        info = server.start(args.home, port=args.port, database=args.database, data_dir=args.data_dir)
         print(
-            f"Airflow is up at {info['url']} (user {info['user']}, password {info['password']}); "
-            f"log: {info['log']}. Stop it with 'make stop'."
+            f"Airflow is up at {info['url']} (local: every user is an admin); logs in {info['logs']}. "
+            "Stop it with 'make stop'."
         )
         return info
     return server.stop(args.home)
@@ -57,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "airflow",
         help="start or stop a local Airflow server with the cfrec DAGs",
-        description="Start 'airflow standalone' on 127.0.0.1 in the background (SQLite, local "
-        "Spark) with cfrec's DAGs, or stop it and every process it started.",
+        description="Start Airflow's scheduler, dag-processor, triggerer and api-server on 127.0.0.1 in "
+        "the background (LocalExecutor, local Spark) with cfrec's DAGs, over SQLite or --database, or "
+        "stop every process it started.",
     )
     p.add_argument("action", choices=["start", "stop"], help="start or stop the server")
     p.add_argument("--home", default=".airflow", metavar="DIR", help="AIRFLOW_HOME for the server (default ./.airflow)")
@@ -69,5 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="default input/warehouse root for DAG runs, unless CFREC_INPUT_PATH/CFREC_WAREHOUSE are set "
         "(default ./demo)",
+    )
+    p.add_argument(
+        "--database",
+        default=None,
+        metavar="URL",
+        help="metadata database, e.g. postgresql+psycopg2://airflow@127.0.0.1:5432/airflow (default: SQLite in --home)",
     )
     p.set_defaults(func=cmd_airflow)

@@ -1,13 +1,17 @@
-"""`cfrec airflow start|stop`: a local `airflow standalone` bound to 127.0.0.1 with cfrec's DAGs.
+"""`cfrec airflow start|stop`: Airflow as users run it, with cfrec's DAGs: scheduler, dag-processor,
+triggerer and api-server as separate processes with the LocalExecutor, bound to 127.0.0.1, over
+SQLite (the zero-setup default) or a PostgreSQL metadata database.
 
-It runs in its own process group so that stopping it stops the scheduler, dag-processor,
-triggerer and api-server it spawned, not only the parent.
+`start` migrates the database, creates cfrec's pools, starts each component in its own process
+group (recorded in `<home>/services.json`) and waits for the API's health check; `stop` ends them by
+PID. `token` gets a bearer token for the REST API from the simple auth manager.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,22 +23,52 @@ from cfmodel.errors import CfrecError
 from cfrec_airflow import local as airflow_local
 from cfrec_airflow.settings import pools, settings
 
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 DEFAULT_PORT = 8280
+STATE = "services.json"
 
 
-def server_environment(home: Path, port: int, data_dir: Path) -> dict[str, str]:
-    return {
+def environment(
+    home: Path, port: int, database: str | None = None, data_dir: str | Path | None = None
+) -> dict[str, str]:
+    """The environment every component shares: one home, one database, one JWT secret."""
+    home = Path(home)
+    secret_file = home / "jwt_secret"
+    if not secret_file.is_file():
+        home.mkdir(parents=True, exist_ok=True)
+        secret_file.write_text(secrets.token_urlsafe(32))
+        secret_file.chmod(0o600)
+    env = {
         **os.environ,
         **airflow_local.local_environment(home),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         # Airflow sizes its worker pools for big machines; 32 processes would swamp 2 cores.
         "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__SECRET_KEY": secret_file.read_text(),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret_file.read_text(),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "CFREC_INPUT_PATH": os.environ.get("CFREC_INPUT_PATH", str(data_dir / "input")),
-        "CFREC_WAREHOUSE": os.environ.get("CFREC_WAREHOUSE", str(data_dir / "warehouse")),
     }
+    if database:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = database
+    if data_dir is not None:
+        env["CFREC_INPUT_PATH"] = os.environ.get("CFREC_INPUT_PATH", str(Path(data_dir) / "input"))
+        env["CFREC_WAREHOUSE"] = os.environ.get("CFREC_WAREHOUSE", str(Path(data_dir) / "warehouse"))
+    return env
+
+
+def _airflow(*args: str, env: dict[str, str], timeout: float = 300) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        raise CfrecError(f"airflow {' '.join(args)} failed: {lines[-1] if lines else done.returncode}")
 
 
 def healthy(port: int) -> bool:
@@ -45,87 +79,95 @@ def healthy(port: int) -> bool:
         return False
 
 
-def running_pid(home: Path) -> int | None:
-    pid_file = home / "standalone.pid"
-    if not pid_file.is_file():
-        return None
-    pid = int(pid_file.read_text().split()[0])
+def running(home: Path) -> bool:
+    path = Path(home).resolve() / STATE
+    return path.is_file() and any(_alive(pid) for pid in json.loads(path.read_text())["pids"].values())
+
+
+def start(
+    home: str | Path,
+    port: int = DEFAULT_PORT,
+    database: str | None = None,
+    data_dir: str | Path | None = None,
+    timeout: float = 180,
+) -> dict:
+    """Start the four components; returns the URL, their PIDs and the log folder."""
+    home = Path(home).resolve()
+    if running(home):
+        raise CfrecError(f"an Airflow from {home} is already running; stop it with 'cfrec airflow stop'")
+    env = environment(home, port, database, data_dir)
+    _airflow("db", "migrate", env=env)
+    for name, slots, description in pools(settings()):
+        _airflow("pools", "set", name, str(slots), description, env=env)
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pids = {}
+    for component in COMPONENTS:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), component],
+            env=env,
+            stdout=(logs / f"{component}.log").open("w"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        pids[component] = process.pid
+    state = {"url": f"http://127.0.0.1:{port}", "pids": pids, "logs": str(logs), "home": str(home)}
+    (home / STATE).write_text(json.dumps(state) + "\n")
+    deadline = time.monotonic() + timeout
+    while not healthy(port):
+        dead = [c for c, pid in pids.items() if not _alive(pid)]
+        if dead or time.monotonic() > deadline:
+            stop(home)
+            raise CfrecError(f"Airflow did not start ({', '.join(dead) or 'timeout'}); see {logs}")
+        time.sleep(1)
+    return state
+
+
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        pid_file.unlink()
-        return None
-    return pid
-
-
-def start(home: str | Path, port: int = DEFAULT_PORT, data_dir: str | Path = "demo", timeout: float = 180) -> dict:
-    home, data_dir = Path(home).resolve(), Path(data_dir).resolve()
-    if running_pid(home):
-        raise CfrecError(f"an Airflow server from {home} is already running; stop it with 'cfrec airflow stop'")
-    home.mkdir(parents=True, exist_ok=True)
-    log = home / "standalone.log"
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "airflow"), "standalone"],
-        env=server_environment(home, port, data_dir),
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    (home / "standalone.pid").write_text(f"{process.pid} {port}\n")
-    deadline = time.monotonic() + timeout
-    while not healthy(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(home)
-            raise CfrecError(f"Airflow did not become healthy on port {port}; see {log}")
-        time.sleep(1)
-    for name, slots, description in pools(settings()):
-        subprocess.run(
-            [str(Path(sys.executable).parent / "airflow"), "pools", "set", name, str(slots), description],
-            env=server_environment(home, port, data_dir),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    passwords = home / "simple_auth_manager_passwords.json.generated"
-    credentials = json.loads(passwords.read_text()) if passwords.is_file() else {}
-    user, password = next(iter(credentials.items()), ("admin", "(see the log)"))
-    return {
-        "url": f"http://127.0.0.1:{port}",
-        "user": user,
-        "password": password,
-        "pid": process.pid,
-        "home": str(home),
-        "log": str(log),
-    }
-
-
-def stop(home: str | Path, timeout: float = 60) -> dict:
-    home = Path(home).resolve()
-    pid = running_pid(home)
-    if pid is None:
-        return {"stopped": False, "reason": f"no Airflow server from {home} is running"}
-    group = os.getpgid(pid)
-    # SIGINT lets standalone shut its children down; then make sure nothing of the group is left.
-    for sig, grace in ((signal.SIGINT, timeout * 0.6), (signal.SIGTERM, timeout * 0.3), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(group, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and group_alive(group):
-            time.sleep(0.5)
-        if not group_alive(group):
-            break
-    (home / "standalone.pid").unlink(missing_ok=True)
-    return {"stopped": True, "pid": pid, "left_running": group_alive(group)}
-
-
-def group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
         return False
-    # Zombies of the group still answer signal 0: count only processes that are not defunct.
-    result = subprocess.run(["ps", "-o", "stat=", "-g", str(group)], capture_output=True, text=True)
-    return any(not stat.startswith("Z") for stat in result.stdout.split())
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def stop(home: Path, grace: float = 30) -> dict:
+    """SIGTERM each component's process group, SIGKILL what is left after `grace` seconds."""
+    path = Path(home).resolve() / STATE
+    if not path.is_file():
+        return {"stopped": [], "reason": f"no Airflow from {Path(home).resolve()} is running"}
+    pids = json.loads(path.read_text())["pids"]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        for pid in pids.values():
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
+            time.sleep(0.5)
+        if not any(_alive(pid) for pid in pids.values()):
+            break
+    path.unlink()
+    return {"stopped": sorted(pids), "pids": pids, "left_running": [c for c, pid in pids.items() if _alive(pid)]}
+
+
+def token(url: str) -> str:
+    """A bearer token for the REST API (the simple auth manager, every user an admin)."""
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/auth/token", method="GET"), timeout=10) as reply:
+        return json.load(reply)["access_token"]
+
+
+def api(url: str, bearer: str, method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{url}/api/v2{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.load(reply)

@@ -165,6 +165,47 @@ NIGHT_DATE = "2026-11-21"
 NIGHT_OPTIONS = {"epochs": 4, "similar_k": 5, "gate_tolerance": 0.02}
 
 
+# -- a PostgreSQL server --------------------------------------------------------------------------------------------
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@contextmanager
+def postgres_server(*databases: str):
+    """PostgreSQL 15 on 127.0.0.1 in a temporary folder (run as user postgres when the tests run as
+    root), with `databases` created and user `cfrec` trusted; yields (port, psql(sql, database))."""
+    import shutil
+    import tempfile
+
+    if not (POSTGRES_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL 15 is not installed ({POSTGRES_BIN}; Debian's postgresql-15)")
+    # Not under pytest's folder: that one is private to this user, and the server may run as another.
+    root = Path(tempfile.mkdtemp(prefix="cfrec-postgres-"))
+    as_user = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+    if as_user:
+        shutil.chown(root, "postgres")
+    port, data = free_port(), root / "data"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
+
+    def psql(sql: str, database: str = databases[0] if databases else "postgres") -> str:
+        return run(
+            "psql", "-h", "127.0.0.1", "-p", str(port), "-U", "cfrec", "-At", "-c", sql, database
+        ).stdout.decode()
+
+    run(str(POSTGRES_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "cfrec", "--no-sync")
+    options = f"-h 127.0.0.1 -p {port} -k {root} -F"
+    run(str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+    try:
+        for database in databases:
+            run(str(POSTGRES_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "cfrec", database)
+        yield port, psql
+    finally:
+        run(str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # -- a Spark standalone cluster (one master, one worker) on 127.0.0.1 --------------------------------------------
 
 

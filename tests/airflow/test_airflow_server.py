@@ -28,9 +28,7 @@ def test_local_server_serves_the_dags_and_stops_every_process(tmp_path):
     try:
         assert info["url"] == f"http://127.0.0.1:{port}"
         assert api(info["url"], "/api/v2/monitor/health")["metadatabase"]["status"] == "healthy"
-        token = api(info["url"], "/auth/token", body={"username": info["user"], "password": info["password"]})[
-            "access_token"
-        ]
+        token = airflow_server.token(info["url"])
         deadline, dag_ids = time.monotonic() + 90, []
         while "cfrec_nightly" not in dag_ids and time.monotonic() < deadline:
             dag_ids = [d["dag_id"] for d in api(info["url"], "/api/v2/dags", token)["dags"]]
@@ -40,10 +38,11 @@ def test_local_server_serves_the_dags_and_stops_every_process(tmp_path):
             airflow_server.start(home, port=port)
     finally:
         result = airflow_server.stop(home)
-    assert result["stopped"] and not result["left_running"]
+    assert sorted(result["stopped"]) == sorted(airflow_server.COMPONENTS) and not result["left_running"]
     assert not airflow_server.healthy(port)
-    # Nothing of the server's process group is left but unreaped zombies of this test process.
+    # Nothing of the components' process groups is left but unreaped zombies of this test process.
     ps = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True).stdout.splitlines()
-    survivors = [line for line in ps if line.split()[0] == str(result["pid"]) and not line.split()[1].startswith("Z")]
+    groups = {str(pid) for pid in result["pids"].values()}
+    survivors = [line for line in ps if line.split()[0] in groups and not line.split()[1].startswith("Z")]
     assert survivors == []
-    assert airflow_server.stop(home)["stopped"] is False
+    assert airflow_server.stop(home)["stopped"] == []

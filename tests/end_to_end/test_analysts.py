@@ -7,13 +7,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from support import NIGHT_DATE, REPO, free_port
+from support import NIGHT_DATE, REPO, free_port, postgres_server
 
 from cfmodel.cli import main
 from cfmodel.warehouse import catalog, sql_server
@@ -196,30 +195,10 @@ def test_catalog_sync_rebuilds_the_catalog_after_a_restore_and_a_schema_change(e
 
 @pytest.fixture(scope="module")
 def postgres():
-    """A PostgreSQL 15 server on 127.0.0.1 in a temporary folder (as user postgres when run as root)."""
-    bin_dir = Path("/usr/lib/postgresql/15/bin")
-    if not (bin_dir / "initdb").exists() or not Path(catalog.DRIVERS["postgresql"][1]).is_file():
-        pytest.skip("PostgreSQL 15 or its JDBC driver is not installed (postgresql-15, libpostgresql-jdbc-java)")
-    # Not under pytest's folder: that one is private to this user, and the server may run as another.
-    root = Path(tempfile.mkdtemp(prefix="cfrec-postgres-"))
-    as_user = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
-    if as_user:
-        shutil.chown(root, "postgres")
-    port = free_port()
-    data = root / "data"
-    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)  # noqa: E731
-    run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "cfrec", "--no-sync")
-    options = f"-h 127.0.0.1 -p {port} -k {root} -F"
-    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
-    try:
-        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "cfrec", "metastore")
-        yield (
-            port,
-            lambda sql: run("psql", "-h", "127.0.0.1", "-p", str(port), "-U", "cfrec", "-At", "-c", sql, "metastore"),
-        )
-    finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+    if not Path(catalog.DRIVERS["postgresql"][1]).is_file():
+        pytest.skip("PostgreSQL's JDBC driver is not installed (apt-get install libpostgresql-jdbc-java)")
+    with postgres_server("metastore") as server:
+        yield server
 
 
 def test_a_postgresql_metastore_serves_the_same_tables(nights, postgres, tmp_path, monkeypatch, capsys):
@@ -229,12 +208,12 @@ def test_a_postgresql_metastore_serves_the_same_tables(nights, postgres, tmp_pat
     url = f"jdbc:postgresql://127.0.0.1:{port}/metastore"
     assert main(["catalog", "sync", "--warehouse", str(warehouse), "--metastore", url]) == 0
     assert "recommendations" in capsys.readouterr().out
-    tables = set(psql('SELECT "TBL_NAME" FROM "TBLS"').stdout.decode().split())
+    tables = set(psql('SELECT "TBL_NAME" FROM "TBLS"').split())
     assert {"recommendations", "ratings", "model_runs", "metrics"} <= tables
     registered = psql(
         'SELECT "PART_NAME" FROM "PARTITIONS" p JOIN "TBLS" t USING ("TBL_ID") WHERE "TBL_NAME" = \'recommendations\''
     )
-    assert registered.stdout.decode().split() == [f"run_date={NIGHT_DATE}"]
+    assert registered.split() == [f"run_date={NIGHT_DATE}"]
 
     started = sql_server.start(warehouse, port=free_port())
     try:
