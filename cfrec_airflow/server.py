@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from cfmodel.errors import CfrecError
+from cfmodel.processes import alive, end_groups
 from cfrec_airflow import local as airflow_local
 from cfrec_airflow.settings import pools, settings
 
@@ -81,7 +81,7 @@ def healthy(port: int) -> bool:
 
 def running(home: Path) -> bool:
     path = Path(home).resolve() / STATE
-    return path.is_file() and any(_alive(pid) for pid in json.loads(path.read_text())["pids"].values())
+    return path.is_file() and any(alive(pid) for pid in json.loads(path.read_text())["pids"].values())
 
 
 def start(
@@ -116,23 +116,12 @@ def start(
     (home / STATE).write_text(json.dumps(state) + "\n")
     deadline = time.monotonic() + timeout
     while not healthy(port):
-        dead = [c for c, pid in pids.items() if not _alive(pid)]
+        dead = [c for c, pid in pids.items() if not alive(pid)]
         if dead or time.monotonic() > deadline:
             stop(home)
             raise CfrecError(f"Airflow did not start ({', '.join(dead) or 'timeout'}); see {logs}")
         time.sleep(1)
     return state
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
 
 
 def stop(home: Path, grace: float = 30) -> dict:
@@ -141,19 +130,9 @@ def stop(home: Path, grace: float = 30) -> dict:
     if not path.is_file():
         return {"stopped": [], "reason": f"no Airflow from {Path(home).resolve()} is running"}
     pids = json.loads(path.read_text())["pids"]
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
-        for pid in pids.values():
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
-            time.sleep(0.5)
-        if not any(_alive(pid) for pid in pids.values()):
-            break
+    end_groups(pids.values(), grace)
     path.unlink()
-    return {"stopped": sorted(pids), "pids": pids, "left_running": [c for c, pid in pids.items() if _alive(pid)]}
+    return {"stopped": sorted(pids), "pids": pids, "left_running": [c for c, pid in pids.items() if alive(pid)]}
 
 
 def token(url: str) -> str:

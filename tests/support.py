@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from cfmodel.training.interactions import Interactions
+from cfmodel.warehouse.sql_server import spark_home
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -213,12 +214,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def spark_home() -> Path:
-    import pyspark
-
-    return Path(pyspark.__file__).resolve().parent
 
 
 def start(cls: str, args: list[str], log: Path) -> subprocess.Popen:

@@ -44,16 +44,6 @@ def _hidden(path: Path) -> bool:
     return path.name.startswith((".", "_"))
 
 
-def partitions(wh: Warehouse, table: Table | str) -> dict[str, Path]:
-    """run_date -> folder of each partition readers can see, oldest first."""
-    folder = wh.table(table)
-    found = {}
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if path.is_dir() and path.name.startswith(f"{RUN_DATE}=") and any(_parquet_files(path)):
-            found[path.name.split("=", 1)[1]] = path
-    return found
-
-
 def _parquet_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not _hidden(p))
 
@@ -65,7 +55,7 @@ def _read(files: list[Path], columns: list[str] | None = None) -> pd.DataFrame |
 
 
 def _read_nights(wh: Warehouse, table: Table | str, nights: list[str]) -> pd.DataFrame | None:
-    found = partitions(wh, table)
+    found = wh.partitions(table)
     frames = [_read(_parquet_files(found[n])).assign(**{RUN_DATE: n}) for n in nights if n in found]
     return pd.concat(frames, ignore_index=True) if frames else None
 
@@ -92,7 +82,7 @@ class ReportData:
 
 def night_to_report(wh: Warehouse, run_date: str | None) -> str:
     """The night asked for, or the latest with complete recommendations; CfrecError if it has none."""
-    published = [night for night, path in partitions(wh, RECOMMENDATIONS).items() if is_published(path)]
+    published = [night for night, path in wh.partitions(RECOMMENDATIONS).items() if is_published(path)]
     if run_date is None:
         if not published:
             raise CfrecError(f"no recommendations in warehouse {wh.root}; run 'cfrec score' first")
@@ -126,7 +116,7 @@ def gather(wh: Warehouse, run_date: str) -> ReportData:
     samples = choose_samples(recommendations)
     popularity, sample_ratings = _from_ratings(wh.table_files(RATINGS), samples)
     model_runs = _read(wh.table_files(MODEL_RUNS))
-    nights = [n for n in partitions(wh, METRICS) if n <= run_date][-METRIC_NIGHTS:]
+    nights = [n for n in wh.partitions(METRICS) if n <= run_date][-METRIC_NIGHTS:]
     metrics = _read_nights(wh, METRICS, nights)
     ingest = _read_nights(wh, INGEST_REPORT, [run_date])
     return ReportData(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from cfmodel.errors import CfrecError
 from cfmodel.warehouse import schemas
 from cfmodel.warehouse.schemas import MODELS, REPORTS, RUN_DATE, Table
+from cfmodel.warehouse.store import Warehouse
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -143,20 +144,10 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def published_partitions(root: Path, table: Table) -> dict[str, Path]:
-    """run_date -> folder of every partition readers can see (complete, not hidden, with files)."""
-    path = Path(root) / table.name
-    found = {}
-    for folder in sorted(path.glob(f"{RUN_DATE}=*")) if path.is_dir() else []:
-        if folder.is_dir() and any(folder.glob("*.parquet")):
-            found[folder.name.split("=", 1)[1]] = folder
-    return found
-
-
 def _present(root: Path, table: Table) -> bool:
     path = Path(root) / table.name
     if table.partitioned:
-        return bool(published_partitions(root, table))
+        return bool(Warehouse(Path(root)).partitions(table))
     return path.is_dir() and any(path.glob("*.parquet"))
 
 
@@ -199,7 +190,7 @@ def _sync_table(spark: SparkSession, root: Path, database: str, short: str, tabl
         _create(spark, name, table, location)
     report.tables.append(short)
     if table.partitioned:
-        on_disk = published_partitions(root, table)
+        on_disk = Warehouse(Path(root)).partitions(table)
         listed = {row[0].split("=", 1)[1] for row in spark.sql(f"SHOW PARTITIONS {name}").collect()}
         for date in sorted(set(on_disk) - listed):
             spark.sql(
@@ -215,8 +206,6 @@ def _sync_table(spark: SparkSession, root: Path, database: str, short: str, tabl
 def _discovered(spark: SparkSession, root: Path, only: list[str] | None = None) -> dict[str, Table]:
     """Tables on disk that no schema declares (a source's extra files, e.g. MovieLens users), with the
     columns their Parquet files have."""
-    from cfmodel.warehouse import Warehouse
-
     found = {}
     for name, partitioned in Warehouse(root).tables().items():
         if name in TABLES or not name.isidentifier() or (only is not None and name not in only):
@@ -263,15 +252,14 @@ def catalog_session(root: Path, metastore: Metastore) -> SparkSession:
 def reachable(metastore: Metastore) -> bool:
     """Whether the metastore's database server accepts connections (a quick socket probe)."""
     import re
-    import socket
+
+    from cfmodel.processes import listening
 
     where = re.match(r"jdbc:\w+://([^/:;?]+)(?::(\d+))?", metastore.url)
     if where is None:
         return True  # not a network URL: let the driver say what is wrong
     port = int(where[2] or (1527 if metastore.kind == "derby" else 5432))
-    with socket.socket() as probe:
-        probe.settimeout(3.0)
-        return probe.connect_ex((where[1], port)) == 0
+    return listening(where[1], port, timeout=3.0)
 
 
 def sync_attached(root: Path, tables: list[str] | None = None) -> SyncReport | None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cfmodel.errors import CfrecError
+from cfmodel.processes import alive, end_groups, listening
 from cfmodel.warehouse.catalog import STATE_DIR, Metastore, attach, attached
 
 THRIFT_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
@@ -46,27 +45,6 @@ def _state(root: Path) -> Path:
     return state
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (ended, not yet reaped by a parent in this process) is not running
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
-
-
-def _listening(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex((host, port)) == 0
-
-
 def _pid(state: Path, name: str) -> int | None:
     path = state / f"{name}.pid"
     return int(path.read_text()) if path.is_file() else None
@@ -83,28 +61,12 @@ def _launch(state: Path, name: str, command: list[str], env: dict[str, str] | No
 
 def _wait_for_port(process: subprocess.Popen, host: str, port: int, what: str, log: Path) -> None:
     deadline = time.monotonic() + START_SECONDS
-    while not _listening(host, port):
+    while not listening(host, port):
         if process.poll() is not None or time.monotonic() > deadline:
-            _end(process.pid)
+            end_groups([process.pid], STOP_SECONDS)
             tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-3:]
             raise CfrecError(f"{what} did not start on {host}:{port} (see {log}): {' | '.join(tail)[-400:]}")
         time.sleep(0.5)
-
-
-def _end(pid: int | None) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after STOP_SECONDS."""
-    if not _alive(pid):
-        return
-    for sig, wait in ((signal.SIGTERM, STOP_SECONDS), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not _alive(pid):
-            return
 
 
 def derby_url(port: int) -> str:
@@ -117,9 +79,9 @@ def _start_derby(state: Path, port: int) -> None:
         raise CfrecError(
             f"Derby's network server is not at {jar}: install Debian's libderby-java (or set CFREC_DERBY_NETWORK_JAR)"
         )
-    if _alive(_pid(state, "derby")) and _listening(LOCAL_HOST, port):
+    if alive(_pid(state, "derby")) and listening(LOCAL_HOST, port):
         return
-    if _listening(LOCAL_HOST, port):
+    if listening(LOCAL_HOST, port):
         raise CfrecError(f"port {port} is taken by another process: pick a free one with --metastore-port")
     home = state / "derby"
     home.mkdir(exist_ok=True)
@@ -162,13 +124,13 @@ def status(root: Path) -> EndpointStatus:
     state = Path(root) / STATE_DIR
     saved = json.loads((state / "server.json").read_text()) if (state / "server.json").is_file() else {}
     thrift, derby = _pid(state, "thrift"), _pid(state, "derby")
-    running = _alive(thrift) and bool(saved) and _listening(saved["host"], saved["port"])
+    running = alive(thrift) and bool(saved) and listening(saved["host"], saved["port"])
     metastore = attached(root)
     return EndpointStatus(
         running,
         saved.get("jdbc_url") if running else None,
-        thrift if _alive(thrift) else None,
-        derby if _alive(derby) else None,
+        thrift if alive(thrift) else None,
+        derby if alive(derby) else None,
         metastore.url if metastore else None,
         str(state / "thrift.log"),
     )
@@ -189,7 +151,7 @@ def start(root: Path, host: str = LOCAL_HOST, port: int = 10000, metastore_port:
         if metastore is None:
             metastore = Metastore(derby_url(metastore_port))
             attach(root, metastore)
-    if _listening(host, port):
+    if listening(host, port):
         raise CfrecError(f"port {port} on {host} is taken by another process: pick a free one with --port")
     sync_now(root)
     env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": host, "PYSPARK_PYTHON": sys.executable}
@@ -204,8 +166,8 @@ def stop(root: Path) -> dict:
     """End the endpoint and the Derby server this warehouse started; the catalog stays on disk."""
     state = Path(root) / STATE_DIR
     before = asdict(status(root))
-    for name in ("thrift", "derby"):
-        _end(_pid(state, name))
+    for name in ("thrift", "derby"):  # the endpoint first: it holds connections to the metastore
+        end_groups([_pid(state, name)], STOP_SECONDS)
         (state / f"{name}.pid").unlink(missing_ok=True)
     (state / "server.json").unlink(missing_ok=True)
     return {"stopped": [n for n in ("thrift_pid", "derby_pid") if before[n]], "was": before}

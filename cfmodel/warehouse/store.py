@@ -71,6 +71,15 @@ class Warehouse:
                 found[folder.name] = False
         return found
 
+    def partitions(self, table: Table | str) -> dict[str, Path]:
+        """run_date -> folder of each partition readers can see (visible Parquet files in it), oldest first."""
+        folder = self.table(table)
+        found = {}
+        for path in sorted(folder.glob(f"{RUN_DATE}=*")) if folder.is_dir() else []:
+            if path.is_dir() and any(not f.name.startswith((".", "_")) for f in path.glob("*.parquet")):
+                found[path.name.split("=", 1)[1]] = path
+        return found
+
     def table_files(self, table: Table | str) -> list[Path]:
         """The Parquet files readers should see for a table: none under hidden folders (writes in
         progress, versions being swapped out) and no hidden files."""

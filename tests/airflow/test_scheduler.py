@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from support import free_port, postgres_server
 
+from cfmodel import processes
 from cfrec_airflow import server as services
 
 pytestmark = pytest.mark.slow
@@ -56,7 +57,7 @@ def airflow(tmp_path_factory):
         finally:
             stopped = services.stop(home)
     assert stopped["left_running"] == []
-    assert not any(services._alive(pid) for pid in state["pids"].values())
+    assert not any(processes.alive(pid) for pid in state["pids"].values())
 
 
 def api(airflow, method, path, body=None):

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from support import NIGHT_DATE, REPO, free_port, postgres_server
 
+from cfmodel import processes
 from cfmodel.cli import main
 from cfmodel.warehouse import catalog, sql_server
 from cfmodel.warehouse.sql import query as duckdb_query
@@ -38,7 +39,7 @@ def endpoint(nights, tmp_path_factory):
     assert started.running and started.derby_pid and started.thrift_pid
     yield warehouse, started
     sql_server.stop(warehouse)
-    assert not sql_server._alive(started.thrift_pid) and not sql_server._alive(started.derby_pid)
+    assert not processes.alive(started.thrift_pid) and not processes.alive(started.derby_pid)
 
 
 def pyhive(started, sql: str) -> pd.DataFrame:
@@ -222,4 +223,4 @@ def test_a_postgresql_metastore_serves_the_same_tables(nights, postgres, tmp_pat
         assert counts.iloc[0].tolist() == [9430, 943]
     finally:
         sql_server.stop(warehouse)
-    assert not sql_server._alive(started.thrift_pid)
+    assert not processes.alive(started.thrift_pid)

@@ -6,8 +6,8 @@ import pytest
 
 from cfmodel.cli import main
 from cfmodel.errors import CfrecError
-from cfmodel.warehouse import catalog
-from cfmodel.warehouse.catalog import Metastore, attach, attached, published_partitions, table_of
+from cfmodel.warehouse import Warehouse, catalog
+from cfmodel.warehouse.catalog import Metastore, attach, attached, table_of
 from cfmodel.warehouse.schemas import MOST_RECOMMENDED, RECOMMENDATIONS
 
 
@@ -59,7 +59,7 @@ def test_only_complete_visible_partitions_are_registered(tmp_path):
         (table / name).mkdir(parents=True)
         for file in files:
             (table / name / file).write_bytes(b"")
-    assert sorted(published_partitions(tmp_path, RECOMMENDATIONS)) == ["2026-11-01", "2026-11-02"]
+    assert sorted(Warehouse(tmp_path).partitions(RECOMMENDATIONS)) == ["2026-11-01", "2026-11-02"]
 
 
 def test_published_folders_map_to_catalog_tables(tmp_path):
