@@ -10,7 +10,7 @@
 | CFREC_WRITER_POOL | one-slot pool every warehouse-writing task of every cfrec DAG runs in | cfrec_warehouse |
 | CFREC_RETRIES / CFREC_RETRY_DELAY_SECONDS | retries per task and first delay | 2 / 120 |
 | CFREC_INPUT_TIMEOUT_HOURS | how long the sensor waits for a night's files | 12 |
-| CFREC_NIGHTLY_SCHEDULE / CFREC_WEEKLY_SCHEDULE | schedules | @daily / 0 6 * * 0 |
+| CFREC_NIGHTLY_SCHEDULE / CFREC_WEEKLY_SCHEDULE | schedules (`none`: triggered runs only) | @daily / 0 6 * * 0 |
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ class Settings:
     retries: int
     retry_delay_seconds: float
     input_timeout_hours: float
-    nightly_schedule: str
-    weekly_schedule: str
+    nightly_schedule: str | None
+    weekly_schedule: str | None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -72,9 +72,13 @@ class Settings:
             retries=int(env("CFREC_RETRIES", "2")),
             retry_delay_seconds=float(env("CFREC_RETRY_DELAY_SECONDS", "120")),
             input_timeout_hours=float(env("CFREC_INPUT_TIMEOUT_HOURS", "12")),
-            nightly_schedule=env("CFREC_NIGHTLY_SCHEDULE", "@daily"),
-            weekly_schedule=env("CFREC_WEEKLY_SCHEDULE", "0 6 * * 0"),
+            nightly_schedule=_schedule(env("CFREC_NIGHTLY_SCHEDULE", "@daily")),
+            weekly_schedule=_schedule(env("CFREC_WEEKLY_SCHEDULE", "0 6 * * 0")),
         )
+
+
+def _schedule(value: str) -> str | None:
+    return None if value.strip().lower() in ("", "none") else value
 
 
 def settings() -> Settings:

@@ -27,6 +27,7 @@ from cfrec_airflow.settings import settings
 # Downstream DAGs schedule on this; each event's extra names the warehouse, run date and counts.
 RECOMMENDATIONS = Asset(name="cfrec_recommendations", uri=f"file://{settings().warehouse}/{RECOMMENDATIONS_TABLE.name}")
 GATE_TASK = "gate"
+SPARK_CONN_ID = "spark_default"
 MODEL_STEPS = (TrainConfig, TrainRun, GateConfig, ScoreConfig, TablesConfig)
 
 
@@ -54,6 +55,11 @@ def params(*configs: type, **defaults: Any) -> dict[str, Param]:
             type="integer",
             minimum=1,
             description="spark.sql.shuffle.partitions of the Spark jobs",
+        ),
+        "spark_conn_id": Param(
+            SPARK_CONN_ID,
+            type="string",
+            description="Airflow connection of the Spark the jobs are submitted to (e.g. a cluster for a big backfill)",
         ),
     }
     for config in configs:
@@ -90,7 +96,7 @@ class PipelineJob(SparkSubmitOperator):
         conf = {**SESSION_CONF, "spark.sql.shuffle.partitions": "{{ params.shuffle_partitions }}"}
         super().__init__(
             task_id=task_id,
-            conn_id="spark_default",
+            conn_id=SPARK_CONN_ID,
             application=str(settings().jobs_dir / f"{job}.py"),
             name=f"cfrec-{task_id}-{{{{ ds }}}}",
             conf=conf,
@@ -116,6 +122,7 @@ class PipelineJob(SparkSubmitOperator):
 
     def execute(self, context: dict) -> None:
         self.application_args = self.job_arguments(context)
+        self._conn_id = context["params"].get("spark_conn_id") or SPARK_CONN_ID
         return super().execute(context)
 
 

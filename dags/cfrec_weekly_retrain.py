@@ -19,7 +19,7 @@ from cfrec_airflow.tasks import MODEL_STEPS, default_args, model_steps, params
     max_active_runs=1,
     default_args=default_args(),
     tags=["cfrec"],
-    params=params(*MODEL_STEPS, warm_start=None, n_factors=100, epochs=20, version_suffix="-full"),
+    params=params(*MODEL_STEPS, warm_start="none", n_factors=100, epochs=20, version_suffix="-full"),
 )
 def cfrec_weekly_retrain():
     model_steps()

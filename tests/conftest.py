@@ -2,11 +2,26 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
-from support import REPO, real_data_dir
+from support import (
+    NIGHT_OPTIONS,
+    NIGHTS,
+    REPO,
+    LiveAirflow,
+    free_port,
+    postgres_server,
+    real_data_dir,
+    split_nights,
+    standalone_cluster,
+    wait_for,
+)
 
 from cfrec_airflow import local as airflow_local
 
@@ -40,3 +55,111 @@ def airflow_db():
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+# -- services shared by the end-to-end tests: one PostgreSQL, one Airflow, one Spark cluster --------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL 15 for the session: Airflow's metadata database and a Hive metastore's."""
+    with postgres_server("airflow", "metastore") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def airflow(postgres, tmp_path_factory) -> LiveAirflow:
+    """Airflow's scheduler, dag-processor, triggerer and api-server as separate processes with the
+    LocalExecutor over PostgreSQL, with the nightly and consumer DAGs unpaused; every process is
+    stopped by PID at the end. Armed in their environment only: a crash of the first night's
+    score after writing and before publishing, once, and a one-second first retry delay."""
+    from cfrec_airflow import server as services
+
+    home = tmp_path_factory.mktemp("airflow")
+    marker = home / "crashed-once"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CFREC_INJECT_FAULT", f"recommendations/run_date={NIGHTS[0]}:{marker}")
+        env.setenv("CFREC_RETRY_DELAY_SECONDS", "1")
+        env.setenv("CFREC_WEEKLY_SCHEDULE", "none")  # the weekly retrain runs when a test triggers it
+        env.setenv("PYSPARK_PYTHON", sys.executable)  # executors of a cluster run this interpreter
+        state = services.start(home, free_port(), f"postgresql+psycopg2://cfrec@127.0.0.1:{postgres[0]}/airflow")
+    try:
+        live = LiveAirflow(state, marker)
+        with pytest.raises(Exception, match="already running"):
+            services.start(home)
+        for dag_id in ("cfrec_nightly", "cfrec_recommendations_consumer", "cfrec_weekly_retrain"):
+            wait_for(lambda d=dag_id: d in {x["dag_id"] for x in live.api("GET", "/dags")["dags"]}, 120, "parsing")
+            live.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+        # Unpausing schedules the latest night, whose files will never come: end it, as an operator would.
+        scheduled = wait_for(
+            lambda: [r for r in live.runs("cfrec_nightly") if r["run_type"] == "scheduled"], 120, "the scheduled run"
+        )
+        for run in scheduled:
+            live.api("PATCH", f"/dags/cfrec_nightly/dagRuns/{quote(run['dag_run_id'])}", {"state": "failed"})
+        yield live
+    finally:
+        stopped = services.stop(home)
+    assert stopped["left_running"] == [], stopped
+    # Nothing of the components' process groups is left but unreaped zombies of this process.
+    ps = subprocess.run(["ps", "-eo", "pgid=,stat="], capture_output=True, text=True).stdout.split("\n")
+    groups = {str(pid) for pid in stopped["pids"].values()}
+    assert [line for line in ps if line.split()[:1] and line.split()[0] in groups and "Z" not in line] == []
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory):
+    """A Spark standalone master and worker on 127.0.0.1, stopped by PID at the end."""
+    with standalone_cluster(tmp_path_factory.mktemp("spark-standalone")) as info:
+        yield info
+    for pid in info["pids"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@dataclass
+class Nights:
+    """MovieLens 100k as three nights (NIGHTS), each run by `cfrec run` into `cli` and by a backfill
+    of the nightly DAG under the scheduler into `dag`, with the same options."""
+
+    inputs: Path
+    cli: Path
+    dag: Path
+    backfill: dict
+    runs: list[dict]  # the backfill's DAG runs, in date order
+
+
+@pytest.fixture(scope="session")
+def nights(ml100k, airflow, spark, tmp_path_factory) -> Nights:
+    from cfmodel.cli import main
+
+    root = tmp_path_factory.mktemp("nights")
+    inputs = split_nights(ml100k, root / "input")
+    conf = {"input_path": f"{inputs}/{{ds}}", "warehouse": str(root / "dag"), **NIGHT_OPTIONS}
+    backfill = airflow.api(
+        "POST",
+        "/backfills",
+        {
+            "dag_id": "cfrec_nightly",
+            "from_date": f"{NIGHTS[0]}T00:00:00Z",
+            "to_date": f"{NIGHTS[-1]}T00:00:00Z",
+            "dag_run_conf": conf,
+            "max_active_runs": 1,
+            "reprocess_behavior": "completed",
+        },
+    )
+    # The same nights in-process while the scheduler works through the backfill.
+    for date in NIGHTS:
+        argv = ["run", "--source", "movielens-100k", "--input", str(inputs / date)]
+        argv += ["--warehouse", str(root / "cli"), "--run-date", date]
+        for name, value in NIGHT_OPTIONS.items():
+            argv += ["--" + name.replace("_", "-"), str(value)]
+        assert main(argv) == 0
+
+    def backfilled():
+        runs = [r for r in airflow.runs("cfrec_nightly") if r["run_type"] == "backfill"]
+        done = len(runs) == len(NIGHTS) and all(r["state"] in ("success", "failed") for r in runs)
+        return sorted(runs, key=lambda r: r["logical_date"]) if done else None
+
+    runs = wait_for(backfilled, what="the backfill")
+    wait_for(lambda: airflow.api("GET", f"/backfills/{backfill['id']}")["completed_at"], 120, "the backfill's end")
+    return Nights(inputs, root / "cli", root / "dag", backfill, runs)

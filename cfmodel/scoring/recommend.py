@@ -203,6 +203,44 @@ def scoring_context(
     )
 
 
+def scoring_input(
+    spark: SparkSession,
+    ratings: DataFrame,
+    model: ModelArtifact | None,
+    n: int,
+    titles: Warehouse | None = None,
+) -> tuple[ScoringContext, DataFrame]:
+    """What `recommend` scores: the broadcast context and each user's rated items as catalog
+    indices (user_id, rated)."""
+    if n < 1:
+        raise CfrecError(f"top-N must be at least 1, got {n}")
+    ratings = ratings.select("user_id", "item_id")
+    ctx = scoring_context(model, item_counts(ratings), titles, n)
+    catalog = spark.createDataFrame(
+        pd.DataFrame(
+            {"item_id": ctx.catalog_ids.astype(str), "item_index": np.arange(len(ctx.catalog_ids), dtype=np.int32)}
+        )
+    )
+    rated = (
+        ratings.join(F.broadcast(catalog), "item_id")
+        .groupBy("user_id")
+        .agg(F.collect_list("item_index").alias("rated"))
+    )
+    return ctx, rated
+
+
+def score_rated(spark: SparkSession, ctx: ScoringContext, rated: DataFrame) -> DataFrame:
+    """(user_id, rated) -> recommendation rows, scored where the rows are."""
+    payload = spark.sparkContext.broadcast(ctx)
+
+    def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        context = payload.value
+        for batch in batches:
+            yield from recommend_batch(context, batch)
+
+    return rated.mapInArrow(score_partition, SCORED.ddl)
+
+
 def recommend(
     spark: SparkSession,
     ratings: DataFrame,
@@ -214,28 +252,7 @@ def recommend(
 
     `titles`: the warehouse whose items table names the items; without it the title column is null.
     """
-    if n < 1:
-        raise CfrecError(f"top-N must be at least 1, got {n}")
-    ratings = ratings.select("user_id", "item_id")
-    ctx = scoring_context(model, item_counts(ratings), titles, n)
-    payload = spark.sparkContext.broadcast(ctx)
-    catalog = spark.createDataFrame(
-        pd.DataFrame(
-            {"item_id": ctx.catalog_ids.astype(str), "item_index": np.arange(len(ctx.catalog_ids), dtype=np.int32)}
-        )
-    )
-    rated = (
-        ratings.join(F.broadcast(catalog), "item_id")
-        .groupBy("user_id")
-        .agg(F.collect_list("item_index").alias("rated"))
-    )
-
-    def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        context = payload.value
-        for batch in batches:
-            yield from recommend_batch(context, batch)
-
-    return rated.mapInArrow(score_partition, SCORED.ddl)
+    return score_rated(spark, *scoring_input(spark, ratings, model, n, titles))
 
 
 @dataclass
@@ -248,6 +265,7 @@ class ScoreReport:
     users_by_source: dict[str, int] | None = None
     users_without_vector: int = 0  # users the model has no vector for: they got the popularity list
     users_with_fewer_than_n: int = 0  # users who rated nearly the whole catalog
+    users_with_nothing_left: int = 0  # users who rated every item there is to recommend: no rows
     path: str = ""
 
 
@@ -264,11 +282,9 @@ def score(
     model = None if model_version == POPULARITY_LISTS else ModelRegistry(wh.models).load(model_version)
     version = model.version if model is not None else POPULARITY_LISTS
     ratings = spark.read.parquet(str(wh.require(RATINGS))).select("user_id", "item_id")
-    recs = (
-        recommend(spark, ratings, model, top_n_items, wh)
-        .withColumn("model_version", F.lit(version))
-        .select(*RECOMMENDATIONS.column_names)
-    )
+    ctx, rated = scoring_input(spark, ratings, model, top_n_items, wh)
+    recs = score_rated(spark, ctx, rated).withColumn("model_version", F.lit(version))
+    recs = recs.select(*RECOMMENDATIONS.column_names)
     target = wh.partition(RECOMMENDATIONS, run_date)
     known_users = ratings.select("user_id").distinct().count()
     report = ScoreReport(run_date, version, top_n_items, path=str(target))
@@ -279,18 +295,39 @@ def score(
         # Named file by file: Spark skips a hidden folder given as the path.
         files = sorted(str(f) for f in tmp.glob("*.parquet"))
         written = spark.read.schema(recs.schema).parquet(*files) if files else spark.createDataFrame([], recs.schema)
-        for name, value in check_recommendations(written, known_users, top_n_items).items():
+        for name, value in check_recommendations(written, top_n_items).items():
             setattr(report, name, value)
+        if report.users != known_users:
+            report.users_with_nothing_left = users_with_nothing_left(ctx, rated, written, known_users - report.users)
 
     publish(target, write)
     if report.users_without_vector:
         log.warning("%d users have no model vector and got the popularity list", report.users_without_vector)
+    if report.users_with_nothing_left:
+        log.warning("%d users rated every item there is to recommend: no list", report.users_with_nothing_left)
     log.info("score: %s", report)
     return report
 
 
-def check_recommendations(recs: DataFrame, known_users: int, n: int) -> dict[str, object]:
-    """Counts of a written partition by source; raises if a user of the ratings table is missing."""
+# More users without a list than this is not a few enthusiasts who rated everything.
+MAX_USERS_CHECKED = 10_000
+
+
+def users_with_nothing_left(ctx: ScoringContext, rated: DataFrame, written: DataFrame, missing: int) -> int:
+    """The users of the ratings table without a row in `written` (`missing` of them): each must have
+    nothing left to recommend, which scoring them again here confirms; otherwise scoring lost them."""
+    if 0 < missing <= MAX_USERS_CHECKED:
+        listless = rated.join(written.select("user_id").distinct(), "user_id", "left_anti").toArrow()
+        rescored = [rows for part in listless.to_batches() for rows in recommend_batch(ctx, part)]
+        lost = len({user for rows in rescored for user in rows.column("user_id").to_pylist()})
+        if listless.num_rows == missing and not lost:
+            return missing
+        missing = lost or missing
+    raise CfrecError(f"scoring lost users: {missing} users of the ratings table have no recommendations")
+
+
+def check_recommendations(recs: DataFrame, n: int) -> dict[str, object]:
+    """Counts of a written partition by source."""
     per_user = recs.groupBy("user_id", "source").agg(F.count("*").alias("n"))
     by_source = {
         row["source"]: row
@@ -303,8 +340,6 @@ def check_recommendations(recs: DataFrame, known_users: int, n: int) -> dict[str
         .collect()
     }
     users = sum(r["users"] for r in by_source.values())
-    if users != known_users:
-        raise CfrecError(f"scoring lost users: {known_users} in the ratings table, {users} with recommendations")
     return {
         "rows": sum(r["rows"] for r in by_source.values()),
         "users": users,

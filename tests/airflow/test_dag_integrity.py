@@ -5,6 +5,9 @@ from datetime import timedelta
 import pytest
 from support import REPO
 
+from cfmodel import options
+from cfmodel.config import TrainRun
+
 DAGS_FOLDER = REPO / "dags"
 
 NIGHTLY_ORDER = [
@@ -60,7 +63,9 @@ def test_nightly_dag_shape(dagbag):
 
 def test_weekly_retrain_is_a_cold_start(dagbag):
     dag = dagbag.dags["cfrec_weekly_retrain"]
-    assert dag.params["warm_start"] is None and dag.params["version_suffix"] == "-full"
+    # As its tasks read the params: null would mean the default, a warm start from the nightly model.
+    run = options.from_mapping(TrainRun, {key: dag.params[key] for key in dag.params})
+    assert run.warm_start is None and run.version_suffix == "-full"
     assert {"train", "gate", "score", "publish"} <= set(dag.task_ids)
 
 

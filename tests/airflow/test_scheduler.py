@@ -1,155 +1,144 @@
-"""cfrec's DAGs under a real Airflow: scheduler, dag-processor, triggerer and api-server as separate
-processes with the LocalExecutor over PostgreSQL, driven through the REST API as users drive it.
+"""cfrec's DAGs under a real Airflow (tests/conftest.py: scheduler, dag-processor, triggerer and
+api-server as separate processes with the LocalExecutor over PostgreSQL), driven through the REST API
+as users drive it.
 
-MovieLens 100k split by time into two nights. A backfill of both dates is created with Airflow's
-backfill API; the first night's score job crashes once after writing its output and before
-publishing it, and the scheduler's retry must succeed with nothing partial left. Each published
-night's Asset event must trigger the consumer DAG, whose output is checked; every process is
-stopped by PID at the end.
+The `nights` fixture backfills three MovieLens 100k nights with Airflow's backfill API while
+`cfrec run` runs the same nights in-process; the first night's score job crashes once after writing
+its output and before publishing it. Here: the scheduler's retry and what the runs left, the
+consumer DAG triggered by each night's Asset event, and a triggered night on a Spark cluster
+overlapping the weekly retrain on one warehouse.
+
+Run alone with: pytest -m scheduler
 """
 
+import json
 import shutil
-import time
-from datetime import UTC, datetime, timedelta
+import urllib.request
 
 import pandas as pd
 import pytest
-from support import free_port, postgres_server
+from support import NIGHT_OPTIONS, NIGHTS, wait_for
 
-from cfmodel import processes
-from cfrec_airflow import server as services
+from cfrec_airflow.settings import settings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scheduler]
 
-DATES = ["2026-11-01", "2026-11-02"]
-RUN_TIMEOUT = 900
+LATER = "2026-11-22"
 
 
-@pytest.fixture(scope="module")
-def nightly_inputs(ml100k, tmp_path_factory):
-    """u.data split by time into two nights; each night's folder also has u.item and u.genre."""
-    root = tmp_path_factory.mktemp("nights")
-    ratings = pd.read_csv(ml100k / "u.data", sep="\t", names=["u", "i", "r", "t"], dtype=str)
-    ratings = ratings.sort_values("t", key=lambda t: t.astype(int), kind="stable")
-    cuts = [0, 80_000, len(ratings)]
-    for date, start, stop in zip(DATES, cuts, cuts[1:]):
-        night = root / date
-        night.mkdir()
-        ratings.iloc[start:stop].to_csv(night / "u.data", sep="\t", header=False, index=False)
-        for name in ("u.item", "u.genre"):
-            shutil.copy(ml100k / name, night / name)
-    return root
+def partitions(table) -> list[str]:
+    return sorted(p.name for p in table.iterdir())  # hidden leftovers of a crash would show here
 
 
-@pytest.fixture(scope="module")
-def airflow(tmp_path_factory):
-    """The four components over a PostgreSQL metadata database; the fault to inject is armed in
-    their environment (a marker file records that it fired)."""
-    home = tmp_path_factory.mktemp("airflow")
-    marker = home / "crashed-once"
-    with postgres_server("airflow") as (port, _), pytest.MonkeyPatch.context() as env:
-        env.setenv("CFREC_RETRY_DELAY_SECONDS", "1")
-        env.setenv("CFREC_INJECT_FAULT", f"recommendations/run_date={DATES[0]}:{marker}")
-        database = f"postgresql+psycopg2://cfrec@127.0.0.1:{port}/airflow"
-        state = services.start(home, free_port(), database)
-        try:
-            yield state["url"], services.token(state["url"]), marker, state
-        finally:
-            stopped = services.stop(home)
-    assert stopped["left_running"] == []
-    assert not any(processes.alive(pid) for pid in state["pids"].values())
+def test_the_backfill_ran_every_night_and_the_scheduler_retried_the_crash(nights, airflow):
+    assert [(r["logical_date"][:10], r["state"]) for r in nights.runs] == [(d, "success") for d in NIGHTS]
+    assert airflow.fault_marker.exists(), "the injected crash never happened"
+    for run, date in zip(nights.runs, NIGHTS):
+        tasks = airflow.tasks("cfrec_nightly", run["dag_run_id"])
+        tries = {name: (t["state"], t["try_number"]) for name, t in tasks.items()}
+        assert all(state == "success" for state, _ in tries.values()), tries
+        # Only the first night's score failed, once, and the scheduler's retry published it.
+        assert tries["score"] == ("success", 2 if date == NIGHTS[0] else 1), tries
+        assert airflow.xcom("cfrec_nightly", run["dag_run_id"], "train")["version"] == f"rank-{date}"
+        decision = airflow.xcom("cfrec_nightly", run["dag_run_id"], "gate")
+        assert decision["version"] == f"rank-{date}" and decision["reason"]
+        summary = airflow.xcom("cfrec_nightly", run["dag_run_id"], "publish")
+        assert summary["rows"] == 10 * summary["users"] > 0
+
+    for table in ("recommendations", "metrics", "ingest_report", "rejects", "ratings_increments"):
+        assert partitions(nights.dag / table) == [f"run_date={d}" for d in NIGHTS], table
+    for date in NIGHTS:
+        recs = pd.read_parquet(nights.dag / "recommendations" / f"run_date={date}")
+        assert len(recs) == 10 * recs["user_id"].nunique() and not recs.duplicated(["user_id", "item_id"]).any()
 
 
-def api(airflow, method, path, body=None):
-    url, token = airflow[:2]
-    return services.api(url, token, method, path, body)
-
-
-def wait_for(check, timeout=RUN_TIMEOUT, what="the runs"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(3)
-    raise AssertionError(f"{what} did not finish within {timeout} s")
-
-
-def nightly_runs(airflow):
-    return api(airflow, "GET", "/dags/cfrec_nightly/dagRuns?limit=50")["dag_runs"]
-
-
-def test_a_backfill_through_the_rest_api_retries_a_fault_and_triggers_the_consumer(airflow, nightly_inputs, tmp_path):
-    warehouse = tmp_path / "warehouse"
-    for dag_id in ("cfrec_nightly", "cfrec_recommendations_consumer"):
-        api(airflow, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
-    # Unpausing schedules the latest interval, whose files will never come: end it, as an operator would.
-    for run in nightly_runs(airflow):
-        if run["run_type"] == "scheduled":
-            api(airflow, "PATCH", f"/dags/cfrec_nightly/dagRuns/{run['dag_run_id']}", {"state": "failed"})
-
-    conf = {
-        "input_path": f"{nightly_inputs}/{{ds}}",
-        "warehouse": str(warehouse),
-        "epochs": 4,
-        "max_drop_fraction": 0.9,  # the second night is an increment, far smaller than the first load
-    }
-    start = datetime.fromisoformat(DATES[0]).replace(tzinfo=UTC)
-    backfill = api(
-        airflow,
-        "POST",
-        "/backfills",
-        {
-            "dag_id": "cfrec_nightly",
-            "from_date": start.isoformat(),
-            "to_date": (start + timedelta(days=len(DATES) - 1)).isoformat(),
-            "dag_run_conf": conf,
-            "max_active_runs": 1,
-            "reprocess_behavior": "completed",
-        },
-    )
-
-    def finished():
-        runs = [r for r in nightly_runs(airflow) if r["run_type"] == "backfill"]
-        done = len(runs) == len(DATES) and all(r["state"] in ("success", "failed") for r in runs)
-        return runs if done else None
-
-    runs = wait_for(finished)
-    assert {r["logical_date"][:10]: r["state"] for r in runs} == {d: "success" for d in DATES}
-    wait_for(lambda: api(airflow, "GET", f"/backfills/{backfill['id']}")["completed_at"], 120, "the backfill")
-
-    first = next(r for r in runs if r["logical_date"].startswith(DATES[0]))
-    tasks = api(airflow, "GET", f"/dags/cfrec_nightly/dagRuns/{first['dag_run_id']}/taskInstances")["task_instances"]
-    tries = {t["task_id"]: (t["state"], t["try_number"]) for t in tasks}
-    assert airflow[2].exists(), "the injected crash never happened"
-    assert tries["score"] == ("success", 2), tries  # failed once, retried by the scheduler
-    assert all(state == "success" for state, _ in tries.values()), tries
-    version = api(
-        airflow,
-        "GET",
-        f"/dags/cfrec_nightly/dagRuns/{first['dag_run_id']}/taskInstances/train/xcomEntries/return_value",
-    )["value"]
-    assert f"rank-{DATES[0]}" in str(version)
-
-    partitions = sorted(p.name for p in (warehouse / "recommendations").iterdir())
-    assert partitions == [f"run_date={d}" for d in DATES]  # nothing hidden or partial beside them
-    for date in DATES:
-        recs = pd.read_parquet(warehouse / "recommendations" / f"run_date={date}")
-        assert recs["user_id"].nunique() == len(recs) // 10 and not recs.duplicated(["user_id", "item_id"]).any()
-    assert pd.read_parquet(warehouse / "recommendations" / f"run_date={DATES[-1]}")["user_id"].nunique() == 943
-
-    # Each published night is an Asset event; the scheduler runs the consumer on it.
-    analytics = warehouse / "analytics" / "most_recommended"
+def test_each_published_night_triggers_the_consumer(nights, airflow):
+    analytics = nights.dag / "analytics" / "most_recommended"
 
     def consumed():  # events that arrive together are consumed by one run
-        runs = api(airflow, "GET", "/dags/cfrec_recommendations_consumer/dagRuns")["dag_runs"]
+        runs = airflow.runs("cfrec_recommendations_consumer")
         written = analytics.is_dir() and len([p for p in analytics.iterdir() if p.name.startswith("run_date=")])
-        done = runs and written == len(DATES) and all(r["state"] in ("success", "failed") for r in runs)
+        done = runs and written == len(NIGHTS) and all(r["state"] in ("success", "failed") for r in runs)
         return runs if done else None
 
-    consumer_runs = wait_for(consumed, timeout=300, what="the consumer")
-    assert {r["run_type"] for r in consumer_runs} == {"asset_triggered"}
-    assert all(r["state"] == "success" for r in consumer_runs), consumer_runs
-    assert sorted(p.name for p in analytics.iterdir()) == [f"run_date={d}" for d in DATES]
-    top = pd.read_parquet(analytics / f"run_date={DATES[-1]}")
+    runs = wait_for(consumed, timeout=300, what="the consumer")
+    assert {r["run_type"] for r in runs} == {"asset_triggered"}
+    assert all(r["state"] == "success" for r in runs), runs
+    assert partitions(analytics) == [f"run_date={d}" for d in NIGHTS]
+    top = pd.read_parquet(analytics / f"run_date={NIGHTS[-1]}")
     assert top["title"].notna().all() and top["users"].is_monotonic_decreasing
+
+
+def overlap(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+@pytest.mark.cluster
+def test_a_triggered_night_on_a_cluster_and_the_weekly_retrain_overlap_safely(
+    nights, airflow, spark_cluster, ml100k, tmp_path
+):
+    warehouse = tmp_path / "warehouse"
+    shutil.copytree(nights.dag, warehouse, ignore=shutil.ignore_patterns(".lock", ".readers.lock"))
+    # The cluster is a connection made through the API; the night's conf sends its Spark jobs there.
+    cluster = {"connection_id": "spark_cluster", "conn_type": "spark", "host": spark_cluster["url"]}
+    airflow.api("POST", "/connections", cluster)
+    nightly = airflow.trigger(
+        "cfrec_nightly",
+        LATER,
+        {
+            "input_path": str(nights.inputs / NIGHTS[-1]),  # yesterday's files delivered again
+            "warehouse": str(warehouse),
+            "spark_conn_id": "spark_cluster",
+            **NIGHT_OPTIONS,
+        },
+    )
+    weekly = airflow.trigger("cfrec_weekly_retrain", LATER, {"warehouse": str(warehouse), "epochs": 4})
+    assert nightly["conf"]["spark_conn_id"] == "spark_cluster" and nightly["state"] == "queued"
+    done = {"nightly": airflow.wait_for_runs("cfrec_nightly", [nightly["dag_run_id"]])[0]}
+    done["weekly"] = airflow.wait_for_runs("cfrec_weekly_retrain", [weekly["dag_run_id"]])[0]
+    assert {name: run["state"] for name, run in done.items()} == {"nightly": "success", "weekly": "success"}
+    assert overlap(*[(run["start_date"], run["end_date"]) for run in done.values()]), "the runs never overlapped"
+
+    tasks = {
+        "nightly": airflow.tasks("cfrec_nightly", nightly["dag_run_id"]),
+        "weekly": airflow.tasks("cfrec_weekly_retrain", weekly["dag_run_id"]),
+    }
+    for name, run_tasks in tasks.items():  # nothing failed on the lock or waited for a retry
+        assert {t: (ti["state"], ti["try_number"]) for t, ti in run_tasks.items()} == {
+            t: ("success", 1) for t in run_tasks
+        }, name
+    # Writers of both DAGs took turns in the one-slot pool: no two of them ever ran at once.
+    writers = sorted(
+        (ti["start_date"], ti["end_date"], f"{name}.{t}")
+        for name, run_tasks in tasks.items()
+        for t, ti in run_tasks.items()
+        if ti["pool"] == settings().writer_pool
+    )
+    assert {w[2] for w in writers} >= {"nightly.ingest", "nightly.score", "weekly.score", "weekly.publish_tables"}
+    assert all(a[1] <= b[0] for a, b in zip(writers, writers[1:])), writers
+
+    versions = {
+        "nightly": airflow.xcom("cfrec_nightly", nightly["dag_run_id"], "train")["version"],
+        "weekly": airflow.xcom("cfrec_weekly_retrain", weekly["dag_run_id"], "train")["version"],
+    }
+    assert versions == {"nightly": f"rank-{LATER}", "weekly": f"rank-{LATER}-full"}
+    current = (warehouse / "models" / "CURRENT").read_text().strip()
+    assert (warehouse / "models" / current / "config.json").is_file()
+    for version in versions.values():
+        assert (warehouse / "models" / version / "metrics.json").is_file()
+    runs = pd.read_parquet(warehouse / "model_runs")
+    assert runs["model_version"].value_counts()[list(versions.values())].tolist() == [1, 1]
+
+    # The night's table is one complete list per user, from one model, whichever run published last.
+    assert partitions(warehouse / "recommendations") == [f"run_date={d}" for d in (*NIGHTS, LATER)]
+    recs = pd.read_parquet(warehouse / "recommendations" / f"run_date={LATER}")
+    assert len(recs) == 9430 and recs["user_id"].nunique() == 943 and recs["model_version"].nunique() == 1
+    rated = pd.read_csv(ml100k / "u.data", sep="\t", names=["user_id", "item_id", "r", "t"], dtype=str)
+    assert recs.merge(rated, on=["user_id", "item_id"]).empty
+    assert not [p for p in warehouse.rglob(".tmp-*")] and not [p for p in warehouse.rglob(".old-*")]
+
+    # The night's Spark jobs ran on the cluster (the weekly's on the default connection, locally).
+    with urllib.request.urlopen(f"http://127.0.0.1:{spark_cluster['ui_port']}/json/", timeout=5) as reply:
+        apps = sorted(app["name"] for app in json.load(reply)["completedapps"])
+    night_jobs = [f"cfrec-{task}-{LATER}" for task in ("ingest", "publish_tables", "score")]
+    assert [a for a in apps if a.endswith(LATER)] == night_jobs

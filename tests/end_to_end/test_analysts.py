@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import NIGHT_DATE, REPO, free_port, postgres_server
+from support import NIGHT_DATE, NIGHTS, REPO, free_port
 
 from cfmodel import processes
 from cfmodel.cli import main
@@ -34,7 +34,7 @@ def copy_warehouse(source: Path, target: Path) -> Path:
 def endpoint(nights, tmp_path_factory):
     if not Path(sql_server.DERBY_NETWORK_JAR).is_file():
         pytest.skip("Derby's network server is not installed (apt-get install libderby-java libderbyclient-java)")
-    warehouse = copy_warehouse(nights[1], tmp_path_factory.mktemp("analysts") / "warehouse")
+    warehouse = copy_warehouse(nights.dag, tmp_path_factory.mktemp("analysts") / "warehouse")
     started = sql_server.start(warehouse, port=free_port(), metastore_port=free_port())
     assert started.running and started.derby_pid and started.thrift_pid
     yield warehouse, started
@@ -91,7 +91,7 @@ def test_the_catalog_has_every_table_with_its_declared_columns(endpoint):
         *catalog.TABLES["recommendations"].column_names,
         "run_date",
     ]
-    assert partitions(started) == [f"run_date={NIGHT_DATE}"]
+    assert partitions(started) == [f"run_date={d}" for d in NIGHTS]
 
 
 def test_beeline_and_pyhive_read_exactly_the_parquet_rows(endpoint):
@@ -149,12 +149,12 @@ def test_publishes_register_complete_partitions_once(endpoint, spark, tmp_path, 
     with pytest.raises(RuntimeError, match="injected fault"):
         main(score)
     assert marker.exists()
-    assert partitions(started) == [f"run_date={NIGHT_DATE}"]
+    assert partitions(started) == [f"run_date={d}" for d in NIGHTS]
     assert pyhive(started, f"SELECT count(*) AS n FROM recommendations WHERE run_date = DATE'{LATER}'")["n"][0] == 0
 
     # The retry publishes it and registers it in the same step.
     assert main(score) == 0
-    assert partitions(started) == [f"run_date={NIGHT_DATE}", f"run_date={LATER}"]
+    assert partitions(started) == [f"run_date={d}" for d in (*NIGHTS, LATER)]
     later = pyhive(
         started, f"SELECT {', '.join(RECOMMENDATION_COLUMNS)} FROM recommendations WHERE run_date = '{LATER}'"
     )
@@ -168,9 +168,10 @@ def test_publishes_register_complete_partitions_once(endpoint, spark, tmp_path, 
     assert main(score) == 0
     after = {p.name for p in (warehouse / "recommendations" / f"run_date={LATER}").glob("*.parquet")}
     assert before != after or not before  # new files (names carry the write's id)
-    assert partitions(started) == [f"run_date={NIGHT_DATE}", f"run_date={LATER}"]
+    assert partitions(started) == [f"run_date={d}" for d in (*NIGHTS, LATER)]
     counts = pyhive(started, "SELECT run_date, count(*) AS n FROM recommendations GROUP BY run_date ORDER BY run_date")
-    assert counts["n"].tolist() == [9430, 9430]
+    on_disk = [len(pd.read_parquet(warehouse / "recommendations" / f"run_date={d}")) for d in (*NIGHTS, LATER)]
+    assert counts["n"].tolist() == on_disk and on_disk[-2:] == [9430, 9430]
 
 
 def test_catalog_sync_rebuilds_the_catalog_after_a_restore_and_a_schema_change(endpoint, capsys):
@@ -186,7 +187,7 @@ def test_catalog_sync_rebuilds_the_catalog_after_a_restore_and_a_schema_change(e
     assert report["columns_added"] == {
         "similar_items": ["similar_item_id", "similarity", "similar_title", "model_version"]
     }
-    assert partitions(started) == [f"run_date={NIGHT_DATE}"]
+    assert partitions(started) == [f"run_date={d}" for d in NIGHTS]
     similar = pyhive(
         started, "SELECT item_id, `rank`, similar_title FROM similar_items WHERE item_id = '1' ORDER BY `rank`"
     )
@@ -194,32 +195,31 @@ def test_catalog_sync_rebuilds_the_catalog_after_a_restore_and_a_schema_change(e
     assert list(Path(location).glob("*.parquet")), "the catalog's changes never touch the files"
 
 
-@pytest.fixture(scope="module")
-def postgres():
+def test_a_postgresql_metastore_serves_the_same_tables(nights, postgres, tmp_path, monkeypatch, capsys):
     if not Path(catalog.DRIVERS["postgresql"][1]).is_file():
         pytest.skip("PostgreSQL's JDBC driver is not installed (apt-get install libpostgresql-jdbc-java)")
-    with postgres_server("metastore") as server:
-        yield server
-
-
-def test_a_postgresql_metastore_serves_the_same_tables(nights, postgres, tmp_path, monkeypatch, capsys):
-    port, psql = postgres
+    port, psql = postgres  # the session's server; Airflow's metadata is another database of it
     monkeypatch.setenv("CFREC_METASTORE_USER", "cfrec")
-    warehouse = copy_warehouse(nights[1], tmp_path / "warehouse")
+    warehouse = copy_warehouse(nights.dag, tmp_path / "warehouse")
     url = f"jdbc:postgresql://127.0.0.1:{port}/metastore"
     assert main(["catalog", "sync", "--warehouse", str(warehouse), "--metastore", url]) == 0
     assert "recommendations" in capsys.readouterr().out
-    tables = set(psql('SELECT "TBL_NAME" FROM "TBLS"').split())
+    tables = set(psql('SELECT "TBL_NAME" FROM "TBLS"', "metastore").split())
     assert {"recommendations", "ratings", "model_runs", "metrics"} <= tables
     registered = psql(
-        'SELECT "PART_NAME" FROM "PARTITIONS" p JOIN "TBLS" t USING ("TBL_ID") WHERE "TBL_NAME" = \'recommendations\''
+        'SELECT "PART_NAME" FROM "PARTITIONS" p JOIN "TBLS" t USING ("TBL_ID") WHERE "TBL_NAME" = \'recommendations\'',
+        "metastore",
     )
-    assert registered.split() == [f"run_date={NIGHT_DATE}"]
+    assert sorted(registered.split()) == [f"run_date={d}" for d in NIGHTS]
 
     started = sql_server.start(warehouse, port=free_port())
     try:
         assert started.derby_pid is None  # the warehouse's metastore is PostgreSQL: no Derby
-        counts = pyhive(started, "SELECT count(*) AS n, count(DISTINCT user_id) AS users FROM recommendations")
+        counts = pyhive(
+            started,
+            "SELECT count(*) AS n, count(DISTINCT user_id) AS users FROM recommendations "
+            f"WHERE run_date = DATE'{NIGHT_DATE}'",
+        )
         assert counts.iloc[0].tolist() == [9430, 943]
     finally:
         sql_server.stop(warehouse)

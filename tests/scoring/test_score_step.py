@@ -1,0 +1,45 @@
+"""The score step on a small planted warehouse: who gets a list, and when the step refuses to publish."""
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+from support import planted_ratings, write_warehouse
+
+from cfmodel.errors import CfrecError
+from cfmodel.registry.registry import POPULARITY_LISTS, ModelRegistry
+from cfmodel.scoring import recommend as score_module
+from cfmodel.training.config import TrainConfig
+from cfmodel.training.trainer import train
+
+N_ITEMS = 24
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    """Planted ratings plus one user who rated every item."""
+    ratings = planted_ratings(n_users=30, n_items=N_ITEMS, per_user=10)
+    fan = pd.DataFrame({"user_id": "fan", "item_id": [f"i{i}" for i in range(N_ITEMS)], "rating": 4.0, "timestamp": 1})
+    wh = write_warehouse(tmp_path_factory.mktemp("score") / "wh", pd.concat([ratings, fan], ignore_index=True))
+    trained = train(wh, "2026-04-01", TrainConfig.for_model("dot", epochs=2), device="cpu")
+    ModelRegistry(wh / "models").set_current(trained.version)
+    return wh
+
+
+@pytest.mark.parametrize("version", [None, POPULARITY_LISTS])
+def test_a_user_who_rated_every_item_gets_no_list_and_the_night_goes_on(spark, warehouse, version):
+    report = score_module.score(spark, warehouse, "2026-04-02", 5, version)
+    assert (report.users, report.users_with_nothing_left, report.rows) == (30, 1, 150)
+    recs = pd.read_parquet(warehouse / "recommendations" / "run_date=2026-04-02")
+    assert "fan" not in set(recs["user_id"]) and recs["user_id"].nunique() == 30
+
+
+def test_a_user_scoring_dropped_fails_the_step_before_anything_is_published(spark, warehouse, monkeypatch):
+    scored = score_module.score_rated
+
+    def dropping(*args):  # a scoring bug that loses a user who does have unrated items
+        return scored(*args).where(F.col("user_id") != "u3")
+
+    monkeypatch.setattr(score_module, "score_rated", dropping)
+    with pytest.raises(CfrecError, match="scoring lost users: 1 users"):
+        score_module.score(spark, warehouse, "2026-04-03", 5)
+    assert not (warehouse / "recommendations" / "run_date=2026-04-03").exists()
