@@ -74,23 +74,12 @@ def _launch_jvm(settings: dict[str, str]) -> None:
     SparkContext._ensure_initialized(gateway=gateway)
 
 
-def _submitted_without_name() -> bool:
-    """spark-submit names an application after its script unless told --name (as the DAG's jobs
-    are, e.g. cfrec-score-2026-11-22, which the Spark UI then shows)."""
-    from pyspark import SparkContext
-
-    SparkContext._ensure_initialized()
-    given = SparkContext._jvm.System.getProperty("spark.app.name") or ""
-    return given == "" or given.endswith(".py")
-
-
 def get_spark(app_name: str = "cfrec", conf: dict[str, str] | None = None) -> SparkSession:
     """The process's SparkSession; `conf` adds settings to a session this call starts (a catalog's)."""
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder
-    if not launched_by_spark_submit() or _submitted_without_name():
-        builder = builder.appName(app_name)
+    builder = SparkSession.builder.appName(app_name)
+    if not launched_by_spark_submit():
         # Local Python workers must run the interpreter that has cfmodel and its dependencies.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         settings = {
