@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -11,11 +10,13 @@ from urllib.parse import quote
 
 import pytest
 from support import (
+    FINISHED,
     NIGHT_OPTIONS,
     NIGHTS,
     REPO,
     LiveAirflow,
     free_port,
+    group_survivors,
     postgres_server,
     real_data_dir,
     split_nights,
@@ -70,7 +71,7 @@ def postgres():
 @pytest.fixture(scope="session")
 def airflow(postgres, tmp_path_factory) -> LiveAirflow:
     """Airflow's scheduler, dag-processor, triggerer and api-server as separate processes with the
-    LocalExecutor over PostgreSQL, with the nightly and consumer DAGs unpaused; every process is
+    LocalExecutor over PostgreSQL, with the nightly, consumer and weekly DAGs unpaused; every process is
     stopped by PID at the end. Armed in their environment only: a crash of the first night's
     score after writing and before publishing, once, and a one-second first retry delay."""
     from cfrec_airflow import server as services
@@ -100,10 +101,7 @@ def airflow(postgres, tmp_path_factory) -> LiveAirflow:
     finally:
         stopped = services.stop(home)
     assert stopped["left_running"] == [], stopped
-    # Nothing of the components' process groups is left but unreaped zombies of this process.
-    ps = subprocess.run(["ps", "-eo", "pgid=,stat="], capture_output=True, text=True).stdout.split("\n")
-    groups = {str(pid) for pid in stopped["pids"].values()}
-    assert [line for line in ps if line.split()[:1] and line.split()[0] in groups and "Z" not in line] == []
+    assert group_survivors(stopped["pids"].values()) == []
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +122,6 @@ class Nights:
     inputs: Path
     cli: Path
     dag: Path
-    backfill: dict
     runs: list[dict]  # the backfill's DAG runs, in date order
 
 
@@ -157,9 +154,9 @@ def nights(ml100k, airflow, spark, tmp_path_factory) -> Nights:
 
     def backfilled():
         runs = [r for r in airflow.runs("cfrec_nightly") if r["run_type"] == "backfill"]
-        done = len(runs) == len(NIGHTS) and all(r["state"] in ("success", "failed") for r in runs)
+        done = len(runs) == len(NIGHTS) and all(r["state"] in FINISHED for r in runs)
         return sorted(runs, key=lambda r: r["logical_date"]) if done else None
 
     runs = wait_for(backfilled, what="the backfill")
     wait_for(lambda: airflow.api("GET", f"/backfills/{backfill['id']}")["completed_at"], 120, "the backfill's end")
-    return Nights(inputs, root / "cli", root / "dag", backfill, runs)
+    return Nights(inputs, root / "cli", root / "dag", runs)

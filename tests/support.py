@@ -160,7 +160,7 @@ def choice_interactions(n_users=300, n_items=120, per_user=30, seed=0) -> Intera
     return Interactions(users, items, rng.integers(1, 6, len(users)).astype(float))
 
 
-# -- the end-to-end night on MovieLens 100k (tests/end_to_end/conftest.py) --------------------------------------
+# -- the end-to-end nights on MovieLens 100k (the `nights` fixture, tests/conftest.py) -----------------------------
 
 # MovieLens 100k's u.data split by time into three nights: 80,000 ratings, then 10,000 and 10,000.
 NIGHTS = ("2026-11-19", "2026-11-20", "2026-11-21")
@@ -191,6 +191,15 @@ def split_nights(ml100k: Path, root: Path) -> Path:
 
 
 RUN_TIMEOUT = 900
+FINISHED = ("success", "failed")  # a DAG run's final states
+
+
+def group_survivors(pids) -> list[str]:
+    """`ps` lines of processes still in the process groups led by `pids`, unreaped zombies of this
+    process aside."""
+    ps = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True).stdout.splitlines()
+    groups = {str(pid) for pid in pids}
+    return [line for line in ps if line.split()[0] in groups and not line.split()[1].startswith("Z")]
 
 
 class LiveAirflow:
@@ -229,7 +238,7 @@ class LiveAirflow:
     def wait_for_runs(self, dag_id: str, run_ids: list[str], timeout: float = RUN_TIMEOUT) -> list[dict]:
         def finished():
             runs = [self.run(dag_id, run_id) for run_id in run_ids]
-            return runs if all(r["state"] in ("success", "failed") for r in runs) else None
+            return runs if all(r["state"] in FINISHED for r in runs) else None
 
         return wait_for(finished, timeout, f"{dag_id} runs {run_ids}")
 

@@ -1,9 +1,8 @@
 import json
-import subprocess
 import urllib.request
 
 import pytest
-from support import free_port
+from support import free_port, group_survivors
 
 from cfrec_airflow import server as airflow_server
 
@@ -40,9 +39,5 @@ def test_local_server_serves_the_dags_and_stops_every_process(tmp_path):
         result = airflow_server.stop(home)
     assert sorted(result["stopped"]) == sorted(airflow_server.COMPONENTS) and not result["left_running"]
     assert not airflow_server.healthy(port)
-    # Nothing of the components' process groups is left but unreaped zombies of this test process.
-    ps = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True).stdout.splitlines()
-    groups = {str(pid) for pid in result["pids"].values()}
-    survivors = [line for line in ps if line.split()[0] in groups and not line.split()[1].startswith("Z")]
-    assert survivors == []
+    assert group_survivors(result["pids"].values()) == []
     assert airflow_server.stop(home)["stopped"] == []

@@ -17,7 +17,7 @@ import urllib.request
 
 import pandas as pd
 import pytest
-from support import NIGHT_OPTIONS, NIGHTS, wait_for
+from support import FINISHED, NIGHT_OPTIONS, NIGHTS, wait_for
 
 from cfrec_airflow.settings import settings
 
@@ -58,7 +58,7 @@ def test_each_published_night_triggers_the_consumer(nights, airflow):
     def consumed():  # events that arrive together are consumed by one run
         runs = airflow.runs("cfrec_recommendations_consumer")
         written = analytics.is_dir() and len([p for p in analytics.iterdir() if p.name.startswith("run_date=")])
-        done = runs and written == len(NIGHTS) and all(r["state"] in ("success", "failed") for r in runs)
+        done = runs and written == len(NIGHTS) and all(r["state"] in FINISHED for r in runs)
         return runs if done else None
 
     runs = wait_for(consumed, timeout=300, what="the consumer")
