@@ -28,6 +28,7 @@ from cfmodel.training.config import TrainConfig
 from cfmodel.training.interactions import Interactions
 from cfmodel.training.losses import make_loss
 from cfmodel.training.models import CollabModel
+from cfmodel.training.optim import make_optimizer, one_cycle
 
 log = logging.getLogger(__name__)
 
@@ -53,37 +54,6 @@ def resolve_device(requested: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CfrecError(f"device '{requested}' requested but CUDA is not available on this machine")
     return device
-
-
-def one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
-    """fastai's fit_one_cycle defaults: div 25, final div 1e5, 25% warm-up, momentum 0.95->0.85->0.95."""
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=lr,
-        # With 4 steps or fewer torch's warm-up phase ends at step 0 or before, and 4 divides by zero;
-        # a tiny night then stops short of the schedule's end, which is harmless.
-        total_steps=max(total_steps, 5),
-        pct_start=0.25,
-        div_factor=25.0,
-        final_div_factor=1e5,
-        anneal_strategy="cos",
-        cycle_momentum=True,
-        base_momentum=0.85,
-        max_momentum=0.95,
-    )
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with fastai's betas and eps; per-user and per-item biases get their own decay."""
-    bias_names = {f"{name}.weight" for name in model.bias_tables}
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in params if n not in bias_names], "weight_decay": config.wd},
-        {"params": [p for n, p in params if n in bias_names], "weight_decay": config.bias_wd},
-    ]
-    groups = [g for g in groups if g["params"]]
-    fused = True  # one kernel per parameter group, on the CPU too (several times faster for small tables)
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-5, fused=fused)
 
 
 # Below this many parameters a training step is a few hundred microseconds of small kernels, and
@@ -204,6 +174,7 @@ class _Steps:
     module: nn.Module
     autocast: torch.autocast
     generator: torch.Generator
+    by_hand: bool  # gradients written by the objective itself (RatingLoss.write_gradients), not autograd
 
     @classmethod
     def prepare(
@@ -221,10 +192,10 @@ class _Steps:
         optimizer = make_optimizer(model, config, device)
         bounds = batch_bounds(len(data), config.bs)
         scheduler = one_cycle(optimizer, config.lr, config.epochs * (len(bounds) - 1))
-        autocast = torch.autocast(
-            "cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and config.mixed_precision
-        )
-        return cls(tensors, bounds, optimizer, scheduler, loss_fn, module, autocast, generator)
+        mixed = device.type == "cuda" and config.mixed_precision
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=mixed)
+        by_hand = not mixed and getattr(loss_fn, "writes_gradients", lambda module: False)(module)
+        return cls(tensors, bounds, optimizer, scheduler, loss_fn, module, autocast, generator, by_hand)
 
     def epoch(self, bar: tqdm) -> np.ndarray:
         """One pass over the shuffled rows; each step's loss, read from the device once at the end."""
@@ -233,10 +204,13 @@ class _Steps:
         losses = torch.empty(len(self.bounds) - 1, device=r.device)
         for step in range(len(self.bounds) - 1):
             batch = order[self.bounds[step] : self.bounds[step + 1]]
-            with self.autocast:
-                loss = self.loss_fn(self.module, u[batch], i[batch], r[batch])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.by_hand:
+                loss = self.loss_fn.write_gradients(self.module, u[batch], i[batch], r[batch])
+            else:
+                with self.autocast:
+                    loss = self.loss_fn(self.module, u[batch], i[batch], r[batch])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             self.optimizer.step()
             self.scheduler.step()
             losses[step] = loss.detach()

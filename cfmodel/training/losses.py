@@ -18,7 +18,7 @@ from torch import nn
 from cfmodel.errors import CfrecError
 from cfmodel.training.config import RANKING_LOSSES, TrainConfig
 from cfmodel.training.interactions import Interactions
-from cfmodel.training.models import CollabModel, EmbeddingDotRank
+from cfmodel.training.models import CollabModel, EmbeddingDotBias, EmbeddingDotRank
 
 NEGATIVE_SAMPLING_POWER = 0.75
 
@@ -37,6 +37,36 @@ class RatingLoss:
         self, model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
     ) -> torch.Tensor:
         return F.mse_loss(model(users, items).float(), ratings)
+
+    @staticmethod
+    def writes_gradients(module: nn.Module) -> bool:
+        """Whether `write_gradients` can train `module` (the dot model itself, not a wrapper of it)."""
+        return type(module) is EmbeddingDotBias
+
+    @torch.no_grad()
+    def write_gradients(
+        self, model: EmbeddingDotBias, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
+    ) -> torch.Tensor:
+        """The dot model's loss, with its gradients written into the tables' `.grad` by hand: the
+        same numbers as autograd's, in well under half the time (autograd's bookkeeping and four
+        embedding backwards dominate a step of this size)."""
+        low, high = model.y_range
+        tables = (model.u_weight.weight, model.i_weight.weight, model.u_bias.weight, model.i_bias.weight)
+        u_vec, i_vec = tables[0][users], tables[1][items]
+        squashed = torch.sigmoid((u_vec * i_vec).sum(dim=1) + tables[2][users, 0] + tables[3][items, 0])
+        error = squashed * (high - low) + low - ratings
+        # d mean(error^2) / d logit, through sigmoid_range
+        slope = (error * (2.0 * (high - low) / len(ratings)) * squashed * (1.0 - squashed))[:, None]
+        for table in tables:
+            if table.grad is None:
+                table.grad = torch.zeros_like(table)
+            else:
+                table.grad.zero_()
+        tables[0].grad.index_add_(0, users, i_vec * slope)
+        tables[1].grad.index_add_(0, items, u_vec * slope)
+        tables[2].grad.index_add_(0, users, slope)
+        tables[3].grad.index_add_(0, items, slope)
+        return error.square().mean()
 
 
 class _RankingLoss:

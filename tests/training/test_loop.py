@@ -6,8 +6,9 @@ from support import choice_interactions, rating_interactions
 from cfmodel.errors import CfrecError
 from cfmodel.evaluation.holdout import holdout_metrics
 from cfmodel.training.config import MODEL_DEFAULTS, TrainConfig
-from cfmodel.training.loop import cpu_threads, fit, one_cycle, resolve_device
+from cfmodel.training.loop import cpu_threads, fit, resolve_device
 from cfmodel.training.models import model_for
+from cfmodel.training.optim import one_cycle
 from cfmodel.training.splits import split
 
 

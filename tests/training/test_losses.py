@@ -120,3 +120,28 @@ def test_history_dropout_hides_items_only_while_training():
     assert not any(torch.allclose(whole, t) for t in thinned)
     assert not torch.allclose(thinned[0], thinned[1])
     torch.testing.assert_close(model.eval().user_vectors(users, history), whole)
+
+
+def test_dot_model_gradients_written_by_hand_equal_autograd():
+    torch.manual_seed(0)
+    model = EmbeddingDotBias(6, 9, n_factors=4, y_range=(1.0, 5.5))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    users = torch.tensor([0, 1, 1, 5, 2, 0, 3])  # repeated users and items add up
+    items = torch.tensor([8, 2, 2, 0, 7, 3, 3])
+    ratings = torch.tensor([1.0, 5.0, 4.0, 3.5, 2.0, 4.5, 1.0])
+    objective = RatingLoss()
+    assert objective.writes_gradients(model)
+    expected_loss = objective(model, users, items, ratings)
+    expected_loss.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)  # stale gradients are replaced, not added to
+    loss = objective.write_gradients(model, users, items, ratings)
+    torch.testing.assert_close(loss, expected_loss.detach())
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], msg=name)
+    # Only the dot model itself: a wrapper (DDP) or another model trains through autograd.
+    assert not objective.writes_gradients(torch.nn.Sequential(model))
+    assert not objective.writes_gradients(rank_model())
