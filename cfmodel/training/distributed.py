@@ -4,12 +4,12 @@ Launch with torchrun (`cfrec train --nproc N` does it for you):
 
     torchrun --standalone --nproc_per_node N -m cfmodel.training.distributed --warehouse DIR [train options]
 
-Every process reads the same ratings and holds out the same validation rows; the training rows are
-shuffled once with the seed and cut into equal shards, one per process. The model is wrapped in
-DistributedDataParallel, so each step's gradients are averaged over all processes and every
-process keeps identical weights; the per-process batch is the global batch divided by the number
-of processes, so the schedule matches single-process training. Rank 0 saves the artifact.
-NCCL on CUDA, gloo on CPU.
+Every process reads the same ratings, holds out the same validation rows and walks the same
+shuffled batches; of each batch it trains on the rows of its own users (`loop.DataParallel`), so
+every model, the ranking model included, trains as in one process with the batch's work split.
+The objective is wrapped in DistributedDataParallel: each step's gradients are averaged over all
+processes, weighted so that they are the whole batch's, and every process keeps identical weights.
+Rank 0 saves the artifact. NCCL on CUDA, gloo on CPU.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -27,15 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 from cfmodel.errors import CfrecError
 from cfmodel.training.config import TrainConfig
 from cfmodel.training.interactions import Interactions
-from cfmodel.training.loop import FitResult, fit
+from cfmodel.training.loop import DataParallel, FitResult, fit
 from cfmodel.training.models import CollabModel
-
-
-def shard(data: Interactions, rank: int, world: int, seed: int) -> Interactions:
-    """Rank's share of `data`: equal sizes (a remainder of < world rows is left out), disjoint."""
-    order = np.random.default_rng(seed).permutation(len(data))
-    per_rank = len(data) // world
-    return data.subset(np.sort(order[rank * per_rank : (rank + 1) * per_rank]))
 
 
 def ddp_fit(
@@ -48,21 +40,11 @@ def ddp_fit(
 ) -> FitResult:
     if not dist.is_initialized():
         raise CfrecError("distributed training needs a process group; launch it with torchrun")
-    if not model.predicts_ratings:
-        raise CfrecError(f"distributed training supports the rating models (dot, nn), not '{config.model}'")
     rank, world = dist.get_rank(), dist.get_world_size()
     model.to(device)
-    wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    local_config = dataclasses.replace(config, bs=max(1, config.bs // world))
-    return fit(
-        model,
-        shard(train, rank, world, config.seed),
-        valid,
-        local_config,
-        device,
-        progress=bool(progress) and rank == 0,
-        train_module=wrapped,
-    )
+    device_ids = [device.index] if device.type == "cuda" else None
+    parallel = DataParallel(rank, world, lambda objective: DistributedDataParallel(objective, device_ids=device_ids))
+    return fit(model, train, valid, config, device, progress=bool(progress) and rank == 0, parallel=parallel)
 
 
 def main(argv: list[str] | None = None) -> int:

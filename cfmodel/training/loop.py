@@ -139,6 +139,42 @@ def batch_bounds(n_rows: int, bs: int) -> list[int]:
     return bounds
 
 
+@dataclass(frozen=True)
+class DataParallel:
+    """One process's part in data-parallel training.
+
+    Every process holds the whole training set and walks the same shuffled batches (same seed),
+    taking from each the rows of the users that fall to it (user index modulo `world`): a user's
+    rows stay together, as the ranking objectives need, and every process makes the same number of
+    steps. Each process's loss is weighted by its share of the batch, so the gradients averaged over
+    the processes (`wrap`, e.g. DistributedDataParallel) are those of the whole batch's mean loss.
+    """
+
+    rank: int
+    world: int
+    wrap: Callable[[nn.Module], nn.Module]
+
+    def take(self, batch: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(this process's rows of `batch`, the weight of their mean loss)."""
+        mine = batch[users[batch] % self.world == self.rank]
+        if len(mine) == 0:  # it still takes part in the step, with no weight
+            return batch[:1], 0.0
+        return mine, len(mine) * self.world / len(batch)
+
+
+class _Objective(nn.Module):
+    """The training objective as a module: a wrapper that works through `forward`
+    (DistributedDataParallel) then sees the whole step, including the ranking objectives, which
+    compute users' vectors and scores without calling the model's own forward."""
+
+    def __init__(self, model: CollabModel, loss_fn: Callable) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(self.model, users, items, ratings)
+
+
 def fit(
     model: CollabModel,
     train: Interactions,
@@ -146,12 +182,12 @@ def fit(
     config: TrainConfig,
     device: torch.device,
     progress: bool | None = None,
-    train_module: nn.Module | None = None,
+    parallel: DataParallel | None = None,
 ) -> FitResult:
     """Train `model` in place on `train`, validating on `valid` after each epoch.
 
-    `train_module`: what the loss calls for training steps instead of `model` itself, such as a
-    DistributedDataParallel wrapper of it (validation and early stopping still use `model`).
+    `parallel`: this process's part in data-parallel training (validation and early stopping run
+    whole in every process, on identical weights, so all make the same decisions).
 
     With `config.patience`, training stops once the watched validation metric has not improved for
     that many epochs, and the weights of the best epoch are restored. `progress`: a per-epoch
@@ -159,7 +195,7 @@ def fit(
     """
     config.check()
     with cpu_threads(model, device):
-        return _fit(model, train, valid, config, device, progress, train_module or model)
+        return _fit(model, train, valid, config, device, progress, parallel)
 
 
 @dataclass
@@ -170,8 +206,10 @@ class _Steps:
     bounds: list[int]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    model: CollabModel
     loss_fn: Callable
-    module: nn.Module
+    objective: nn.Module  # the loss as a module, wrapped for data-parallel training
+    parallel: DataParallel | None
     autocast: torch.autocast
     generator: torch.Generator
     by_hand: bool  # gradients written by the objective itself (RatingLoss.write_gradients), not autograd
@@ -180,12 +218,12 @@ class _Steps:
     def prepare(
         cls,
         model: CollabModel,
-        module: nn.Module,
         data: Interactions,
         config: TrainConfig,
         device: torch.device,
         loss_fn: Callable,
         generator: torch.Generator,
+        parallel: DataParallel | None,
     ) -> _Steps:
         """The data on the device, fastai's one-cycle AdamW, bfloat16 autocast on CUDA."""
         tensors = tuple(torch.as_tensor(a, device=device) for a in (data.users, data.items, data.ratings))
@@ -194,8 +232,13 @@ class _Steps:
         scheduler = one_cycle(optimizer, config.lr, config.epochs * (len(bounds) - 1))
         mixed = device.type == "cuda" and config.mixed_precision
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=mixed)
-        by_hand = not mixed and getattr(loss_fn, "writes_gradients", lambda module: False)(module)
-        return cls(tensors, bounds, optimizer, scheduler, loss_fn, module, autocast, generator, by_hand)
+        objective = _Objective(model, loss_fn)
+        if parallel is not None:
+            objective = parallel.wrap(objective)
+        by_hand = not mixed and parallel is None and getattr(loss_fn, "writes_gradients", lambda m: False)(model)
+        return cls(
+            tensors, bounds, optimizer, scheduler, model, loss_fn, objective, parallel, autocast, generator, by_hand
+        )
 
     def epoch(self, bar: tqdm) -> np.ndarray:
         """One pass over the shuffled rows; each step's loss, read from the device once at the end."""
@@ -205,12 +248,15 @@ class _Steps:
         for step in range(len(self.bounds) - 1):
             batch = order[self.bounds[step] : self.bounds[step + 1]]
             if self.by_hand:
-                loss = self.loss_fn.write_gradients(self.module, u[batch], i[batch], r[batch])
+                loss = self.loss_fn.write_gradients(self.model, u[batch], i[batch], r[batch])
             else:
+                weight = 1.0
+                if self.parallel is not None:
+                    batch, weight = self.parallel.take(batch, u)
                 with self.autocast:
-                    loss = self.loss_fn(self.module, u[batch], i[batch], r[batch])
+                    loss = self.objective(u[batch], i[batch], r[batch])
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight if self.parallel is not None else loss).backward()
             self.optimizer.step()
             self.scheduler.step()
             losses[step] = loss.detach()
@@ -258,7 +304,7 @@ def _fit(
     config: TrainConfig,
     device: torch.device,
     progress: bool | None,
-    train_module: nn.Module,
+    parallel: DataParallel | None,
 ) -> FitResult:
     # torch imports its compiler stack when the first optimizer of a process is built (about a
     # second, once per process); the clock starts after that so `seconds` measures training alone.
@@ -271,7 +317,7 @@ def _fit(
     if len(data) == 0:
         raise CfrecError("no training ratings")
     validator = Validator(model, train, valid, config, device) if valid is not None and len(valid) else None
-    steps = _Steps.prepare(model, train_module, data, config, device, loss_fn, generator)
+    steps = _Steps.prepare(model, data, config, device, loss_fn, generator, parallel)
     bounds = steps.bounds
     show = sys.stderr.isatty() if progress is None else progress
     stopping = _EarlyStopping(validator, config.patience, config.epochs)

@@ -159,3 +159,37 @@ def test_batches_cover_every_row_and_never_leave_a_single_row_for_batch_norm():
     config = TrainConfig.for_model("nn", epochs=1, bs=256)
     result = fit(model_for(config, 200, 150, (0.0, 5.5)), data, None, config, torch.device("cpu"), progress=False)
     assert len(result.batch_losses) == 1
+
+
+def test_data_parallel_shares_split_each_batch_by_user_and_weigh_to_the_whole_batch_gradient():
+    """What data-parallel processes compute for one batch, averaged as DistributedDataParallel
+    averages it, is the one-process gradient of that batch, for the ranking objective too."""
+    from cfmodel.training.loop import DataParallel, _Objective
+    from cfmodel.training.losses import SoftmaxLoss
+
+    data = choice_interactions(n_users=40, n_items=30, per_user=6)
+    config = TrainConfig(model="rank", n_factors=8, history_dropout=0.0)
+    model = model_for(config, 40, 30, None)
+    loss_fn = SoftmaxLoss(30, n_negatives=30, item_counts=torch.ones(30), n_users=40)
+    loss_fn.prepare(data)
+    users, items, ratings = (torch.as_tensor(a) for a in (data.users, data.items, data.ratings))
+    batch = torch.arange(0, 101)
+    objective = _Objective(model.train(), loss_fn)
+
+    def gradients(rows: torch.Tensor, weight: float = 1.0) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=False)
+        (objective(users[rows], items[rows], ratings[rows]) * weight).backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    whole = gradients(batch)
+    shares = [DataParallel(rank, 3, lambda m: m).take(batch, users) for rank in range(3)]
+    taken = torch.cat([rows for rows, _ in shares])
+    assert sorted(taken.tolist()) == batch.tolist()  # every row once, in one process
+    for rows, _ in shares:
+        assert len(set(users[rows].tolist()) & set(users[batch[~torch.isin(batch, rows)]].tolist())) == 0
+    averaged = [sum(parts) / 3 for parts in zip(*(gradients(rows, weight) for rows, weight in shares))]
+    for got, expected in zip(averaged, whole):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # A process with no user in the batch still steps, with no weight.
+    rows, weight = DataParallel(1, 2, lambda m: m).take(torch.tensor([0, 1]), torch.tensor([4, 6]))
+    assert weight == 0.0 and len(rows) == 1
