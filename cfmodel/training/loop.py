@@ -56,6 +56,11 @@ def resolve_device(requested: str = "auto") -> torch.device:
     return device
 
 
+# From this many parameters on, the dot model's steps update only the rows a batch touches (lazy
+# AdamW): a dense step over every row of tables this size costs more than the batch's own work.
+# Smaller models take torch's exact dense AdamW.
+ROW_UPDATES_PARAMS = 1_000_000
+
 # Below this many parameters a training step is a few hundred microseconds of small kernels, and
 # spreading them over threads costs more than it saves (much more on a busy machine).
 SINGLE_THREAD_PARAMS = 4_000_000
@@ -212,7 +217,8 @@ class _Steps:
     parallel: DataParallel | None
     autocast: torch.autocast
     generator: torch.Generator
-    by_hand: bool  # gradients written by the objective itself (RatingLoss.write_gradients), not autograd
+    by_hand: bool  # gradients computed by the objective itself (RatingLoss.row_gradients), not autograd
+    lazy: bool  # only the touched rows of the tables step (LeanAdamW.step_rows)
 
     @classmethod
     def prepare(
@@ -235,9 +241,21 @@ class _Steps:
         objective = _Objective(model, loss_fn)
         if parallel is not None:
             objective = parallel.wrap(objective)
-        by_hand = not mixed and parallel is None and getattr(loss_fn, "writes_gradients", lambda m: False)(model)
+        by_hand = not mixed and parallel is None and getattr(loss_fn, "has_row_gradients", lambda m: False)(model)
+        lazy = by_hand and sum(p.numel() for p in model.parameters()) >= ROW_UPDATES_PARAMS
         return cls(
-            tensors, bounds, optimizer, scheduler, model, loss_fn, objective, parallel, autocast, generator, by_hand
+            tensors,
+            bounds,
+            optimizer,
+            scheduler,
+            model,
+            loss_fn,
+            objective,
+            parallel,
+            autocast,
+            generator,
+            by_hand,
+            lazy,
         )
 
     def epoch(self, bar: tqdm) -> np.ndarray:
@@ -248,7 +266,17 @@ class _Steps:
         for step in range(len(self.bounds) - 1):
             batch = order[self.bounds[step] : self.bounds[step + 1]]
             if self.by_hand:
-                loss = self.loss_fn.write_gradients(self.model, u[batch], i[batch], r[batch])
+                loss, row_gradients = self.loss_fn.row_gradients(
+                    self.model, u[batch], i[batch], r[batch], distinct=self.lazy
+                )
+                if self.lazy:
+                    self.optimizer.step_rows(row_gradients)
+                else:
+                    for table, (rows, gradients) in row_gradients.items():
+                        if table.grad is None:
+                            table.grad = torch.zeros_like(table)
+                        table.grad.zero_().index_add_(0, rows, gradients)
+                    self.optimizer.step()
             else:
                 weight = 1.0
                 if self.parallel is not None:
@@ -257,7 +285,7 @@ class _Steps:
                     loss = self.objective(u[batch], i[batch], r[batch])
                 self.optimizer.zero_grad(set_to_none=True)
                 (loss * weight if self.parallel is not None else loss).backward()
-            self.optimizer.step()
+                self.optimizer.step()
             self.scheduler.step()
             losses[step] = loss.detach()
             bar.update()

@@ -122,7 +122,7 @@ def test_history_dropout_hides_items_only_while_training():
     torch.testing.assert_close(model.eval().user_vectors(users, history), whole)
 
 
-def test_dot_model_gradients_written_by_hand_equal_autograd():
+def test_dot_model_gradients_computed_by_hand_equal_autograd():
     torch.manual_seed(0)
     model = EmbeddingDotBias(6, 9, n_factors=4, y_range=(1.0, 5.5))
     with torch.no_grad():
@@ -132,16 +132,21 @@ def test_dot_model_gradients_written_by_hand_equal_autograd():
     items = torch.tensor([8, 2, 2, 0, 7, 3, 3])
     ratings = torch.tensor([1.0, 5.0, 4.0, 3.5, 2.0, 4.5, 1.0])
     objective = RatingLoss()
-    assert objective.writes_gradients(model)
+    assert objective.has_row_gradients(model)
     expected_loss = objective(model, users, items, ratings)
     expected_loss.backward()
-    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
-    for p in model.parameters():
-        p.grad = torch.full_like(p, 7.0)  # stale gradients are replaced, not added to
-    loss = objective.write_gradients(model, users, items, ratings)
+    loss, row_gradients = objective.row_gradients(model, users, items, ratings)
     torch.testing.assert_close(loss, expected_loss.detach())
+    assert set(row_gradients) == set(model.parameters())
     for name, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, expected[name], msg=name)
+        rows, gradients = row_gradients[p]
+        assert rows.tolist() == sorted(set((users if name.startswith("u_") else items).tolist()))
+        dense = torch.zeros_like(p).index_copy_(0, rows, gradients)
+        torch.testing.assert_close(dense, p.grad, msg=name)
+    _, repeated = objective.row_gradients(model, users, items, ratings, distinct=False)
+    for name, p in model.named_parameters():
+        rows, gradients = repeated[p]
+        torch.testing.assert_close(torch.zeros_like(p).index_add_(0, rows, gradients), p.grad, msg=name)
     # Only the dot model itself: a wrapper (DDP) or another model trains through autograd.
-    assert not objective.writes_gradients(torch.nn.Sequential(model))
-    assert not objective.writes_gradients(rank_model())
+    assert not objective.has_row_gradients(torch.nn.Sequential(model))
+    assert not objective.has_row_gradients(rank_model())

@@ -47,3 +47,26 @@ def test_lean_adamw_skips_parameters_without_gradients_and_refuses_sparse_ones()
     params[0].grad = params[0].grad.to_sparse()
     with pytest.raises(RuntimeError, match="sparse"):
         lean.step()
+
+
+def test_lazy_step_moves_only_the_touched_rows_as_a_dense_step_moves_them():
+    """Rows touched at every step follow torch's AdamW exactly; the others never move."""
+    ours, theirs = _tables(1), _tables(1)
+    lean = LeanAdamW([{"params": ours, "weight_decay": 0.3}], lr=1e-2, betas=(0.9, 0.99), eps=1e-5)
+    dense = torch.optim.AdamW([{"params": theirs, "weight_decay": 0.3}], lr=1e-2, betas=(0.9, 0.99), eps=1e-5)
+    touched = [torch.tensor([0, 3, 6]), torch.tensor([1, 4])]
+    untouched = [p.detach().clone() for p in ours]
+    for _ in range(5):
+        row_gradients = {}
+        for p, q, rows in zip(ours, theirs, touched):
+            grads = torch.randn(len(rows), p.shape[1])
+            row_gradients[p] = (rows, grads)
+            q.grad = torch.zeros_like(q).index_copy_(0, rows, grads)
+        lean.step_rows(row_gradients)
+        dense.step()
+    for p, q, rows, before in zip(ours, theirs, touched, untouched):
+        torch.testing.assert_close(p[rows], q[rows])
+        others = torch.ones(len(p), dtype=torch.bool)
+        others[rows] = False
+        assert torch.equal(p[others], before[others])  # dense AdamW decays these; the lazy step leaves them
+        assert not torch.equal(q[others], before[others])
