@@ -164,10 +164,19 @@ class SoftmaxLoss(_RankingLoss):
             log_probs = F.log_softmax(model.item_logits(vectors).float(), dim=1)
             return self._mean(-log_probs[inverse, items], ratings)
         negatives = torch.multinomial(self.sampling, self.n_negatives, replacement=True, generator=self.generator)
-        positive = (model.pair_scores(vectors[inverse], items).float() - self.log_expected[items])[:, None]
-        negative = (model.item_logits(vectors, negatives).float() - self.log_expected[negatives])[inverse]
-        negative = negative.masked_fill(negatives[None, :] == items[:, None], float("-inf"))  # accidental hits
-        losses = -F.log_softmax(torch.cat([positive, negative], dim=1), dim=1)[:, 0]
+        positive = model.pair_scores(vectors[inverse], items).float() - self.log_expected[items]
+        # The negatives' scores are the same for all of a user's rows: their sum of exponentials is
+        # taken once per user ([users, negatives], not [rows, negatives]), shifted by the user's
+        # largest score for stability.
+        negative = model.item_logits(vectors, negatives).float() - self.log_expected[negatives]
+        shift = negative.detach().max(dim=1).values
+        totals = torch.exp(negative - shift[:, None]).sum(dim=1)[inverse]
+        # Accidental hits, negatives that are the row's own positive, leave its sum: each scored
+        # exactly as the positive is.
+        hits = torch.bincount(negatives, minlength=self.n_items)[items]
+        shift = shift[inverse]
+        others = (totals - hits * torch.exp(positive - shift)).clamp(min=0)
+        losses = torch.logaddexp(positive, shift + torch.log(others)) - positive
         return self._mean(losses, ratings)
 
 

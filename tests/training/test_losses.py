@@ -150,3 +150,20 @@ def test_dot_model_gradients_computed_by_hand_equal_autograd():
     # Only the dot model itself: a wrapper (DDP) or another model trains through autograd.
     assert not objective.has_row_gradients(torch.nn.Sequential(model))
     assert not objective.has_row_gradients(rank_model())
+
+
+def test_sampled_softmax_per_user_equals_the_per_row_cross_entropy_with_hits_masked():
+    """Summing each user's negatives once gives, row by row, the cross-entropy of the positive
+    against the sampled negatives (logQ-corrected) with its accidental hits removed."""
+    model = rank_model(n_users=4, n_items=12)
+    users, items = torch.tensor([0, 0, 0, 2, 3, 3]), torch.tensor([1, 5, 5, 7, 0, 11])
+    counts = torch.arange(1.0, 13.0)
+    sampled = SoftmaxLoss(12, n_negatives=9, item_counts=counts, generator=torch.Generator().manual_seed(3))
+    loss = sampled(model, users, items, torch.ones(6))
+    negatives = torch.multinomial(sampled.sampling, 9, replacement=True, generator=torch.Generator().manual_seed(3))
+    assert torch.isin(items, negatives).any()  # the case in question: some positives were also drawn
+    scores = model.score_all(users) - sampled.log_expected
+    positive = scores.gather(1, items[:, None])
+    negative = scores[:, negatives].masked_fill(negatives[None, :] == items[:, None], float("-inf"))
+    expected = -F.log_softmax(torch.cat([positive, negative], dim=1), dim=1)[:, 0].mean()
+    torch.testing.assert_close(loss, expected)
