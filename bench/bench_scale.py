@@ -42,16 +42,21 @@ def planted_ratings(n_users: int, n_items: int, n: int, seed: int = 0) -> pd.Dat
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
     popularity /= popularity.sum()
     activity = rng.lognormal(0.0, 1.0, n_users)
-    users = rng.choice(n_users, n, p=activity / activity.sum())
-    anywhere = rng.choice(n_items, n, p=popularity)
-    # Items of one group, by popularity within it: the group's items in popularity order.
+    activity = np.minimum(activity / activity.sum(), n_items / 4 / n)  # nobody rates a quarter of the catalog
+    activity /= activity.sum()
+    # Items of one group in popularity order, to draw from the top of the user's own group.
     by_group = np.argsort(item_group, kind="stable")
     starts = np.searchsorted(item_group[by_group], np.arange(GROUPS + 1))
     sizes = np.diff(starts)
-    rank_in_group = np.minimum((rng.pareto(1.1, n) * 3).astype(np.int64), sizes[user_group[users]] - 1)
-    in_group = by_group[starts[user_group[users]] + rank_in_group]
-    items = np.where(rng.random(n) < 0.5, in_group, anywhere)
-    keys = np.unique(users.astype(np.int64) * n_items + items)
+    keys = np.empty(0, np.int64)
+    while len(keys) < n:  # repeated pairs are dropped: draw until there are n distinct ones
+        draws = int((n - len(keys)) * 1.2) + 1000
+        users = rng.choice(n_users, draws, p=activity)
+        groups = user_group[users]
+        in_group = by_group[starts[groups] + (sizes[groups] * rng.random(draws) ** 2).astype(np.int64)]
+        items = np.where(rng.random(draws) < 0.5, in_group, rng.choice(n_items, draws, p=popularity))
+        keys = np.unique(np.concatenate([keys, users.astype(np.int64) * n_items + items]))
+    keys = np.sort(rng.choice(keys, n, replace=False))
     users, items = keys // n_items, keys % n_items
     user_factors = rng.normal(0, 1, (n_users, FACTORS)).astype(np.float32)
     item_factors = rng.normal(0, 1, (n_items, FACTORS)).astype(np.float32)

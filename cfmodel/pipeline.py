@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -177,7 +177,7 @@ def score(spark: SparkSession, night: Night, config: ScoreConfig, version: str |
     """recommendations/run_date=D: every user's top N with `version` (default: the current model)."""
     from cfmodel.scoring.recommend import score as score_users
 
-    with writing(night, "score"):
+    with writing(night, "score"), _settings_for_ratings(spark, night):
         return score_users(spark, night.warehouse, night.run_date, config.top_n, version)
 
 
@@ -185,8 +185,17 @@ def publish_tables(spark: SparkSession, night: Night, config: TablesConfig, vers
     """similar_items, item_factors, user_factors of the scoring model; metrics/run_date=D; model_runs."""
     from cfmodel.reporting.tables import publish_tables as write_tables
 
-    with writing(night, "publish_tables"):
+    with writing(night, "publish_tables"), _settings_for_ratings(spark, night):
         return write_tables(spark, night.warehouse, night.run_date, version, config.similar_k)
+
+
+def _settings_for_ratings(spark: SparkSession, night: Night) -> AbstractContextManager:
+    """The Spark settings for a step whose work grows with the ratings table (cfmodel.spark)."""
+    from cfmodel.spark import session_settings, settings_for
+    from cfmodel.warehouse import Warehouse
+    from cfmodel.warehouse.schemas import RATINGS
+
+    return session_settings(spark, settings_for(Warehouse.open(night.warehouse).table(RATINGS)))
 
 
 def most_recommended(night: Night, limit: int = 100) -> MostRecommended:

@@ -34,6 +34,7 @@ from cfmodel.errors import CfrecError
 from cfmodel.ingest import dedup, increments, indices, planning
 from cfmodel.ingest import parsing as sources
 from cfmodel.ingest.source_options import CSV_SOURCE
+from cfmodel.spark import session_settings, settings_for
 from cfmodel.warehouse import Warehouse, publish, withdraw
 from cfmodel.warehouse.schemas import (
     DATASETS,
@@ -276,6 +277,20 @@ def ingest(spark: SparkSession, warehouse: str | Path, run_date: str, config: In
     plan = planning.plan_ingest(config.source, config.input_for(run_date), **config.layout_options())
     wh = Warehouse.open(warehouse)
     _check_same_source(wh, plan.source)
+    # The night's files and the increments `ratings` is rebuilt from: what the Spark work grows with.
+    inputs = [f.path for f in plan.ratings.files] + [wh.table(RATINGS_INCREMENTS)]
+    with session_settings(spark, settings_for(*inputs)):
+        return _ingest(spark, plan, wh, run_date, config, started)
+
+
+def _ingest(
+    spark: SparkSession,
+    plan: planning.IngestPlan,
+    wh: Warehouse,
+    run_date: str,
+    config: IngestConfig,
+    started: float,
+) -> IngestReport:
     parsed, input_rows = parse_rating_files(spark, plan)
     # Staging copies of ingests that were killed: no other ingest is at work (the writer lock).
     shutil.rmtree(wh.root / STAGING, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Scoring one Arrow batch the way an executor does, without Spark."""
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
@@ -108,10 +109,12 @@ def test_small_blocks_give_the_same_answer():
     whole = score_batch(context(model), rated)
     model.pairs_per_block = 7  # one user per block
     one_user_blocks = score_batch(context(model), rated)
-    assert (
-        whole.sort_values(["user_id", "rank"])
-        .reset_index(drop=True)
-        .equals(one_user_blocks.sort_values(["user_id", "rank"]).reset_index(drop=True))
+    # The same lists; scores to the last bit only up to the matrix product's blocking (CPU-dependent).
+    pd.testing.assert_frame_equal(
+        whole.sort_values(["user_id", "rank"]).reset_index(drop=True),
+        one_user_blocks.sort_values(["user_id", "rank"]).reset_index(drop=True),
+        check_exact=False,
+        rtol=1e-6,
     )
 
 
