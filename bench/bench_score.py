@@ -3,8 +3,8 @@
     python bench/bench_score.py --ml100k /data/ml-100k                      # MovieLens 100k only
     python bench/bench_score.py --ml100k /data/ml-100k --synthetic --als    # + 25M-shaped set and ALS
 
-Models have random weights (timing does not depend on them): the dot model with 64 factors
-unless --factors says otherwise, and with --nn fastai's default EmbeddingNN.
+The model is the dot model with random weights (timing does not depend on them), 64 factors
+unless --factors says otherwise. The nn model has its own benchmark, bench_nn_score.py.
 
 What is timed (wall clock, after one untimed warm-up job so JVM and Python-worker start-up are
 not counted):
@@ -235,91 +235,6 @@ def bare_torch_loop(model: ModelArtifact, ratings_path: Path, top_n: int) -> tup
     return time.perf_counter() - started, prepare
 
 
-def nn_artifact(n_users: int, n_items: int, seed: int) -> ModelArtifact:
-    """fastai-default EmbeddingNN (emb_sz_rule widths, layers 100-50); random weights time the same."""
-    from cfmodel.training.models import EmbeddingNN
-
-    torch.manual_seed(seed)
-    module = EmbeddingNN(n_users, n_items).eval()
-    return ModelArtifact(
-        version="bench-nn",
-        model=module,
-        users=IdIndex([str(u) for u in range(n_users)]),
-        items=IdIndex([str(i) for i in range(n_items)]),
-        config=ArtifactConfig(model_type="nn", hparams=module.hparams()),
-        metrics={},
-    )
-
-
-def bench_nn(spark, data: Path | None, shape: dict, sample_users: int, top_n: int, seed: int) -> list[dict]:
-    """The nn model scores every (user, item) pair in vectorised chunks: time it on ml-100k through
-    Spark, and on the 25M shape on a sample of users in one process, extrapolated."""
-    import pyarrow as pa
-
-    from cfmodel.scoring.popularity import Popularity
-    from cfmodel.scoring.recommend import ScoringContext, recommend_batch
-
-    rows = []
-    if data is not None:
-        ratings = pd.read_csv(data / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"], dtype=str)
-        frame = spark.createDataFrame(ratings[["user_id", "item_id"]])
-        model = nn_artifact(ratings["user_id"].nunique(), ratings["item_id"].nunique(), seed)
-        model.users, model.items = IdIndex.from_values(ratings["user_id"]), IdIndex.from_values(ratings["item_id"])
-        recommend(spark, frame, model, top_n).write.format("noop").mode("overwrite").save()  # warm-up
-        _, seconds = timed(lambda: recommend(spark, frame, model, top_n).write.format("noop").mode("overwrite").save())
-        rows.append(
-            {
-                "data": "ml-100k",
-                "what": "cfrec recommend() -> noop, nn model (all pairs)",
-                "shape": f"{len(model.users)} users x {len(model.items)} items",
-                "seconds": seconds,
-            }
-        )
-
-    model = nn_artifact(shape["users"], shape["items"], seed)
-    n_items = shape["items"]
-    ids = model.items.ids
-    ctx = ScoringContext(
-        model=model.model,
-        users=model.users,
-        catalog_ids=ids,
-        titles=np.full(n_items, None, dtype=object),
-        popularity=Popularity.from_counts(np.zeros(n_items, np.int64), ids),
-        n=top_n,
-    )
-    rng = np.random.default_rng(seed)
-    per_user = shape["ratings"] // shape["users"]
-    rated = [
-        np.unique((rng.random(rng.poisson(per_user)) ** 2 * n_items).astype(np.int32)) for _ in range(sample_users)
-    ]
-    users = [str(u) for u in rng.choice(shape["users"], sample_users, replace=False)]
-    batch = pa.RecordBatch.from_arrays(
-        [pa.array(users), pa.array(rated, pa.list_(pa.int32()))], names=["user_id", "rated"]
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in a Spark task
-    try:
-        _, seconds = timed(lambda: list(recommend_batch(ctx, batch)))
-    finally:
-        torch.set_num_threads(threads)
-    cores = spark.sparkContext.defaultParallelism
-    estimate = seconds / sample_users * shape["users"] / cores
-    rows.append(
-        {
-            "data": "synthetic 25M-shaped",
-            "what": f"nn model (all pairs): {sample_users} users on 1 core, extrapolated to all users on {cores} cores",
-            "shape": f"{shape['users']} users x {n_items} items",
-            "seconds": estimate,
-            "sample_seconds": seconds,
-        }
-    )
-    print(
-        f"  nn: {sample_users} users in {seconds:.1f}s on one core -> ~{estimate / 60:.0f} min for all users",
-        flush=True,
-    )
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ml100k", type=Path, help="folder with MovieLens 100k's u.data and u.item")
@@ -333,20 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         "--ratings", type=int, default=ML25M_SHAPE["ratings"], help="synthetic ratings (default: ML-25M's)"
     )
     parser.add_argument("--factors", type=int, default=ML25M_SHAPE["factors"], help="factors (default 64)")
-    parser.add_argument("--nn", action="store_true", help="also time the nn model (all pairs, vectorised chunks)")
-    parser.add_argument(
-        "--nn-sample-users",
-        type=int,
-        default=500,
-        help="users of the 25M shape the nn timing scores before extrapolating (default 500)",
-    )
     parser.add_argument("--top-n", type=int, default=10, help="recommendations per user (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic set (default 0)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    if not args.ml100k and not args.synthetic and not args.nn:
-        parser.error("nothing to time: pass --ml100k DIR, --synthetic and/or --nn")
+    if not args.ml100k and not args.synthetic:
+        parser.error("nothing to time: pass --ml100k DIR and/or --synthetic")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cfrec-bench-"))
     spark = get_spark("cfrec-bench-score")
@@ -359,9 +267,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.synthetic:
             shape = {"users": args.users, "items": args.items, "ratings": args.ratings, "factors": args.factors}
             rows += bench_synthetic(spark, workdir, args.top_n, shape, args.als, args.seed)
-        if args.nn:
-            shape = {"users": args.users, "items": args.items, "ratings": args.ratings, "factors": args.factors}
-            rows += bench_nn(spark, args.ml100k, shape, args.nn_sample_users, args.top_n, args.seed)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

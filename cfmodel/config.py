@@ -197,10 +197,17 @@ class GateConfig:
 @dataclass(frozen=True)
 class ScoreConfig:
     top_n: int = option(10, "recommendations per user")
+    candidates: int = option(
+        1000,
+        "models too costly to score every item (nn) score this many candidate items per user, "
+        "picked by the network at the centre of the user's cluster; 0: score every item",
+    )
 
     def __post_init__(self) -> None:
         if self.top_n < 1:
             raise CfrecError(f"--top-n must be at least 1, got {self.top_n}")
+        if self.candidates < 0:
+            raise CfrecError(f"--candidates must be 0 (score every item) or more, got {self.candidates}")
 
 
 @dataclass(frozen=True)

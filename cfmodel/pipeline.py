@@ -178,7 +178,7 @@ def score(spark: SparkSession, night: Night, config: ScoreConfig, version: str |
     from cfmodel.scoring.recommend import score as score_users
 
     with writing(night, "score"), _settings_for_ratings(spark, night):
-        return score_users(spark, night.warehouse, night.run_date, config.top_n, version)
+        return score_users(spark, night.warehouse, night.run_date, config.top_n, version, config.candidates)
 
 
 def publish_tables(spark: SparkSession, night: Night, config: TablesConfig, version: str | None = None) -> TablesReport:

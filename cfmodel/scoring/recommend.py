@@ -60,6 +60,7 @@ class ScoringContext:
     popularity: Popularity
     n: int
     scale: tuple[float, float] | None = None  # a rating model's shown scores are clipped to it
+    candidates: int = 0  # models that offer candidates score this many unrated ones per user; 0: all
 
 
 def _csr(rated: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +99,9 @@ def _rows(
     )
 
 
-def users_per_block(model: CollabModel) -> int:
-    return max(1, model.pairs_per_block // max(model.n_items, 1))
+def users_per_block(model: CollabModel, candidates: int = 0) -> int:
+    width = min(candidates, model.n_items) if candidates else model.n_items
+    return max(1, model.pairs_per_block // max(width, 1))
 
 
 def model_top_n(
@@ -109,14 +111,32 @@ def model_top_n(
     cols: np.ndarray,
     n: int,
     masked_items: np.ndarray | None = None,
+    candidates: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best `n` items of each user in `users` (model indices), never a masked (row, col) cell
-    nor a masked item, and the scores to show for them (NaN pads stay NaN)."""
+    nor a masked item, and the scores to show for them (NaN pads stay NaN).
+
+    With `candidates`, a model that offers candidate items (`CollabModel.candidate_items`) scores
+    only that many per user beyond what is masked; the others rank as unscored (-inf)."""
     users_t = torch.as_tensor(users, dtype=torch.long)
     with torch.inference_mode():
-        items, best = top_k(model.ranking_scores(users_t), n, rows, cols, masked_items)
+        items, best = top_k(_block_scores(model, users_t, rows, candidates, masked_items), n, rows, cols, masked_items)
         shown = model.shown_scores(users_t, torch.from_numpy(best)).numpy()
     return items, shown
+
+
+def _block_scores(
+    model: CollabModel, users: torch.Tensor, rows: np.ndarray, candidates: int, masked_items: np.ndarray | None
+) -> torch.Tensor:
+    if candidates:
+        # Enough candidates that `candidates` remain after the user's rated and masked items.
+        most_rated = int(np.bincount(rows).max()) if len(rows) else 0
+        count = candidates + most_rated + (0 if masked_items is None else len(masked_items))
+        picked = model.candidate_items(users, count)
+        if picked is not None:
+            scores = torch.full((len(users), model.n_items), -torch.inf)
+            return scores.scatter_(1, picked, model.candidate_scores(users, picked).float())
+    return model.ranking_scores(users)
 
 
 def predicted_ratings(
@@ -145,13 +165,13 @@ def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.R
 
     known_batch = batch.filter(pa.array(known))
     known_index = user_index[known]
-    block = users_per_block(model) if known_batch.num_rows else 1
+    block = users_per_block(model, ctx.candidates) if known_batch.num_rows else 1
     for start in range(0, known_batch.num_rows, block):
         part = known_batch.slice(start, block)
         offsets, rated = _csr(part.column("rated"))
         rows, cols = csr_cells(offsets, rated, model.n_items)
         users = known_index[start : start + block]
-        items, best = model_top_n(model, users, rows, cols, ctx.n, ctx.untrained_items)
+        items, best = model_top_n(model, users, rows, cols, ctx.n, ctx.untrained_items, ctx.candidates)
         best = clipped(model, best, ctx.scale)
         predicted = best if model.predicts_ratings else predicted_ratings(model, users, items, ctx.scale)
         because = because_items(model, rows, cols, items)
@@ -173,10 +193,11 @@ def item_counts(ratings: DataFrame) -> pd.DataFrame:
 
 
 def scoring_context(
-    model: ModelArtifact | None, counts: pd.DataFrame, titles: Warehouse | None, n: int
+    model: ModelArtifact | None, counts: pd.DataFrame, titles: Warehouse | None, n: int, candidates: int = 0
 ) -> ScoringContext:
     """The broadcast for `model` (None: popularity alone) and the catalog of `counts` (item_id,
-    ratings); titles come from the warehouse's items table (null without one)."""
+    ratings); titles come from the warehouse's items table (null without one). `candidates`: see
+    `model_top_n`."""
     catalog = (model.items if model is not None else IdIndex([])).extended(counts["item_id"])
     catalog_ids = catalog.ids
     per_item = np.zeros(len(catalog), np.int64)
@@ -200,6 +221,7 @@ def scoring_context(
         trained_users=model.trained_users,
         untrained_items=model.untrained_items,
         scale=tuple(model.config.rating_scale) if model.config.rating_scale else None,
+        candidates=candidates,
     )
 
 
@@ -209,13 +231,16 @@ def scoring_input(
     model: ModelArtifact | None,
     n: int,
     titles: Warehouse | None = None,
+    candidates: int = 0,
 ) -> tuple[ScoringContext, DataFrame]:
     """What `recommend` scores: the broadcast context and each user's rated items as catalog
     indices (user_id, rated)."""
     if n < 1:
         raise CfrecError(f"top-N must be at least 1, got {n}")
+    if candidates < 0:
+        raise CfrecError(f"candidates must be 0 (score every item) or more, got {candidates}")
     ratings = ratings.select("user_id", "item_id")
-    ctx = scoring_context(model, item_counts(ratings), titles, n)
+    ctx = scoring_context(model, item_counts(ratings), titles, n, candidates)
     catalog = spark.createDataFrame(
         pd.DataFrame(
             {"item_id": ctx.catalog_ids.astype(str), "item_index": np.arange(len(ctx.catalog_ids), dtype=np.int32)}
@@ -247,12 +272,14 @@ def recommend(
     model: ModelArtifact | None,
     n: int,
     titles: Warehouse | None = None,
+    candidates: int = 0,
 ) -> DataFrame:
     """ratings (user_id, item_id, ...) -> (user_id, rank, item_id, score, source, title), N rows per user.
 
     `titles`: the warehouse whose items table names the items; without it the title column is null.
+    `candidates`: see `model_top_n`.
     """
-    return score_rated(spark, *scoring_input(spark, ratings, model, n, titles))
+    return score_rated(spark, *scoring_input(spark, ratings, model, n, titles, candidates))
 
 
 @dataclass
@@ -275,14 +302,15 @@ def score(
     run_date: str,
     top_n_items: int = 10,
     model_version: str | None = None,
+    candidates: int = 0,
 ) -> ScoreReport:
     """Write recommendations/run_date=RUN_DATE/ with `model_version` (default: the current model;
-    POPULARITY_LISTS: the most-popular unrated items for every user)."""
+    POPULARITY_LISTS: the most-popular unrated items for every user). `candidates`: see `model_top_n`."""
     wh = Warehouse.open(warehouse)
     model = None if model_version == POPULARITY_LISTS else ModelRegistry(wh.models).load(model_version)
     version = model.version if model is not None else POPULARITY_LISTS
     ratings = spark.read.parquet(str(wh.require(RATINGS))).select("user_id", "item_id")
-    ctx, rated = scoring_input(spark, ratings, model, top_n_items, wh)
+    ctx, rated = scoring_input(spark, ratings, model, top_n_items, wh, candidates)
     recs = score_rated(spark, ctx, rated).withColumn("model_version", F.lit(version))
     recs = recs.select(*RECOMMENDATIONS.column_names)
     target = wh.partition(RECOMMENDATIONS, run_date)

@@ -62,6 +62,7 @@ CLI_VALUES = {
     "--gate-tolerance": "0.05",
     "--gate-metric": "mae",
     "--top-n": "7",
+    "--candidates": "300",
     "--similar-k": "3",
 }
 CLI_FLAGS = [
@@ -158,6 +159,7 @@ def test_the_dag_builds_the_same_configs_as_the_command_line(nightly):
         "gate_tolerance": 0.05,
         "gate_metric": "mae",
         "top_n": 7,
+        "candidates": 300,
         "similar_k": 3,
     }
     assert set(conf) <= set(nightly.params)
@@ -185,6 +187,7 @@ def test_the_dag_refuses_what_the_command_line_refuses(nightly):
         ({"lr": 0}, "lr must be positive"),
         ({"max_reject_fraction": 3}, "max reject fraction must be between 0 and 1"),
         ({"top_n": 0}, "--top-n must be at least 1"),
+        ({"candidates": -1}, "--candidates must be 0"),
     ):
         with pytest.raises(CfrecError, match=message):
             for config in STEP_CONFIGS:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cfmodel.scoring.popularity import Popularity
-from cfmodel.scoring.recommend import ScoringContext, recommend_batch
+from cfmodel.scoring.recommend import ScoringContext, model_top_n, recommend_batch
 from cfmodel.training.config import MODEL_TYPES, TrainConfig
 from cfmodel.training.ids import IdIndex
 from cfmodel.training.interactions import Interactions
@@ -226,3 +226,61 @@ def test_reasons_in_length_groups_match_a_plain_loop_over_each_users_history(mod
             with torch.no_grad():
                 support = model.support(torch.as_tensor(rated)[None], torch.tensor([[item]]))[0, :, 0]
             assert got[user, k] == rated[int(support.argmax())]
+
+
+def _nn_with_users_in_groups(n_users=60, n_items=400, groups=6, seed=0):
+    """An nn model whose users come in `groups` tight groups (users of a group share most of their
+    taste), as trained users do, with a wide catalog."""
+    model = model_for(TrainConfig.for_model("nn", n_factors=8, layers=(16, 8)), n_users, n_items, (0.0, 5.5))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator))
+        centres = torch.randn(groups, model.u_weight.weight.shape[1], generator=generator) * 3
+        noise = 0.05 * torch.randn(model.u_weight.weight.shape, generator=generator)
+        model.u_weight.weight.copy_(centres[torch.arange(n_users) % groups] + noise)
+    return model.eval()
+
+
+def _lists(model, rated_per_user, candidates, n=10, masked=()):
+    users = np.arange(model.n_users)
+    rows = np.repeat(users, [len(r) for r in rated_per_user])
+    cols = np.concatenate([np.asarray(r, np.int64) for r in rated_per_user])
+    return model_top_n(model, users, rows, cols, n, np.asarray(masked, np.int64), candidates)
+
+
+def test_nn_candidates_find_the_exact_lists_of_users_in_groups():
+    model = _nn_with_users_in_groups()
+    rng = np.random.default_rng(0)
+    rated = [rng.choice(model.n_items, size=rng.integers(0, 30), replace=False) for _ in range(model.n_users)]
+    exact_items, exact_scores = _lists(model, rated, candidates=0, masked=[3, 5])
+    items, scores = _lists(model, rated, candidates=60, masked=[3, 5])
+
+    # Only a fraction of the catalog is scored, yet the lists are the exact ones, with exact scores.
+    assert 60 + 29 + 2 <= model.n_items // 4
+    np.testing.assert_array_equal(items, exact_items)
+    np.testing.assert_allclose(scores, exact_scores, rtol=1e-5)
+    for user, listed in enumerate(items):
+        assert not set(listed) & (set(rated[user]) | {3, 5})
+
+
+def test_nn_candidates_are_the_items_scored_and_wide_requests_score_every_item():
+    model = _nn_with_users_in_groups(groups=40)
+    users = torch.arange(model.n_users)
+    picked = model.candidate_items(users, 50)
+    assert picked.shape == (model.n_users, 50)
+    items, _ = _lists(model, [[] for _ in range(model.n_users)], candidates=50)
+    assert all(set(listed) <= set(cands.tolist()) for listed, cands in zip(items, picked))
+    # Scores of candidates are the network's own.
+    exact = model.ranking_scores(users).gather(1, picked)
+    torch.testing.assert_close(model.candidate_scores(users, picked), exact, rtol=1e-5, atol=1e-5)
+    # Asking for more than a quarter of the catalog scores it all: the exact lists.
+    assert model.candidate_items(users, model.n_items // 4 + 1) is None
+    wide, _ = _lists(model, [[] for _ in range(model.n_users)], candidates=model.n_items // 4 + 1)
+    np.testing.assert_array_equal(wide, _lists(model, [[] for _ in range(model.n_users)], candidates=0)[0])
+
+
+def test_candidates_change_nothing_for_models_that_score_every_item():
+    model = random_model("dot", n_users=4, n_items=7)
+    rated = [[0], [], [1, 2], [6]]
+    np.testing.assert_array_equal(_lists(model, rated, 2, n=3)[0], _lists(model, rated, 0, n=3)[0])
