@@ -88,7 +88,7 @@ def cluster_seconds(model: EmbeddingNN) -> float:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model._cluster_cache = None
+        model.__dict__.pop("_scoring_cache", None)
         started = time.perf_counter()
         with torch.inference_mode():
             model._clusters()

@@ -12,8 +12,8 @@ scores of the items kept into what the recommendations table shows.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -272,7 +272,7 @@ class EmbeddingNN(CollabModel):
 
     def _every_item(self, user_part: torch.Tensor) -> torch.Tensor:
         """[users, width] first-layer user parts -> [users, n_items] outputs before the sigmoid."""
-        item_part, layers = self._item_parts(), self._folded_layers()
+        item_part, layers = self._scoring_weights()
         out = torch.empty(len(user_part), self.n_items, dtype=user_part.dtype, device=user_part.device)
         items_step = min(self.n_items, NN_PAIRS_PER_CHUNK)
         users_step = max(1, NN_PAIRS_PER_CHUNK // max(self.n_items, 1))
@@ -283,8 +283,8 @@ class EmbeddingNN(CollabModel):
         return out
 
     def candidate_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        user_part, item_part = self._user_parts(self.u_weight(users)), self._item_parts()
-        layers = self._folded_layers()
+        user_part = self._user_parts(self.u_weight(users))
+        item_part, layers = self._scoring_weights()
         out = torch.empty(items.shape, dtype=user_part.dtype, device=user_part.device)
         users_step = max(1, NN_PAIRS_PER_CHUNK // max(items.shape[1], 1))
         for u in range(0, len(users), users_step):
@@ -318,12 +318,33 @@ class EmbeddingNN(CollabModel):
             x = torch.addmm(bias, x, weight.T).relu_()
         return (x @ w_out + b_out).view(pairs.shape[:-1])
 
+    def _once_per_weights(self, name: str, compute: Callable[[], Any]) -> Any:
+        """`compute()`, kept until a parameter or buffer changes (in-place updates bump a tensor's
+        version); recomputed each time while autograd records, so nothing holds a graph."""
+        if torch.is_grad_enabled():
+            return compute()
+        key = tuple(t._version for t in (*self.parameters(), *self.buffers()))
+        cache = self.__dict__.setdefault("_scoring_cache", {})
+        if name not in cache or cache[name][0] != key:
+            cache[name] = (key, compute())
+        return cache[name][1]
+
+    def __getstate__(self) -> dict:
+        # Pickled to Spark executors: they rebuild what they need from the weights.
+        state = dict(self.__dict__)
+        state.pop("_scoring_cache", None)
+        return state
+
+    def _scoring_weights(self) -> tuple[torch.Tensor, tuple]:
+        """Every item's first-layer part and the folded further layers, once per set of weights
+        (the item parts alone cost as much as scoring a few users)."""
+        return self._once_per_weights("weights", lambda: (self._item_parts(), self._folded_layers()))
+
     def _clusters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(each user's cluster, each cluster's items best first), computed once per set of weights."""
-        key = tuple(t._version for t in (*self.parameters(), *self.buffers()))
-        cached = getattr(self, "_cluster_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        return self._once_per_weights("clusters", self._build_clusters)
+
+    def _build_clusters(self) -> tuple[torch.Tensor, torch.Tensor]:
         user_part = self._user_parts(self.u_weight.weight)
         generator = torch.Generator().manual_seed(0)
         k = min(NN_CLUSTERS, self.n_users)
@@ -334,9 +355,7 @@ class EmbeddingNN(CollabModel):
             counts = torch.bincount(assignment, minlength=k)
             filled = counts > 0
             centres[filled] = sums[filled] / counts[filled, None]
-        clusters = (assignment, self._every_item(centres).argsort(dim=1, descending=True))
-        self._cluster_cache = (key, clusters)
-        return clusters
+        return assignment, self._every_item(centres).argsort(dim=1, descending=True)
 
     def shown_scores(self, users: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         return sigmoid_range(scores, *self.y_range)

@@ -1,3 +1,5 @@
+import pickle
+
 import pytest
 import torch
 
@@ -78,6 +80,25 @@ def test_nn_score_all_in_chunks_equals_one_pass(monkeypatch, pairs_per_chunk):
         monkeypatch.setattr(models, "NN_PAIRS_PER_CHUNK", pairs_per_chunk)
         chunked = model.score_all(users)
     torch.testing.assert_close(whole, chunked)
+
+
+def test_nn_scoring_follows_new_weights_and_ships_without_its_cache():
+    model = make("nn").eval()
+    users = torch.arange(N_USERS)
+    other = make("nn", seed=1).eval()
+    with torch.no_grad():
+        first = model.score_all(users)
+        assert "_scoring_cache" in model.__dict__  # item parts kept for the next block of users
+        model.load_state_dict(other.state_dict())
+        torch.testing.assert_close(model.score_all(users), other.score_all(users))
+        model.hidden[0][2].running_mean.add_(1.0)  # a buffer alone changes the folded layers
+        moved = model.score_all(users)
+    assert not torch.allclose(moved, other.score_all(users))
+    assert not torch.allclose(first, moved)
+    shipped = pickle.loads(pickle.dumps(model))
+    assert "_scoring_cache" not in shipped.__dict__
+    with torch.no_grad():
+        torch.testing.assert_close(shipped.score_all(users), moved)
 
 
 @pytest.mark.parametrize(
