@@ -11,6 +11,7 @@ scores of the items kept into what the recommendations table shows.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -59,6 +60,14 @@ def _embedding(n: int, dim: int) -> nn.Embedding:
     emb = nn.Embedding(n, dim)
     nn.init.trunc_normal_(emb.weight, std=0.01)  # fastai's init for collab embeddings
     return emb
+
+
+def _scratch(buffers: dict[str, torch.Tensor], name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """A `shape` view of the buffer `name`, grown when too small."""
+    size = math.prod(shape)
+    if name not in buffers or buffers[name].numel() < size:
+        buffers[name] = like.new_empty(size)
+    return buffers[name][:size].view(shape)
 
 
 class CollabModel(nn.Module, ABC):
@@ -266,30 +275,36 @@ class EmbeddingNN(CollabModel):
         The first layer acts on [u, i], so it splits into W_u u + W_i i: each user and each item is
         projected once and a pair only adds the two. Each BatchNorm is folded into the Linear
         after it, so a pair costs one add and one small matrix product per further layer; pairs go
-        through in cache-sized chunks.
+        through in cache-sized chunks. No gradients: these order lists, no loss is taken on them.
         """
         return self._every_item(self._user_parts(self.u_weight(users)))
 
+    @torch.no_grad()
     def _every_item(self, user_part: torch.Tensor) -> torch.Tensor:
         """[users, width] first-layer user parts -> [users, n_items] outputs before the sigmoid."""
         item_part, layers = self._scoring_weights()
         out = torch.empty(len(user_part), self.n_items, dtype=user_part.dtype, device=user_part.device)
         items_step = min(self.n_items, NN_PAIRS_PER_CHUNK)
         users_step = max(1, NN_PAIRS_PER_CHUNK // max(self.n_items, 1))
+        scratch: dict[str, torch.Tensor] = {}
         for u in range(0, len(user_part), users_step):
+            users = user_part[u : u + users_step, None, :]
             for i in range(0, self.n_items, items_step):
-                pairs = user_part[u : u + users_step, None, :] + item_part[None, i : i + items_step, :]
-                out[u : u + users_step, i : i + items_step] = self._rest(pairs, layers)
+                items = item_part[None, i : i + items_step, :]
+                pairs = torch.add(users, items, out=_scratch(scratch, "pairs", (len(users), *items.shape[1:]), users))
+                out[u : u + users_step, i : i + items_step] = self._rest(pairs, layers, scratch)
         return out
 
+    @torch.no_grad()
     def candidate_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         user_part = self._user_parts(self.u_weight(users))
         item_part, layers = self._scoring_weights()
         out = torch.empty(items.shape, dtype=user_part.dtype, device=user_part.device)
         users_step = max(1, NN_PAIRS_PER_CHUNK // max(items.shape[1], 1))
+        scratch: dict[str, torch.Tensor] = {}
         for u in range(0, len(users), users_step):
-            pairs = user_part[u : u + users_step, None, :] + item_part[items[u : u + users_step]]
-            out[u : u + users_step] = self._rest(pairs, layers)
+            pairs = item_part[items[u : u + users_step]].add_(user_part[u : u + users_step, None, :])
+            out[u : u + users_step] = self._rest(pairs, layers, scratch)
         return out
 
     def candidate_items(self, users: torch.Tensor, count: int) -> torch.Tensor | None:
@@ -310,23 +325,25 @@ class EmbeddingNN(CollabModel):
         return item_part if first.bias is None else item_part + first.bias
 
     @staticmethod
-    def _rest(pairs: torch.Tensor, folded: tuple) -> torch.Tensor:
-        """[..., width] first-layer pre-activations -> [...] outputs before the sigmoid."""
+    def _rest(pairs: torch.Tensor, folded: tuple, scratch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[..., width] first-layer pre-activations (overwritten) -> [...] outputs before the
+        sigmoid. Activations go to `scratch` buffers reused chunk after chunk: allocating them
+        anew costs the kernel more time than the products."""
         layers, w_out, b_out = folded
         x = pairs.reshape(-1, pairs.shape[-1]).relu_()
-        for weight, bias in layers:
-            x = torch.addmm(bias, x, weight.T).relu_()
-        return (x @ w_out + b_out).view(pairs.shape[:-1])
+        for index, (weight, bias) in enumerate(layers):
+            x = torch.addmm(bias, x, weight.T, out=_scratch(scratch, f"layer{index}", (len(x), len(weight)), x))
+            x.relu_()
+        return torch.addmv(b_out, x, w_out, out=_scratch(scratch, "out", (len(x),), x)).view(pairs.shape[:-1])
 
     def _once_per_weights(self, name: str, compute: Callable[[], Any]) -> Any:
-        """`compute()`, kept until a parameter or buffer changes (in-place updates bump a tensor's
-        version); recomputed each time while autograd records, so nothing holds a graph."""
-        if torch.is_grad_enabled():
-            return compute()
+        """`compute()` without autograd, kept until a parameter or buffer changes (in-place updates
+        bump a tensor's version)."""
         key = tuple(t._version for t in (*self.parameters(), *self.buffers()))
         cache = self.__dict__.setdefault("_scoring_cache", {})
         if name not in cache or cache[name][0] != key:
-            cache[name] = (key, compute())
+            with torch.no_grad():
+                cache[name] = (key, compute())
         return cache[name][1]
 
     def __getstate__(self) -> dict:
