@@ -14,8 +14,9 @@ not counted):
   write the partition, check it and swap it in.
 - cfrec `recommend()` into Spark's `noop` sink: the same computation without the Parquet write.
 - a bare torch loop in this one process, no Spark (synthetic set only): blocks of users scored with
-  one matrix product each, rated items masked, `topk`; the floor the nightly step is held to
-  (the ratings are read into per-user arrays beforehand, untimed);
+  one float32 matrix product each, rated items masked, `topk`; the floor the nightly step is held
+  to (the ratings are read into per-user arrays beforehand, untimed). Every 50th user's list from
+  it is compared item for item with the published one: the bfloat16 screen must not change a list;
 - ALS `recommendForAllUsers(N)` into the `noop` sink, on an ALSModel holding the very same user and
   item vectors: a rank-64 model fitted with maxIter=1 on a small sample, whose factor tables are
   then replaced with the benchmark's. ALS does not exclude rated items; cfrec does.
@@ -49,9 +50,12 @@ from cfmodel.spark import get_spark  # noqa: E402
 from cfmodel.training.ids import IdIndex  # noqa: E402
 from cfmodel.training.models import EmbeddingDotBias  # noqa: E402
 from cfmodel.warehouse import Warehouse, publish  # noqa: E402
+from cfmodel.warehouse.schemas import RECOMMENDATIONS  # noqa: E402
 
 ALS_WHAT = "Spark ALS recommendForAllUsers -> noop (no exclusion)"
 BARE_WHAT = f"bare torch loop, one process, {torch.get_num_threads()} threads (matmul + mask + topk, no Spark)"
+# Every this-many-th user's list is compared, item for item, with the bare float32 loop's.
+EXACTNESS_SAMPLE = 50
 ML25M_SHAPE = {"users": 162_541, "items": 62_423, "ratings": 25_000_095, "factors": 64}
 
 
@@ -196,9 +200,11 @@ def bench_synthetic(spark, workdir: Path, top_n: int, shape: dict, with_als: boo
         {"data": "synthetic 25M-shaped", "what": "cfrec recommend() -> noop", "shape": label, "seconds": compute}
     )
     print(f"  cfrec recommend() -> noop: {compute:.1f}s", flush=True)
-    loop, prepare = bare_torch_loop(model, wh.table("ratings"), top_n)
+    loop, prepare, reference = bare_torch_loop(model, wh.table("ratings"), top_n)
     rows.append({"data": "synthetic 25M-shaped", "what": BARE_WHAT, "shape": label, "seconds": loop})
     print(f"  {BARE_WHAT}: {loop:.1f}s (+{prepare:.1f}s reading the ratings into per-user CSR)", flush=True)
+    same, compared = same_lists(wh.partition(RECOMMENDATIONS, "2026-01-02"), reference)
+    print(f"  published lists identical to the bare float32 loop's: {same} of {compared} sampled users", flush=True)
     if with_als:
         als = als_with_factors(spark, model, workdir)
         _, als_seconds = timed(lambda: als.recommendForAllUsers(top_n).write.format("noop").mode("overwrite").save())
@@ -207,10 +213,11 @@ def bench_synthetic(spark, workdir: Path, top_n: int, shape: dict, with_als: boo
     return rows
 
 
-def bare_torch_loop(model: ModelArtifact, ratings_path: Path, top_n: int) -> tuple[float, float]:
+def bare_torch_loop(model: ModelArtifact, ratings_path: Path, top_n: int) -> tuple[float, float, dict]:
     """The floor without Spark: one process, torch's own threads, blocks of users scored with one
-    matrix product each, their rated items masked, `topk`. Returns (seconds of the loop, seconds of
-    reading the ratings into per-user CSR beforehand, not counted in the loop)."""
+    float32 matrix product each, their rated items masked, `topk`. Returns (seconds of the loop,
+    seconds of reading the ratings into per-user CSR beforehand, not counted in the loop, and the
+    lists of every EXACTNESS_SAMPLE-th user: {user_id: [item_id, ...]})."""
     import pyarrow.parquet as pq
 
     from cfmodel.scoring.topk import top_k
@@ -225,14 +232,27 @@ def bare_torch_loop(model: ModelArtifact, ratings_path: Path, top_n: int) -> tup
     prepare = time.perf_counter() - started
     net = model.model
     block = max(1, net.pairs_per_block // net.n_items)
+    reference = {}
     started = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, net.n_users, block):
             stop = min(start + block, net.n_users)
             rows = np.repeat(np.arange(stop - start), np.diff(indptr[start : stop + 1]))
             cols = items[indptr[start] : indptr[stop]]
-            top_k(net.ranking_scores(torch.arange(start, stop)), top_n, rows, cols)
-    return time.perf_counter() - started, prepare
+            listed, _ = top_k(net.ranking_scores(torch.arange(start, stop)), top_n, rows, cols)
+            for user in range(-start % EXACTNESS_SAMPLE, stop - start, EXACTNESS_SAMPLE):
+                reference[model.users.ids[start + user]] = [model.items.ids[i] for i in listed[user] if i >= 0]
+    return time.perf_counter() - started, prepare, reference
+
+
+def same_lists(partition: Path, reference: dict) -> tuple[int, int]:
+    """(users whose published list is the reference list, item for item in rank order; users compared)."""
+    import pyarrow.parquet as pq
+
+    recs = pq.read_table(partition, columns=["user_id", "rank", "item_id"]).to_pandas()
+    recs = recs[recs["user_id"].isin(reference)].sort_values(["user_id", "rank"])
+    published = recs.groupby("user_id")["item_id"].apply(list).to_dict()
+    return sum(published.get(user) == items for user, items in reference.items()), len(reference)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -28,6 +29,7 @@ from cfmodel.registry.artifact import ModelArtifact
 from cfmodel.registry.registry import POPULARITY_LISTS, ModelRegistry
 from cfmodel.scoring.because import because_items
 from cfmodel.scoring.popularity import Popularity
+from cfmodel.scoring.screen import SCREEN_USERS_PER_BLOCK, screened_top_k, screens
 from cfmodel.scoring.topk import csr_cells, top_k
 from cfmodel.training.ids import IdIndex
 from cfmodel.training.models import CollabModel, clipped
@@ -99,7 +101,9 @@ def _rows(
     )
 
 
-def users_per_block(model: CollabModel, candidates: int = 0) -> int:
+def users_per_block(model: CollabModel, n: int, candidates: int = 0) -> int:
+    if screens(model, n):
+        return SCREEN_USERS_PER_BLOCK
     width = min(candidates, model.n_items) if candidates else model.n_items
     return max(1, model.pairs_per_block // max(width, 1))
 
@@ -117,10 +121,15 @@ def model_top_n(
     nor a masked item, and the scores to show for them (NaN pads stay NaN).
 
     With `candidates`, a model that offers candidate items (`CollabModel.candidate_items`) scores
-    only that many per user beyond what is masked; the others rank as unscored (-inf)."""
+    only that many per user beyond what is masked; the others rank as unscored (-inf). Dot-product
+    models go through the exact bfloat16 screen where the hardware makes it pay (`screen`)."""
     users_t = torch.as_tensor(users, dtype=torch.long)
     with torch.inference_mode():
-        items, best = top_k(_block_scores(model, users_t, rows, candidates, masked_items), n, rows, cols, masked_items)
+        if screens(model, n):
+            items, best = screened_top_k(model, users_t, n, rows, cols, masked_items)
+        else:
+            scores = _block_scores(model, users_t, rows, candidates, masked_items)
+            items, best = top_k(scores, n, rows, cols, masked_items)
         shown = model.shown_scores(users_t, torch.from_numpy(best)).numpy()
     return items, shown
 
@@ -165,7 +174,7 @@ def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.R
 
     known_batch = batch.filter(pa.array(known))
     known_index = user_index[known]
-    block = users_per_block(model, ctx.candidates) if known_batch.num_rows else 1
+    block = users_per_block(model, ctx.n, ctx.candidates) if known_batch.num_rows else 1
     for start in range(0, known_batch.num_rows, block):
         part = known_batch.slice(start, block)
         offsets, rated = _csr(part.column("rated"))
@@ -248,6 +257,9 @@ def scoring_input(
     )
     rated = (
         ratings.join(F.broadcast(catalog), "item_id")
+        # Shuffled by user before grouping: collecting lists on the map side first costs more
+        # than it saves, since few of a user's ratings share a file.
+        .repartition("user_id")
         .groupBy("user_id")
         .agg(F.collect_list("item_index").alias("rated"))
     )
@@ -311,10 +323,22 @@ def score(
     version = model.version if model is not None else POPULARITY_LISTS
     ratings = spark.read.parquet(str(wh.require(RATINGS))).select("user_id", "item_id")
     ctx, rated = scoring_input(spark, ratings, model, top_n_items, wh, candidates)
+    # Kept: counting its rows counts the users, and the scoring and the check reuse it.
+    rated = rated.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return _score_rated_users(spark, wh, ctx, rated, run_date, version)
+    finally:
+        rated.unpersist()
+
+
+def _score_rated_users(
+    spark: SparkSession, wh: Warehouse, ctx: ScoringContext, rated: DataFrame, run_date: str, version: str
+) -> ScoreReport:
+    top_n_items = ctx.n
+    known_users = rated.count()
     recs = score_rated(spark, ctx, rated).withColumn("model_version", F.lit(version))
     recs = recs.select(*RECOMMENDATIONS.column_names)
     target = wh.partition(RECOMMENDATIONS, run_date)
-    known_users = ratings.select("user_id").distinct().count()
     report = ScoreReport(run_date, version, top_n_items, path=str(target))
 
     def write(tmp: Path) -> None:

@@ -116,6 +116,27 @@ class CollabModel(nn.Module, ABC):
         """[len(users), n_items]: the predicted rating (rating models) or ranking score of every item."""
         return self.shown_scores(users, self.ranking_scores(users))
 
+    def once_per_weights(self, name: str, compute: Callable[[], Any]) -> Any:
+        """`compute()` without autograd, kept until a parameter or buffer changes (in-place updates
+        bump a tensor's version)."""
+        key = tuple(t._version for t in (*self.parameters(), *self.buffers()))
+        cache = self.__dict__.setdefault("_scoring_cache", {})
+        if name not in cache or cache[name][0] != key:
+            with torch.no_grad():
+                cache[name] = (key, compute())
+        return cache[name][1]
+
+    def __getstate__(self) -> dict:
+        # Pickled to Spark executors: they rebuild what they need from the weights.
+        state = dict(self.__dict__)
+        state.pop("_scoring_cache", None)
+        return state
+
+    def ranking_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(user vectors [n_users, d], item vectors [n_items, d], item bias [n_items]) whose
+        `u . v + b` is `ranking_scores`, for models that rank by a dot product; None otherwise."""
+        return None
+
     def candidate_items(self, users: torch.Tensor, count: int) -> torch.Tensor | None:
         """[len(users), count] items worth scoring for each user, for models too costly to score
         every item; None (the default): score every item."""
@@ -185,6 +206,9 @@ class EmbeddingDotBias(CollabModel):
         """u . i + b_i: the user's bias and the sigmoid do not change the order of a user's items,
         so they are applied only to the items kept (`shown_scores`)."""
         return torch.addmm(self.i_bias.weight[:, 0], self.u_weight(users), self.i_weight.weight.T)
+
+    def ranking_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.u_weight.weight, self.i_weight.weight, self.i_bias.weight[:, 0]
 
     def shown_scores(self, users: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         return sigmoid_range(scores + self.u_bias(users), *self.y_range)
@@ -336,30 +360,14 @@ class EmbeddingNN(CollabModel):
             x.relu_()
         return torch.addmv(b_out, x, w_out, out=_scratch(scratch, "out", (len(x),), x)).view(pairs.shape[:-1])
 
-    def _once_per_weights(self, name: str, compute: Callable[[], Any]) -> Any:
-        """`compute()` without autograd, kept until a parameter or buffer changes (in-place updates
-        bump a tensor's version)."""
-        key = tuple(t._version for t in (*self.parameters(), *self.buffers()))
-        cache = self.__dict__.setdefault("_scoring_cache", {})
-        if name not in cache or cache[name][0] != key:
-            with torch.no_grad():
-                cache[name] = (key, compute())
-        return cache[name][1]
-
-    def __getstate__(self) -> dict:
-        # Pickled to Spark executors: they rebuild what they need from the weights.
-        state = dict(self.__dict__)
-        state.pop("_scoring_cache", None)
-        return state
-
     def _scoring_weights(self) -> tuple[torch.Tensor, tuple]:
         """Every item's first-layer part and the folded further layers, once per set of weights
         (the item parts alone cost as much as scoring a few users)."""
-        return self._once_per_weights("weights", lambda: (self._item_parts(), self._folded_layers()))
+        return self.once_per_weights("weights", lambda: (self._item_parts(), self._folded_layers()))
 
     def _clusters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(each user's cluster, each cluster's items best first), computed once per set of weights."""
-        return self._once_per_weights("clusters", self._build_clusters)
+        return self.once_per_weights("clusters", self._build_clusters)
 
     def _build_clusters(self) -> tuple[torch.Tensor, torch.Tensor]:
         user_part = self._user_parts(self.u_weight.weight)
@@ -520,6 +528,9 @@ class EmbeddingDotRank(CollabModel):
 
     def ranking_scores(self, users: torch.Tensor) -> torch.Tensor:
         return self.item_logits(self.u_weight(users))
+
+    def ranking_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.u_weight.weight, self.i_weight.weight, self.i_bias.weight[:, 0]
 
     def support(self, rated: torch.Tensor, listed: torch.Tensor) -> torch.Tensor:
         """With a user vector computed from the history, a rated item's exact share of each
