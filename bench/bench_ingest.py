@@ -13,7 +13,8 @@ then times:
 - cfmodel.pipeline.ingest (source movielens-latest): parse, validate, deduplicate, write the
   increment, rejects, report, current table and id indices (SparkSession start not included).
 
-and prints both, rows per second, and their ratio.
+and prints both, rows per second, and their ratio, with the peak resident memory of the Python
+driver, the Spark JVM and the Python workers during the ingest (bench/memory.py).
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def main() -> int:
 
     arrow_s = time_pyarrow(path, args.repeats)
 
+    from memory import PeakMemory
+
     from cfmodel.config import IngestConfig
     from cfmodel.ingest.job import ingest
     from cfmodel.spark import get_spark
@@ -145,7 +148,8 @@ def main() -> int:
     shutil.rmtree(warehouse, ignore_errors=True)
     started = time.perf_counter()
     config = IngestConfig(source="movielens-latest", input_path=str(path.parent))
-    report = asdict(ingest(spark, warehouse, "2026-01-01", config))
+    with PeakMemory() as memory:
+        report = asdict(ingest(spark, warehouse, "2026-01-01", config))
     ingest_s = time.perf_counter() - started
     plain = work / "plain-parquet"
     started = time.perf_counter()
@@ -176,6 +180,7 @@ def main() -> int:
                 "spark_ingest_rows_per_s": round(rows / ingest_s),
                 "spark_over_pyarrow_time": round(ingest_s / arrow_s, 1),
                 "spark_csv_to_parquet_unchecked_s": round(plain_s, 1),
+                **{f"ingest_{key}": value for key, value in memory.summary().items()},
                 "users": report["users"],
                 "items": report["items"],
             },

@@ -23,6 +23,8 @@ not counted):
 
 The synthetic set has MovieLens 25M's shape: 162,541 users, 62,423 items, 64 factors, random
 normal vectors, and 25,000,095 ratings drawn with a popularity skew (item = n_items * u^2).
+During the synthetic set's `score()` the peak resident memory of the Python driver, the Spark JVM
+(driver and executor in local mode) and the Python workers is sampled (bench/memory.py) and printed.
 Figures print as a table; nothing is written outside --workdir.
 """
 
@@ -42,6 +44,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from memory import PeakMemory  # noqa: E402
 
 from cfmodel.registry.artifact import ArtifactConfig, ModelArtifact  # noqa: E402
 from cfmodel.registry.registry import ModelRegistry  # noqa: E402
@@ -184,7 +188,9 @@ def bench_synthetic(spark, workdir: Path, top_n: int, shape: dict, with_als: boo
     frame = spark.read.parquet(str(wh.table("ratings")))
     rows = []
     score(spark, wh.root, "2026-01-01", top_n)  # warm-up: JVM code paths and Python workers
-    report, nightly = timed(lambda: score(spark, wh.root, "2026-01-02", top_n))
+    with PeakMemory() as memory:
+        report, nightly = timed(lambda: score(spark, wh.root, "2026-01-02", top_n))
+    print(f"  peak resident memory during score(): {memory.summary()}", flush=True)
     rows.append(
         {
             "data": "synthetic 25M-shaped",
