@@ -67,10 +67,11 @@ def screened_top_k(
     with torch.inference_mode():
         vectors = user_table[users]
         screen = torch.addmm(bias16, vectors.bfloat16(), items16.T)
+        device = screen.device
         if len(rows):
-            screen[torch.as_tensor(rows), torch.as_tensor(cols)] = -torch.inf
+            screen[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = -torch.inf
         if masked_columns is not None and len(masked_columns):
-            screen[:, torch.as_tensor(masked_columns)] = -torch.inf
+            screen[:, torch.as_tensor(masked_columns, device=device)] = -torch.inf
         screened, picked = torch.topk(screen, k + SCREEN_MARGIN, dim=1)
         exact = torch.bmm(items[picked], vectors[:, :, None])[:, :, 0] + bias[picked]
         exact[torch.isneginf(screened)] = -torch.inf  # masked: fewer items left than screened
@@ -79,17 +80,17 @@ def screened_top_k(
         last = screened[:, -1].float()
         bound = ROUNDING_BOUND * (vectors.norm(dim=1) * largest_item + largest_bias)
         unsure = ~(torch.isneginf(last) | (values[:, -1] > last + bound)) | exact.isnan().any(dim=1)
-        columns, values = columns.numpy().copy(), values.numpy().copy()
+        columns, values, unsure = columns.cpu().numpy().copy(), values.cpu().numpy().copy(), unsure.cpu().numpy()
     missing = np.isneginf(values)
     values[missing], columns[missing] = np.nan, -1
-    again = np.flatnonzero(unsure.numpy())
+    again = np.flatnonzero(unsure)
     if len(again):
         # Near-ties at the k-th place (or NaN scores, which top_k refuses): every item in float32.
         position = np.full(len(users), -1)
         position[again] = np.arange(len(again))
         keep = position[rows] >= 0
         columns[again], values[again] = top_k(
-            model.ranking_scores(users[torch.as_tensor(again)]),
+            model.ranking_scores(users[torch.as_tensor(again, device=users.device)]),
             k,
             position[rows[keep]],
             cols[keep],
