@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cfmodel.scoring.topk import top_k
+from cfmodel.scoring.topk import mask, top_k
 from cfmodel.training.models import CollabModel
 
 SCREEN_MARGIN = 54  # screened items beyond k: 64 for a top 10
@@ -67,11 +67,7 @@ def screened_top_k(
     with torch.inference_mode():
         vectors = user_table[users]
         screen = torch.addmm(bias16, vectors.bfloat16(), items16.T)
-        device = screen.device
-        if len(rows):
-            screen[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = -torch.inf
-        if masked_columns is not None and len(masked_columns):
-            screen[:, torch.as_tensor(masked_columns, device=device)] = -torch.inf
+        mask(screen, rows, cols, masked_columns)
         screened, picked = torch.topk(screen, k + SCREEN_MARGIN, dim=1)
         exact = torch.bmm(items[picked], vectors[:, :, None])[:, :, 0] + bias[picked]
         exact[torch.isneginf(screened)] = -torch.inf  # masked: fewer items left than screened

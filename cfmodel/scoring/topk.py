@@ -27,6 +27,20 @@ def csr_cells(offsets: np.ndarray, values: np.ndarray, n_columns: int) -> tuple[
     return rows[inside], values[inside]
 
 
+def mask(
+    block: torch.Tensor, rows: np.ndarray | None, cols: np.ndarray | None, masked_columns: np.ndarray | None
+) -> None:
+    """Set the cells (`rows[j]`, `cols[j]`) and every column in `masked_columns` of `block` to -inf."""
+    device = block.device
+    if rows is not None and len(rows):
+        block[
+            torch.as_tensor(np.asarray(rows, np.int64), device=device),
+            torch.as_tensor(np.asarray(cols, np.int64), device=device),
+        ] = -torch.inf
+    if masked_columns is not None and len(masked_columns):
+        block[:, torch.as_tensor(np.asarray(masked_columns, np.int64), device=device)] = -torch.inf
+
+
 def top_k(
     scores: torch.Tensor | np.ndarray,
     k: int,
@@ -48,14 +62,7 @@ def top_k(
         block = torch.as_tensor(scores)
         if block.dtype != torch.float32:
             block = block.float()
-        device = block.device
-        if rows is not None and len(rows):
-            block[
-                torch.as_tensor(np.asarray(rows, np.int64), device=device),
-                torch.as_tensor(np.asarray(cols, np.int64), device=device),
-            ] = -torch.inf
-        if masked_columns is not None and len(masked_columns):
-            block[:, torch.as_tensor(np.asarray(masked_columns, np.int64), device=device)] = -torch.inf
+        mask(block, rows, cols, masked_columns)
         k = min(k, block.shape[1])
         if k == 0:
             return np.empty((block.shape[0], 0), np.int64), np.empty((block.shape[0], 0), np.float32)
