@@ -26,8 +26,10 @@ to the small catalog.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,17 @@ from cfmodel.training.models import EmbeddingNN  # noqa: E402
 
 ML25M_SHAPE = {"users": 162_541, "items": 62_423, "ratings": 25_000_095}
 MAX_RATED = 120
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread, as in a Spark task."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def context(model: EmbeddingNN, top_n: int, candidates: int) -> ScoringContext:
@@ -66,14 +79,10 @@ def lists(ctx: ScoringContext, users: np.ndarray, rated: list[np.ndarray]) -> tu
     batch = pa.RecordBatch.from_arrays(
         [pa.array([str(u) for u in users]), pa.array(rated, pa.list_(pa.int32()))], names=["user_id", "rated"]
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         started = time.perf_counter()
         rows = pa.Table.from_batches(list(recommend_batch(ctx, batch)))
         seconds = time.perf_counter() - started
-    finally:
-        torch.set_num_threads(threads)
     frame = rows.select(["user_id", "item_id"]).to_pandas()
     return frame.groupby("user_id")["item_id"].apply(set).to_dict(), seconds
 
@@ -85,16 +94,11 @@ def recall(exact: dict, approx: dict) -> float:
 
 
 def cluster_seconds(model: EmbeddingNN) -> float:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread(), torch.inference_mode():
         model.__dict__.pop("_scoring_cache", None)
         started = time.perf_counter()
-        with torch.inference_mode():
-            model._clusters()
+        model._clusters()
         return time.perf_counter() - started
-    finally:
-        torch.set_num_threads(threads)
 
 
 def bench_shape(shape: dict, sample_users: int, top_n: int, candidates: list[int], cores: int, seed: int) -> list:
