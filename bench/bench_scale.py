@@ -35,8 +35,9 @@ ML25M_USERS, ML25M_ITEMS, ML25M_RATINGS = 162_541, 62_423, 25_000_095
 GROUPS, FACTORS, NOISE = 64, 16, 0.5
 
 
-def planted_ratings(n_users: int, n_items: int, n: int, seed: int = 0) -> pd.DataFrame:
-    """Distinct (user, item) ratings with taste groups and hidden factors (see the module doc)."""
+def planted_cells(n_users: int, n_items: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user index, item index, rating) of `n` distinct pairs, sorted by user then item, with taste
+    groups and hidden factors (see the module doc)."""
     rng = np.random.default_rng(seed)
     user_group, item_group = rng.integers(0, GROUPS, n_users), rng.integers(0, GROUPS, n_items)
     popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
@@ -63,12 +64,22 @@ def planted_ratings(n_users: int, n_items: int, n: int, seed: int = 0) -> pd.Dat
     same = (user_group[users] == item_group[items]).astype(np.float32)
     affinity = np.einsum("ij,ij->i", user_factors[users], item_factors[items]) / np.sqrt(FACTORS)
     ratings = np.clip(np.rint(3.0 + 0.5 * same + affinity + rng.normal(0, NOISE, len(keys))), 1, 5)
+    return users, items, ratings.astype(np.float32)
+
+
+def planted_ratings(n_users: int, n_items: int, n: int, seed: int = 0) -> pd.DataFrame:
+    """`planted_cells` as the ratings table."""
+    return ratings_frame(*planted_cells(n_users, n_items, n, seed))
+
+
+def ratings_frame(users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> pd.DataFrame:
+    """Index cells as the ratings table: string ids, the row number as the timestamp."""
     return pd.DataFrame(
         {
             "user_id": users.astype(str),
             "item_id": items.astype(str),
-            "rating": ratings.astype(np.float32),
-            "timestamp": np.arange(len(keys), dtype=np.int64),
+            "rating": ratings,
+            "timestamp": np.arange(len(users), dtype=np.int64),
         }
     )
 

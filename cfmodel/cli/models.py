@@ -33,6 +33,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
     if args.nproc > 1:
         return train_distributed(args)
+    if args.launcher == "spark":
+        raise CfrecError("--launcher spark launches data-parallel training: give --nproc 2 or more")
     night = night_of(args)
     candidate = pipeline.train(night, train_config(args), options.from_namespace(TrainRun, args))
     decision = pipeline.gate(night, candidate.version, options.from_namespace(GateConfig, args))
@@ -40,11 +42,18 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 
 def train_distributed(args: argparse.Namespace) -> dict:
-    """Relaunch this training under torchrun with one process per --nproc (DDP; gloo on CPU)."""
-    argv = [a for a in sys.argv[1:] if a != "train"]
-    if "--nproc" in argv:
-        del argv[argv.index("--nproc") : argv.index("--nproc") + 2]
-    argv = [a for a in argv if not a.startswith("--nproc=")]
+    """Relaunch this training with one process per --nproc (DDP; gloo on CPU), under torchrun here
+    or, with --launcher spark, through Spark's TorchDistributor on the cluster's executors."""
+    argv = list(args.argv)
+    argv.remove("train")
+    for option in ("--nproc", "--launcher"):
+        if option in argv:
+            del argv[argv.index(option) : argv.index(option) + 2]
+        argv = [a for a in argv if not a.startswith(f"{option}=")]
+    if args.launcher == "spark":
+        from cfmodel.training.distributed import train_on_spark
+
+        return train_on_spark(argv, args.nproc)
     command = [
         sys.executable,
         "-m",
@@ -135,7 +144,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--nproc",
         type=int,
         default=1,
-        help="train data-parallel in this many processes under torchrun (DDP; gloo on CPU, NCCL on GPUs); default 1",
+        help="train data-parallel in this many processes (DDP; gloo on CPU, NCCL on GPUs); default 1",
+    )
+    p.add_argument(
+        "--launcher",
+        choices=("torchrun", "spark"),
+        default="torchrun",
+        help="how --nproc processes start: torchrun on this machine (default), or spark: Spark's "
+        "TorchDistributor, one barrier task per process on the cluster's executors",
     )
     p.set_defaults(func=cmd_train)
 

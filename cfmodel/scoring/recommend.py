@@ -123,14 +123,14 @@ def model_top_n(
     With `candidates`, a model that offers candidate items (`CollabModel.candidate_items`) scores
     only that many per user beyond what is masked; the others rank as unscored (-inf). Dot-product
     models go through the exact bfloat16 screen where the hardware makes it pay (`screen`)."""
-    users_t = torch.as_tensor(users, dtype=torch.long)
+    users_t = torch.as_tensor(users, dtype=torch.long, device=model.device)
     with torch.inference_mode():
         if screens(model, n):
             items, best = screened_top_k(model, users_t, n, rows, cols, masked_items)
         else:
             scores = _block_scores(model, users_t, rows, candidates, masked_items)
             items, best = top_k(scores, n, rows, cols, masked_items)
-        shown = model.shown_scores(users_t, torch.from_numpy(best)).numpy()
+        shown = model.shown_scores(users_t, torch.from_numpy(best).to(users_t.device)).cpu().numpy()
     return items, shown
 
 
@@ -143,7 +143,7 @@ def _block_scores(
         count = candidates + most_rated + (0 if masked_items is None else len(masked_items))
         picked = model.candidate_items(users, count)
         if picked is not None:
-            scores = torch.full((len(users), model.n_items), -torch.inf)
+            scores = torch.full((len(users), model.n_items), -torch.inf, device=users.device)
             return scores.scatter_(1, picked, model.candidate_scores(users, picked).float())
     return model.ranking_scores(users)
 

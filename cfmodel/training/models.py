@@ -96,6 +96,10 @@ class CollabModel(nn.Module, ABC):
     def n_items(self) -> int:
         return self.i_weight.num_embeddings
 
+    @property
+    def device(self) -> torch.device:
+        return self.i_weight.weight.device
+
     @abstractmethod
     def hparams(self) -> dict:
         """The keyword arguments that rebuild this model (stored in the artifact's config.json)."""

@@ -1,4 +1,5 @@
-"""Data-parallel training (DDP, gloo) in two CPU processes reaches the quality of one process."""
+"""Data-parallel training (DDP, gloo) in two CPU processes reaches the quality of one process,
+launched by torchrun or by Spark's TorchDistributor."""
 
 import json
 import subprocess
@@ -11,12 +12,18 @@ from cfmodel.cli import main
 
 pytestmark = pytest.mark.slow
 
+METRICS = {"dot": ("rmse", 0.01, lambda v: v < 0.95), "rank": ("ndcg@10", 0.015, lambda v: v > 0.25)}
 
-@pytest.mark.parametrize(
-    "model, metric, tolerance, floor",
-    [("dot", "rmse", 0.01, lambda v: v < 0.95), ("rank", "ndcg@10", 0.015, lambda v: v > 0.25)],
-)
-def test_two_process_ddp_matches_single_process(ml100k, tmp_path, capsys, model, metric, tolerance, floor):
+
+def common_options(wh, model: str) -> list[str]:
+    # A rating model's lists fall below popularity on MovieLens: its gate judges the ratings.
+    metric = METRICS[model][0]
+    return ["--warehouse", str(wh), "--model", model, "--seed", "7", "--warm-start", "none", "--gate-metric", metric]
+
+
+@pytest.fixture(scope="module")
+def one_process(ml100k, tmp_path_factory):
+    """model -> (warehouse, the report of its training in one process), each trained once."""
     import pandas as pd
 
     ratings = pd.read_csv(
@@ -25,12 +32,33 @@ def test_two_process_ddp_matches_single_process(ml100k, tmp_path, capsys, model,
         names=["user_id", "item_id", "rating", "timestamp"],
         dtype={"user_id": str, "item_id": str, "rating": float, "timestamp": int},
     )
-    wh = write_warehouse(tmp_path / "wh", ratings)
-    # A rating model's lists fall below popularity on MovieLens: its gate judges the ratings.
-    common = ["--warehouse", str(wh), "--model", model, "--seed", "7", "--warm-start", "none", "--gate-metric", metric]
-    assert main(["train", *common, "--run-date", "2026-01-01"]) == 0
-    single = json.loads(capsys.readouterr().out)
+    wh = write_warehouse(tmp_path_factory.mktemp("ddp") / "wh", ratings)
+    reports = {}
 
+    def report(model: str) -> tuple:
+        if model not in reports:
+            args = ["train", *common_options(wh, model), "--run-date", "2026-01-01", "--version-suffix", "single"]
+            completed = subprocess.run([sys.executable, "-m", "cfmodel.cli", *args], capture_output=True, text=True)
+            assert completed.returncode == 0, completed.stderr[-3000:]
+            reports[model] = json.loads(completed.stdout)
+        return wh, reports[model]
+
+    return report
+
+
+def check_matches_one_process(ddp: dict, single: dict, wh, model: str, version: str) -> None:
+    metric, tolerance, floor = METRICS[model]
+    assert ddp["processes"] == 2 and ddp["train"]["version"] == version
+    assert ddp["train"]["warm_start_from"] is None and ddp["gate"]["version"] == version
+    assert (wh / "models" / version / "_SUCCESS").exists()
+    single_value, ddp_value = single["train"]["metrics"][metric], ddp["train"]["metrics"][metric]
+    assert abs(ddp_value - single_value) < tolerance, (ddp_value, single_value)
+    assert floor(ddp_value), ddp_value
+
+
+@pytest.mark.parametrize("model", ["dot", "rank"])
+def test_two_process_ddp_under_torchrun_matches_one_process(one_process, model):
+    wh, single = one_process(model)
     result = subprocess.run(
         [
             sys.executable,
@@ -40,7 +68,7 @@ def test_two_process_ddp_matches_single_process(ml100k, tmp_path, capsys, model,
             "--nproc_per_node=2",
             "-m",
             "cfmodel.training.distributed",
-            *common,
+            *common_options(wh, model),
             "--run-date",
             "2026-01-02",
         ],
@@ -50,10 +78,26 @@ def test_two_process_ddp_matches_single_process(ml100k, tmp_path, capsys, model,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ddp = json.loads(result.stdout.strip().splitlines()[-1])
-    version = f"{model}-2026-01-02"
-    assert ddp["processes"] == 2 and ddp["train"]["version"] == version
-    assert ddp["train"]["warm_start_from"] is None and ddp["gate"]["version"] == version
-    assert (wh / "models" / version / "_SUCCESS").exists()
-    single_value, ddp_value = single["train"]["metrics"][metric], ddp["train"]["metrics"][metric]
-    assert abs(ddp_value - single_value) < tolerance, (ddp_value, single_value)
-    assert floor(ddp_value), ddp_value
+    check_matches_one_process(ddp, single, wh, model, f"{model}-2026-01-02")
+
+
+def test_two_process_ddp_launched_by_spark_matches_one_process(one_process, spark, capsys):
+    """`cfrec train --nproc 2 --launcher spark`: two barrier tasks of the session's Spark, each running
+    torchrun for its own node, train the ranking model as one process does."""
+    wh, single = one_process("rank")
+    capsys.readouterr()
+    argv = ["train", *common_options(wh, "rank"), "--run-date", "2026-01-03", "--nproc", "2", "--launcher", "spark"]
+    assert main(argv) == 0
+    ddp = json.loads(capsys.readouterr().out)
+    check_matches_one_process(ddp, single, wh, "rank", "rank-2026-01-03")
+
+
+def test_more_processes_than_spark_slots_is_refused_in_one_line(one_process, spark, capsys):
+    wh, _ = one_process("rank")
+    slots = spark.sparkContext.defaultParallelism
+    argv = ["train", *common_options(wh, "rank"), "--run-date", "2026-01-04", "--nproc", str(slots + 1)]
+    assert main([*argv, "--launcher", "spark"]) == 2
+    err = capsys.readouterr().err.strip()
+    needs = slots + 1
+    assert err == f"cfrec train: error: --nproc {needs} needs {needs} Spark task slots at once; the cluster has {slots}"
+    assert not (wh / "models" / "rank-2026-01-04").exists()
