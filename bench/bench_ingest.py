@@ -29,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -110,6 +111,50 @@ def ensure_input(folder: Path, rows: int) -> Path:
     return path
 
 
+def write_night(folder: Path, rows: int, history_users: int, seed: int = 1) -> Path:
+    """A night's `ratings.csv`: mostly new ratings of known users, some of new users, and 1% re-ratings
+    of pairs the history holds (each such user's first movie in the history file), with later timestamps."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    users = rng.integers(1, int(history_users * 1.02) + 1, rows)  # ~2% of them new
+    movies = rng.integers(1, ML25M_MOVIES + 1, rows)
+    again = rng.random(rows) < 0.01
+    users[again] = rng.integers(1, history_users + 1, int(again.sum()))
+    frame = pd.DataFrame({"userId": users, "movieId": movies})
+    first = pd.read_csv(folder.parent / "input" / "ratings.csv", usecols=[0, 1]).drop_duplicates("userId")
+    frame.loc[again, "movieId"] = frame.loc[again, "userId"].map(first.set_index("userId")["movieId"]).to_numpy()
+    frame = frame.dropna().drop_duplicates(["userId", "movieId"]).astype(np.int64)
+    frame["rating"] = rng.choice(HALF_STARS, len(frame))
+    frame["timestamp"] = 1_800_000_000 + np.arange(len(frame))
+    frame.to_csv(folder / "ratings.csv", index=False)
+    return folder / "ratings.csv"
+
+
+def time_increment(work: Path, warehouse: Path, rows: int, history_users: int) -> dict:
+    """Seconds of ingesting one night of `rows` ratings on top of the history in `warehouse`, and
+    of ingesting the same night into an empty warehouse, with the pipeline's own counts checked."""
+    from cfmodel.config import IngestConfig
+    from cfmodel.ingest.job import ingest
+    from cfmodel.spark import get_spark
+
+    path = write_night(work / "night", rows, history_users)
+    spark = get_spark("cfrec-bench-ingest")
+    config = IngestConfig(source="movielens-latest", input_path=str(path.parent))
+    figures = {}
+    for name, target, date in (("on_history", warehouse, "2026-01-02"), ("on_empty", work / "empty", "2026-01-01")):
+        shutil.rmtree(work / "empty", ignore_errors=True)
+        started = time.perf_counter()
+        night = ingest(spark, target, date, config)
+        figures[f"night_{name}_s"] = round(time.perf_counter() - started, 1)
+        assert night.input_rows == night.clean_rows + night.rejected_rows, night
+        figures[f"night_{name}_ratings_rows"] = night.ratings_rows
+        figures[f"night_{name}_superseded"] = night.superseded_earlier_rows
+    shutil.rmtree(work / "empty", ignore_errors=True)
+    figures["night_rows"] = night.input_rows
+    figures["night_history_over_empty"] = round(figures["night_on_history_s"] / figures["night_on_empty_s"], 2)
+    return figures
+
+
 def time_pyarrow(path: Path, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -126,6 +171,13 @@ def main() -> int:
     parser.add_argument("--dir", default="/tmp/cfrec-bench", help="work folder, outside the repository")
     parser.add_argument("--repeats", type=int, default=2, help="pyarrow reads to take the best of (default 2)")
     parser.add_argument("--keep-warehouse", action="store_true", help="keep the warehouse the ingest wrote")
+    parser.add_argument(
+        "--increment",
+        type=int,
+        default=20_000,
+        help="then time a night of this many ratings on top of the history and on an empty warehouse "
+        "(default 20000; 0: none)",
+    )
     args = parser.parse_args()
 
     work = Path(args.dir)
@@ -158,6 +210,9 @@ def main() -> int:
     ).write.mode("overwrite").parquet(str(plain))
     plain_s = time.perf_counter() - started
     shutil.rmtree(plain, ignore_errors=True)
+    night = None
+    if args.increment:
+        night = time_increment(work, warehouse, args.increment, report["users"])
     spark.stop()
     if not args.keep_warehouse:
         shutil.rmtree(warehouse, ignore_errors=True)
@@ -183,6 +238,7 @@ def main() -> int:
                 **{f"ingest_{key}": value for key, value in memory.summary().items()},
                 "users": report["users"],
                 "items": report["items"],
+                **(night or {}),
             },
             indent=2,
         )
