@@ -337,7 +337,7 @@ def _rebuild_current_tables(
     spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str, report: IngestReport
 ) -> None:
     """`ratings`, `items` and the side tables as of `run_date`, the id indices and the rating scale."""
-    ratings_rows, increment_rows = increments.materialise_ratings(spark, wh, run_date)
+    rebuild = increments.materialise_ratings(spark, wh, run_date)
     increments.materialise_items(spark, wh, run_date)
     for extra in [*plan.extras, *plan.missing_extras]:  # earlier nights may have had the file
         increments.materialise_latest(spark, wh, extra.table, list(extra.key), run_date)
@@ -346,8 +346,10 @@ def _rebuild_current_tables(
     report.ratings_on_unknown_items = this_run.join(items, "item_id", "left_anti").count()
     if report.ratings_on_unknown_items:
         log.warning("%d clean ratings are on items missing from the items table", report.ratings_on_unknown_items)
-    index_summary = indices.update_indices(spark, wh, increments.read_ratings(spark, wh.table(RATINGS)))
-    report.ratings_rows, report.superseded_earlier_rows = ratings_rows, increment_rows - ratings_rows
+    # The indices hold every id of the table before tonight's merge: only tonight's rows can add one.
+    new_rows = this_run if rebuild.merged else increments.read_ratings(spark, wh.table(RATINGS))
+    index_summary = indices.update_indices(spark, wh, new_rows)
+    report.ratings_rows, report.superseded_earlier_rows = rebuild.rows, rebuild.increment_rows - rebuild.rows
     report.users, report.new_users = index_summary["user_index"]["ids"], index_summary["user_index"]["new_ids"]
     report.items, report.new_items = index_summary["item_index"]["ids"], index_summary["item_index"]["new_ids"]
     report.rating_min, report.rating_max = _record_scale(spark, plan, wh, run_date)

@@ -1,5 +1,7 @@
 """The ingest task end to end on small hand-written sources and on the real sample files."""
 
+import json
+
 import pandas as pd
 import pytest
 from support import ingest_files, write_lines
@@ -262,3 +264,56 @@ def test_side_tables_are_increments_with_rejects_and_follow_reruns(spark, tmp_pa
     report = ingest_files(spark, "goodbooks", night2, wh, "2026-03-02")
     assert report["extra_rows"] == {} and not (wh / "to_read_increments/run_date=2026-03-02").exists()
     assert pairs() == [("1", "20"), ("3", "30")]
+
+
+def test_a_night_merges_into_the_ratings_table_rewriting_only_the_files_it_touches(spark, tmp_path):
+    """Tonight's rows are merged into yesterday's table as a rebuild from every increment would
+    order them (latest timestamp, then latest night); files holding no superseded rating are kept
+    as they are (the same inode), and a re-run rebuilds the same table from the increments."""
+    wh = tmp_path / "wh"
+    nights = {
+        "2026-03-01": ["1::1::5::10", "1::2::3::11", "2::1::4::12"],
+        "2026-03-02": ["3::3::4::21", "2::9::1::5"],  # new pairs only
+        "2026-03-03": ["1::1::2::20", "2::1::1::11", "4::1::3::30"],  # later re-rating, earlier one, new user
+        "2026-03-04": ["2::9::3::5"],  # the same timestamp: the later night wins
+    }
+
+    def night(date):
+        folder = tmp_path / date
+        write_lines(folder / "ratings.dat", nights[date])
+        write_lines(folder / "movies.dat", ["1::Heat (1995)::Action"], encoding="latin-1")
+        return ingest_files(spark, "movielens-1m", folder, wh, date)
+
+    def table():
+        ratings = pd.read_parquet(wh / "ratings")
+        return sorted(map(tuple, ratings[["user_id", "item_id", "rating", "timestamp"]].values.tolist()))
+
+    def inodes():
+        return {f.name: f.stat().st_ino for f in (wh / "ratings").glob("*.parquet")}
+
+    night("2026-03-01")
+    night("2026-03-02")
+    before = inodes()
+    report = night("2026-03-03")
+    after = inodes()
+    second_night = [name for name in before if name.startswith("part-2026-03-02-")]
+    assert second_night and all(after[name] == before[name] for name in second_night)
+    assert any(after.get(name) != inode for name, inode in before.items() if name not in second_night)
+    assert [name for name in after if name.startswith("part-2026-03-03-")]
+    assert (report["ratings_rows"], report["superseded_earlier_rows"], report["new_users"]) == (6, 2, 1)
+    assert index_of(wh / "user_index") == {"1": 0, "2": 1, "3": 2, "4": 3}
+
+    night("2026-03-04")
+    merged = table()
+    assert merged == [
+        ("1", "1", 2.0, 20),
+        ("1", "2", 3.0, 11),
+        ("2", "1", 4.0, 12),
+        ("2", "9", 3.0, 5),
+        ("3", "3", 4.0, 21),
+        ("4", "1", 3.0, 30),
+    ]
+    built_from = json.loads((wh / "ratings" / "_built_from.json").read_text())["run_dates"]
+    assert built_from == sorted(nights)
+    rerun = night("2026-03-04")  # the table already holds this night: rebuilt from every increment
+    assert table() == merged and rerun["ratings_rows"] == 6 and rerun["superseded_earlier_rows"] == 3
