@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
     """Publish `table` + the `night` increment, newest rating per (user, item), rewriting only the
     files that hold a rating the night supersedes; the others are hard-linked into the new version.
 
-    Runs on the driver with Arrow, file by file: the table's keys are read once and only rows of
+    Runs on the driver with Arrow, one pass over the table's files (in parallel): only the rows of
     tonight's users are matched against tonight's pairs, several times faster than a Spark join
     over the same files. False (nothing written) for a night of more than MAX_MERGED_ROWS rows,
     which a Spark rebuild handles better."""
@@ -126,24 +127,24 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
         return False
     tonight = tonight.rename_columns(["user_id", "item_id", "_new_ts"])
     users = pc.unique(tonight["user_id"])
-    superseded, kept_old = {}, []
-    for file in _files(table):
-        old = pq.read_table(file, columns=["user_id", "item_id", "timestamp"])
-        old = old.filter(pc.is_in(old["user_id"], value_set=users))
-        clashes = old.join(tonight, ["user_id", "item_id"], join_type="inner")
-        if not clashes.num_rows:
-            continue
+
+    def merge_file(source: Path, target: Path) -> pa.Table:
+        """Write `source` to `target` without the ratings tonight supersedes; returns tonight's
+        pairs that this file's older ratings keep (a later timestamp)."""
+        rows = pq.read_table(source)
+        ours = rows.filter(pc.is_in(rows["user_id"], value_set=users))
+        clashes = ours.select(["user_id", "item_id", "timestamp"]).join(tonight, ["user_id", "item_id"])
         old_ts, new_ts = clashes["timestamp"], clashes["_new_ts"]
         # The rebuild's order: latest timestamp first, none last, then the later run date (tonight).
         night_wins = pc.or_(pc.is_null(old_ts), pc.and_(pc.is_valid(new_ts), pc.greater_equal(new_ts, old_ts)))
         night_wins = pc.fill_null(night_wins, False)
-        superseded[file.name] = clashes.filter(night_wins).select(["user_id", "item_id"])
-        kept_old.append(clashes.filter(pc.invert(night_wins)).select(["user_id", "item_id"]))
+        _copy_without(source, target, clashes.filter(night_wins).select(["user_id", "item_id"]), rows)
+        return clashes.filter(pc.invert(night_wins)).select(["user_id", "item_id"])
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
-        for file in _files(table):
-            _copy_without(file, tmp / file.name, superseded.get(file.name))
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            kept_old = list(pool.map(lambda file: merge_file(file, tmp / file.name), _files(table)))
         night_losers = pa.concat_tables(kept_old) if kept_old else None
         for file in _files(night):
             _copy_without(file, tmp / f"part-{_date_of(night)}-{file.name.removeprefix('part-')}", night_losers)
@@ -153,16 +154,17 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
     return True
 
 
-def _copy_without(source: Path, target: Path, dropped: pa.Table | None) -> None:
-    """`source` as `target` without the rows whose (user_id, item_id) is in `dropped`: a hard link
-    when nothing is dropped (versions of a table share the files they have in common)."""
+def _copy_without(source: Path, target: Path, dropped: pa.Table | None, rows: pa.Table | None = None) -> None:
+    """`source` (whose rows are `rows`, when already read) as `target` without the rows whose
+    (user_id, item_id) is in `dropped`: a hard link when nothing is dropped (versions of a table
+    share the files they have in common)."""
     if dropped is None or not dropped.num_rows:
         try:
             os.link(source, target)
         except OSError:  # another file system, or no hard links there
             shutil.copy2(source, target)
         return
-    rows = pq.read_table(source)
+    rows = pq.read_table(source) if rows is None else rows
     kept = rows.join(dropped, ["user_id", "item_id"], join_type="left anti")
     pq.write_table(kept.select(rows.column_names).cast(rows.schema), target)
 
