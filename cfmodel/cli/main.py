@@ -10,6 +10,7 @@ Spark and torch are imported only by the commands that use them.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import re
@@ -60,6 +61,8 @@ def failure_line(exc: Exception) -> str | None:
     verdict on the data); None for anything else, which is a bug and keeps its traceback."""
     if isinstance(exc, CfrecError):
         return str(exc)
+    if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left on device" in str(exc)):
+        return "no space left on device"  # as Spark's writers report it: the same line whoever writes
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror or type(exc).__name__}{where}" if exc.strerror else f"{exc}{where}"
