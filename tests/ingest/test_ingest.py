@@ -274,8 +274,9 @@ def test_a_night_merges_into_the_ratings_table_rewriting_only_the_files_it_touch
     nights = {
         "2026-03-01": ["1::1::5::10", "1::2::3::11", "2::1::4::12"],
         "2026-03-02": ["3::3::4::21", "2::9::1::5"],  # new pairs only
-        "2026-03-03": ["1::1::2::20", "2::1::1::11", "4::1::3::30"],  # later re-rating, earlier one, new user
-        "2026-03-04": ["2::9::3::5"],  # the same timestamp: the later night wins
+        # A later re-rating, an earlier one (the old rating stays), the same timestamp (the later
+        # night wins), a new user.
+        "2026-03-03": ["1::1::2::20", "2::1::1::11", "1::2::4::11", "4::1::3::30"],
     }
 
     def night(date):
@@ -300,20 +301,18 @@ def test_a_night_merges_into_the_ratings_table_rewriting_only_the_files_it_touch
     assert second_night and all(after[name] == before[name] for name in second_night)
     assert any(after.get(name) != inode for name, inode in before.items() if name not in second_night)
     assert [name for name in after if name.startswith("part-2026-03-03-")]
-    assert (report["ratings_rows"], report["superseded_earlier_rows"], report["new_users"]) == (6, 2, 1)
+    assert (report["ratings_rows"], report["superseded_earlier_rows"], report["new_users"]) == (6, 3, 1)
     assert index_of(wh / "user_index") == {"1": 0, "2": 1, "3": 2, "4": 3}
-
-    night("2026-03-04")
     merged = table()
     assert merged == [
         ("1", "1", 2.0, 20),
-        ("1", "2", 3.0, 11),
+        ("1", "2", 4.0, 11),
         ("2", "1", 4.0, 12),
-        ("2", "9", 3.0, 5),
+        ("2", "9", 1.0, 5),
         ("3", "3", 4.0, 21),
         ("4", "1", 3.0, 30),
     ]
     built_from = json.loads((wh / "ratings" / "_built_from.json").read_text())["run_dates"]
     assert built_from == sorted(nights)
-    rerun = night("2026-03-04")  # the table already holds this night: rebuilt from every increment
+    rerun = night("2026-03-03")  # the table already holds this night: rebuilt from every increment
     assert table() == merged and rerun["ratings_rows"] == 6 and rerun["superseded_earlier_rows"] == 3

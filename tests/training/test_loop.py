@@ -193,3 +193,42 @@ def test_data_parallel_shares_split_each_batch_by_user_and_weigh_to_the_whole_ba
     # A process with no user in the batch still steps, with no weight.
     rows, weight = DataParallel(1, 2, lambda m: m).take(torch.tensor([0, 1]), torch.tensor([4, 6]))
     assert weight == 0.0 and len(rows) == 1
+
+
+@pytest.mark.parametrize("model_type", ["nn", "rank"])
+def test_large_models_take_sparse_table_gradients_and_step_only_the_touched_rows(monkeypatch, model_type):
+    """Above ROW_UPDATES_PARAMS (lowered here), autograd models' embedding gradients come as sparse
+    rows and only those rows step: one step moves every weight as torch's dense AdamW does, later
+    steps leave a row no rating touches where it was (dense AdamW decays it), and the tables are dense
+    modules again once training ends."""
+    import cfmodel.training.loop as loop
+
+    data = rating_interactions(n_users=60, n_items=40, n=600)
+    # Nobody is user 59 and nobody rated item 39.
+    users, items = np.where(data.users == 59, 0, data.users), np.where(data.items == 39, 0, data.items)
+    data = type(data)(users, items, data.ratings, data.timestamps)
+    options = dict(n_factors=8, bs=len(data), valid_pct=0.0, patience=0, seed=3)
+    if model_type == "nn":
+        options.update(layers=(16,), ps=0.0, embed_p=0.0)
+    else:
+        options.update(n_negatives=8)
+
+    y_range = (0.0, 5.5) if model_type == "nn" else None
+
+    def trained(threshold: int, epochs: int, wd: float) -> torch.nn.Module:
+        monkeypatch.setattr(loop, "ROW_UPDATES_PARAMS", threshold)
+        config = TrainConfig.for_model(model_type, epochs=epochs, wd=wd, bias_wd=wd, **options)
+        model = model_for(config, 60, 40, y_range)
+        fit(model, data, None, config, torch.device("cpu"), progress=False)
+        return model
+
+    sparse, dense = trained(0, 1, 0.0), trained(10**12, 1, 0.0)
+    for (name, ours), theirs in zip(sparse.state_dict().items(), dense.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, msg=name)
+    sparse, dense = trained(0, 3, 0.5), trained(10**12, 3, 0.5)
+    initial = model_for(TrainConfig.for_model(model_type, **options), 60, 40, y_range)
+    # The nn's row of user 59; the rank model's context vector of item 39 (it is in no one's history).
+    table, row = ("u_weight", 59) if model_type == "nn" else ("c_weight", 39)
+    assert torch.equal(getattr(sparse, table).weight[row], getattr(initial, table).weight[row])
+    assert not torch.equal(getattr(dense, table).weight[row], getattr(initial, table).weight[row])
+    assert not any(m.sparse for m in sparse.modules() if isinstance(m, torch.nn.Embedding))
