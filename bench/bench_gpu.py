@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import platform
 import shutil
 import sys
@@ -44,7 +43,7 @@ from bench_scale import (  # noqa: E402
     ML25M_USERS,
     planted_cells,
     ratings_frame,
-    train_one,
+    train_in_fresh_process,
     write_warehouse,
 )
 
@@ -137,13 +136,8 @@ def epoch_and_scoring(
 
 def nightly_training(warehouse: Path, device: torch.device, models: list[str]) -> list[dict]:
     rows = []
-    context = multiprocessing.get_context("spawn")
     for name in models:
-        out = context.Queue()
-        process = context.Process(target=train_one, args=(str(warehouse), name, str(device), out))
-        process.start()
-        trained = out.get()
-        process.join()
+        trained = train_in_fresh_process(str(warehouse), name, str(device))
         quality = {k: trained[k] for k in ("rmse", "ndcg@10", "popularity_ndcg@10") if k in trained}
         rows.append(
             {

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import queue
 import resource
 import shutil
 import sys
@@ -128,6 +129,24 @@ def train_one(warehouse: str, model: str, device: str, out: multiprocessing.Queu
     )
 
 
+def train_in_fresh_process(warehouse: str, model: str, device: str) -> dict:
+    """`train_one` in a spawned process; its row, or an error if the process dies first (say, out of
+    memory) instead of waiting for ever."""
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    process = context.Process(target=train_one, args=(warehouse, model, device, out))
+    process.start()
+    while True:
+        try:
+            row = out.get(timeout=5)
+            break
+        except queue.Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"training {model} on {device} died (exit code {process.exitcode})") from None
+    process.join()
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ratings", type=int, default=ML25M_RATINGS, help="ratings drawn (default: ML-25M's)")
@@ -152,13 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         del ratings
         rows = []
-        context = multiprocessing.get_context("spawn")
         for model in args.models.split(","):
-            out = context.Queue()
-            process = context.Process(target=train_one, args=(str(workdir / "wh"), model, args.device, out))
-            process.start()
-            row = out.get()
-            process.join()
+            row = train_in_fresh_process(str(workdir / "wh"), model, args.device)
             rows.append(row)
             print(json.dumps(row), flush=True)
         print()

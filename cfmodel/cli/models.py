@@ -44,12 +44,12 @@ def cmd_train(args: argparse.Namespace) -> dict:
 def train_distributed(args: argparse.Namespace) -> dict:
     """Relaunch this training with one process per --nproc (DDP; gloo on CPU), under torchrun here
     or, with --launcher spark, through Spark's TorchDistributor on the cluster's executors."""
-    argv = list(args.argv)
-    argv.remove("train")
+    argv = args.argv[args.argv.index("train") + 1 :]  # the command's own options, not cfrec's (-v)
     for option in ("--nproc", "--launcher"):
         if option in argv:
             del argv[argv.index(option) : argv.index(option) + 2]
         argv = [a for a in argv if not a.startswith(f"{option}=")]
+    argv += ["--warehouse", str(Path(args.warehouse).resolve())]  # the last one counts; executors' own cwd differs
     if args.launcher == "spark":
         from cfmodel.training.distributed import train_on_spark
 

@@ -133,11 +133,13 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
         pairs that this file's older ratings keep (a later timestamp)."""
         rows = pq.read_table(source)
         ours = rows.filter(pc.is_in(rows["user_id"], value_set=users))
-        clashes = ours.select(["user_id", "item_id", "timestamp"]).join(tonight, ["user_id", "item_id"])
+        pairs = ours.select(["user_id", "item_id", "timestamp"])
+        clashes = pairs.join(tonight, ["user_id", "item_id"], join_type="inner")
         old_ts, new_ts = clashes["timestamp"], clashes["_new_ts"]
         # The rebuild's order: latest timestamp first, none last, then the later run date (tonight).
-        night_wins = pc.or_(pc.is_null(old_ts), pc.and_(pc.is_valid(new_ts), pc.greater_equal(new_ts, old_ts)))
-        night_wins = pc.fill_null(night_wins, False)
+        # Kleene logic: an old rating without a timestamp loses whatever tonight's comparison gives.
+        later = pc.and_kleene(pc.is_valid(new_ts), pc.greater_equal(new_ts, old_ts))
+        night_wins = pc.or_kleene(pc.is_null(old_ts), later)
         _copy_without(source, target, clashes.filter(night_wins).select(["user_id", "item_id"]), rows)
         return clashes.filter(pc.invert(night_wins)).select(["user_id", "item_id"])
 

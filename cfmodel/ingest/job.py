@@ -346,8 +346,10 @@ def _rebuild_current_tables(
     report.ratings_on_unknown_items = this_run.join(items, "item_id", "left_anti").count()
     if report.ratings_on_unknown_items:
         log.warning("%d clean ratings are on items missing from the items table", report.ratings_on_unknown_items)
-    # The indices hold every id of the table before tonight's merge: only tonight's rows can add one.
-    new_rows = this_run if rebuild.merged else increments.read_ratings(spark, wh.table(RATINGS))
+    # The indices hold every id of the table before tonight's merge: only tonight's rows can add one
+    # (unless an index table has gone missing: then it is rebuilt from the whole table).
+    indexed = all(wh.table(index).exists() for index in indices.INDEX_TABLES.values())
+    new_rows = this_run if rebuild.merged and indexed else increments.read_ratings(spark, wh.table(RATINGS))
     index_summary = indices.update_indices(spark, wh, new_rows)
     report.ratings_rows, report.superseded_earlier_rows = rebuild.rows, rebuild.increment_rows - rebuild.rows
     report.users, report.new_users = index_summary["user_index"]["ids"], index_summary["user_index"]["new_ids"]
