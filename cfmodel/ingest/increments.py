@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 
 from cfmodel.warehouse import Warehouse, publish, withdraw
 from cfmodel.warehouse.schemas import ITEMS, RATINGS, RATINGS_INCREMENTS, increments_of
+from cfmodel.warehouse.store import parquet_files
 
 # In the ratings table: the run dates of the increments it holds, for the nightly merge to check.
 BUILT_FROM = "_built_from.json"
@@ -68,7 +69,7 @@ def latest_per_key(rows: DataFrame, keys: list[str], newest_first: list) -> Data
 def as_of(parts: list[Path], run_date: str | None) -> list[Path]:
     """The partitions of run dates up to `run_date`: re-running an old date rebuilds the table as it
     was then, so its training and scoring reproduce the first run's."""
-    return [p for p in parts if run_date is None or p.name.split("=", 1)[1] <= run_date]
+    return [p for p in parts if run_date is None or _date_of(p) <= run_date]
 
 
 def _up_to(rows: DataFrame, run_date: str | None) -> DataFrame:
@@ -95,7 +96,7 @@ def materialise_ratings(spark: SparkSession, wh: Warehouse, run_date: str | None
     dates = [_date_of(p) for p in wanted]
     increment_rows = sum(_parquet_rows(p) for p in wanted)
     table = wh.table(RATINGS)
-    if wanted and wanted == parts and _built_from(table) == dates[:-1] and len(_files(table)) < MAX_FILES:
+    if wanted and wanted == parts and _built_from(table) == dates[:-1] and len(parquet_files(table)) < MAX_FILES:
         if _merge_night(table, wanted[-1], dates):
             return RatingsRebuild(_parquet_rows(table), increment_rows, merged=True)
     if len(wanted) == 1:
@@ -122,7 +123,7 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
     tonight's users are matched against tonight's pairs, several times faster than a Spark join
     over the same files. False (nothing written) for a night of more than MAX_MERGED_ROWS rows,
     which a Spark rebuild handles better."""
-    tonight = pq.read_table(_files(night), columns=["user_id", "item_id", "timestamp"])
+    tonight = pq.read_table(parquet_files(night), columns=["user_id", "item_id", "timestamp"])
     if tonight.num_rows > MAX_MERGED_ROWS:
         return False
     tonight = tonight.rename_columns(["user_id", "item_id", "_new_ts"])
@@ -146,9 +147,9 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-            kept_old = list(pool.map(lambda file: merge_file(file, tmp / file.name), _files(table)))
+            kept_old = list(pool.map(lambda file: merge_file(file, tmp / file.name), parquet_files(table)))
         night_losers = pa.concat_tables(kept_old) if kept_old else None
-        for file in _files(night):
+        for file in parquet_files(night):
             _copy_without(file, tmp / f"part-{_date_of(night)}-{file.name.removeprefix('part-')}", night_losers)
         _record(tmp, dates)
 
@@ -191,13 +192,9 @@ def _built_from(table: Path) -> list[str] | None:
         return None
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.glob("*.parquet") if not f.name.startswith((".", "_"))) if folder.is_dir() else []
-
-
 def _parquet_rows(folder: Path) -> int:
     """Rows of a table or partition, from the Parquet footers alone."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in _files(folder))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(folder))
 
 
 def _date_of(partition: Path) -> str:

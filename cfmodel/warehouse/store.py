@@ -83,12 +83,7 @@ class Warehouse:
     def table_files(self, table: Table | str) -> list[Path]:
         """The Parquet files readers should see for a table: none under hidden folders (writes in
         progress, versions being swapped out) and no hidden files."""
-        root = self.table(table)
-        return sorted(
-            path
-            for path in root.rglob("*.parquet")
-            if not any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
-        )
+        return parquet_files(self.table(table))
 
     def titles(self, item_ids: np.ndarray) -> np.ndarray:
         """The `items` table's title of each id (None where unknown, or with no items table)."""
@@ -105,3 +100,13 @@ class Warehouse:
         found = pd.Index(items["item_id"]).get_indexer(pd.Index(item_ids.astype(str)))
         titles[found >= 0] = items["title"].to_numpy(dtype=object)[found[found >= 0]]
         return titles
+
+
+def parquet_files(root: Path) -> list[Path]:
+    """The Parquet files readers should see under `root` (a table or one partition): none under
+    hidden folders (writes in progress, versions being swapped out) and no hidden files."""
+    return sorted(
+        path
+        for path in root.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
+    )
