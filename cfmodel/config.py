@@ -174,6 +174,19 @@ class TrainRun:
         "",
         "appended to the version name, for models of the same type and date trained on another schedule (e.g. -full)",
     )
+    nproc: int = option(1, "train data-parallel in this many processes (DDP; gloo on CPU, NCCL on GPUs)")
+    launcher: str = option(
+        "torchrun",
+        "how nproc processes start: torchrun on this machine, or spark: Spark's TorchDistributor, one barrier "
+        "task per process on the cluster's executors",
+        choices=("torchrun", "spark"),
+    )
+
+    def __post_init__(self) -> None:
+        if self.nproc < 1:
+            raise CfrecError(f"nproc must be 1 or more, got {self.nproc}")
+        if self.launcher == "spark" and self.nproc < 2:
+            raise CfrecError("launcher spark launches data-parallel training: give nproc 2 or more")
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ class TrainResult:
 def train(night: Night, model: TrainConfig, run: TrainRun | None = None, **fit_options: Any) -> TrainResult:
     """Fit a candidate on the warehouse's ratings and save it as a new version (CURRENT untouched).
 
+    `run.nproc` > 1 trains data-parallel in that many processes (`training.distributed`).
     `fit_options` go to `training.trainer.train` (a data-parallel `fitter`, `save`, `progress`).
     """
     import torch
@@ -125,6 +126,10 @@ def train(night: Night, model: TrainConfig, run: TrainRun | None = None, **fit_o
     from cfmodel.warehouse import Warehouse
 
     run = run or TrainRun()
+    if run.nproc > 1:
+        from cfmodel.training.distributed import train_data_parallel
+
+        return train_data_parallel(night, model, run)
     if run.device == "auto" and not torch.cuda.is_available():
         log.warning("no CUDA device on this worker: training on the CPU")
     registry = ModelRegistry(Warehouse.open(night.warehouse).models)

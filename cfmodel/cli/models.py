@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from cfmodel import options
@@ -14,6 +12,9 @@ from cfmodel.config import GateConfig, ScoreConfig, TrainRun
 from cfmodel.errors import CfrecError
 from cfmodel.evaluation import HOLDOUTS
 from cfmodel.training.config import TrainConfig
+
+# The `TrainRun` options of the commands that train the nightly model.
+TRAIN_RUN_OPTIONS = ("device", "warm_start", "version_suffix", "nproc", "launcher")
 
 
 def add_train_arguments(p: argparse.ArgumentParser, run_options: tuple[str, ...] = ("device",), **defaults) -> None:
@@ -28,47 +29,13 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
-    """Train a candidate, then put it through the gate, as the nightly DAG does."""
+    """Train a candidate (data-parallel with --nproc), then put it through the gate, as the nightly DAG does."""
     from cfmodel import pipeline
 
-    if args.nproc > 1:
-        return train_distributed(args)
-    if args.launcher == "spark":
-        raise CfrecError("--launcher spark launches data-parallel training: give --nproc 2 or more")
-    night = night_of(args)
-    candidate = pipeline.train(night, train_config(args), options.from_namespace(TrainRun, args))
+    night, run = night_of(args), options.from_namespace(TrainRun, args)
+    candidate = pipeline.train(night, train_config(args), run)
     decision = pipeline.gate(night, candidate.version, options.from_namespace(GateConfig, args))
-    return {"train": candidate, "gate": decision}
-
-
-def train_distributed(args: argparse.Namespace) -> dict:
-    """Relaunch this training with one process per --nproc (DDP; gloo on CPU), under torchrun here
-    or, with --launcher spark, through Spark's TorchDistributor on the cluster's executors."""
-    argv = args.argv[args.argv.index("train") + 1 :]  # the command's own options, not cfrec's (-v)
-    for option in ("--nproc", "--launcher"):
-        if option in argv:
-            del argv[argv.index(option) : argv.index(option) + 2]
-        argv = [a for a in argv if not a.startswith(f"{option}=")]
-    argv += ["--warehouse", str(Path(args.warehouse).resolve())]  # the last one counts; executors' own cwd differs
-    if args.launcher == "spark":
-        from cfmodel.training.distributed import train_on_spark
-
-        return train_on_spark(argv, args.nproc)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={args.nproc}",
-        "-m",
-        "cfmodel.training.distributed",
-        *argv,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode
-        raise CfrecError(f"distributed training failed: {last}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return {"train": candidate, "gate": decision, "processes": run.nproc}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -138,21 +105,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "then decides whether it becomes current, as in the nightly DAG.",
     )
     add_night(p)
-    add_train_arguments(p, run_options=("device", "warm_start", "version_suffix"))
+    add_train_arguments(p, run_options=TRAIN_RUN_OPTIONS)
     options.add_arguments(p.add_argument_group("model gate"), GateConfig)
-    p.add_argument(
-        "--nproc",
-        type=int,
-        default=1,
-        help="train data-parallel in this many processes (DDP; gloo on CPU, NCCL on GPUs); default 1",
-    )
-    p.add_argument(
-        "--launcher",
-        choices=("torchrun", "spark"),
-        default="torchrun",
-        help="how --nproc processes start: torchrun on this machine (default), or spark: Spark's "
-        "TorchDistributor, one barrier task per process on the cluster's executors",
-    )
     p.set_defaults(func=cmd_train)
 
 

@@ -8,7 +8,7 @@ import sys
 
 from cfmodel import options
 from cfmodel.cli.data import add_ingest_arguments, add_night, add_warehouse, check_input, ingest_config, night_of
-from cfmodel.cli.models import add_train_arguments, train_config
+from cfmodel.cli.models import TRAIN_RUN_OPTIONS, add_train_arguments, train_config
 from cfmodel.config import GateConfig, QualityConfig, ScoreConfig, TablesConfig, TrainRun
 
 
@@ -127,7 +127,7 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     add_ingest_arguments(p)
     add_night(p)
     options.add_arguments(p.add_argument_group("data-quality gate"), QualityConfig)
-    add_train_arguments(p, run_options=("device", "warm_start", "version_suffix"))
+    add_train_arguments(p, run_options=TRAIN_RUN_OPTIONS)
     options.add_arguments(p.add_argument_group("model gate"), GateConfig)
     options.add_arguments(p, ScoreConfig)
     tables = p.add_argument_group("analytics tables")

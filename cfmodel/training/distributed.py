@@ -1,11 +1,10 @@
 """Data-parallel training with torch.distributed: one process per GPU (or per CPU worker).
 
-Launch with torchrun (`cfrec train --nproc N` does it for you):
+`cfrec train --nproc N`, `cfrec run --nproc N` and the DAGs' `nproc` param launch it with torchrun
+on the machine, or with `--launcher spark` (param `launcher`) on the Spark cluster's executors
+through Spark's TorchDistributor (`train_data_parallel`). By hand, training and then gating:
 
     torchrun --standalone --nproc_per_node N -m cfmodel.training.distributed --warehouse DIR [train options]
-
-or on the Spark cluster's executors through Spark's TorchDistributor (`cfrec train --nproc N
---launcher spark`, `train_on_spark`).
 
 Every process reads the same ratings, holds out the same validation rows and walks the same
 shuffled batches; of each batch it trains on the rows of its own users (`loop.DataParallel`), so
@@ -20,18 +19,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
+import subprocess
 import sys
+import tempfile
 from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from cfmodel.config import GateConfig, Night, TrainRun
 from cfmodel.errors import CfrecError
 from cfmodel.training.config import TrainConfig
 from cfmodel.training.interactions import Interactions
 from cfmodel.training.loop import DataParallel, FitResult, fit
 from cfmodel.training.models import CollabModel
+
+if TYPE_CHECKING:
+    from cfmodel.pipeline import TrainResult
+
+PICKLED = "--pickled-configs"
 
 
 def ddp_fit(
@@ -51,16 +61,44 @@ def ddp_fit(
     return fit(model, train, valid, config, device, progress=bool(progress) and rank == 0, parallel=parallel)
 
 
-def train_in_process_group(argv: list[str]) -> dict | None:
-    """`cfrec train ARGV` as one process of a torchrun launch (torchrun's environment names the
-    process group); rank 0 saves the model, gates it and returns the report, the others None."""
-    from cfmodel import options, pipeline
-    from cfmodel.cli.main import build_parser
-    from cfmodel.config import GateConfig, Night, TrainRun
+def train_data_parallel(night: Night, model: TrainConfig, run: TrainRun) -> TrainResult:
+    """`pipeline.train` in `run.nproc` processes started by `run.launcher`: torchrun on this machine,
+    or Spark's TorchDistributor on the cluster's executors. Rank 0 saves the model; its result
+    comes back."""
+    from cfmodel.pipeline import TrainResult
 
-    args = build_parser().parse_args(["train", *argv])
-    night, config = options.from_namespace(Night, args), options.from_namespace(TrainConfig, args)
-    run = options.from_namespace(TrainRun, args)
+    configs = (night, model, dataclasses.replace(run, nproc=1, launcher="torchrun"))
+    if run.launcher == "spark":
+        return TrainResult(**train_on_spark(configs, run.nproc))
+    with tempfile.TemporaryDirectory(prefix="cfrec-ddp-") as scratch:
+        # Pickled, not spelled as options: a None (e.g. no warm start) has no one spelling.
+        payload = Path(scratch) / "configs.pickle"
+        payload.write_bytes(pickle.dumps(configs))
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={run.nproc}",
+            "-m",
+            "cfmodel.training.distributed",
+            PICKLED,
+            str(payload),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode
+        raise CfrecError(f"distributed training failed: {last}")
+    return TrainResult(**json.loads(result.stdout.strip().splitlines()[-1])["train"])
+
+
+def train_in_process_group(configs: tuple[Night, TrainConfig, TrainRun], gate: GateConfig | None = None) -> dict | None:
+    """`pipeline.train` (then the gate, when given one) as one process of a torchrun launch
+    (torchrun's environment names the process group); rank 0 saves the model and returns the
+    report, the others None."""
+    from cfmodel import pipeline
+
+    night, config, run = configs
     cuda = torch.cuda.is_available() and run.device != "cpu"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
@@ -72,18 +110,19 @@ def train_in_process_group(argv: list[str]) -> dict | None:
         candidate = pipeline.train(night, config, run, fitter=ddp_fit, save=rank == 0, progress=False)
         if rank != 0:
             return None
-        decision = pipeline.gate(night, candidate.version, options.from_namespace(GateConfig, args))
-        report = {"train": asdict(candidate), "gate": asdict(decision), "processes": dist.get_world_size()}
+        report: dict = {"train": asdict(candidate), "processes": dist.get_world_size()}
+        if gate is not None:
+            report["gate"] = asdict(pipeline.gate(night, candidate.version, gate))
         return json.loads(json.dumps(report, default=str))  # plain JSON values, as printed
     finally:
         dist.destroy_process_group()
 
 
-def train_on_spark(argv: list[str], processes: int) -> dict:
-    """`cfrec train ARGV` in `processes` processes launched by Spark's TorchDistributor: one barrier
+def train_on_spark(configs: tuple[Night, TrainConfig, TrainRun], processes: int) -> dict:
+    """`pipeline.train` in `processes` processes launched by Spark's TorchDistributor: one barrier
     task per process on the cluster's executors, each running torchrun for its own node, so the
     training lands where Spark has room for it. GPUs are used where Spark gives tasks GPUs
-    (spark.task.resource.gpu.amount). Rank 0's report comes back to the caller."""
+    (spark.task.resource.gpu.amount). Rank 0's result comes back to the caller."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
     from cfmodel.spark import get_spark
@@ -95,7 +134,7 @@ def train_on_spark(argv: list[str], processes: int) -> dict:
     gpus = float(spark.conf.get("spark.task.resource.gpu.amount", "0") or 0)
     distributor = TorchDistributor(num_processes=processes, local_mode=False, use_gpu=gpus >= 1)
     try:
-        return distributor.run(train_in_process_group, argv)
+        return distributor.run(train_in_process_group, configs)["train"]
     except Exception as error:  # the barrier job's error holds the tasks' output: keep its gist
         lines = [line for line in str(error).splitlines() if line.strip()]
         cause = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else repr(error))
@@ -103,7 +142,21 @@ def train_on_spark(argv: list[str], processes: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    report = train_in_process_group(sys.argv[1:] if argv is None else argv)
+    """Under torchrun: `cfrec train`'s options (trains, then gates), or PICKLED FILE (trains only)."""
+    from cfmodel import options
+    from cfmodel.cli.main import build_parser
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [PICKLED]:
+        report = train_in_process_group(pickle.loads(Path(argv[1]).read_bytes()))
+    else:
+        args = build_parser().parse_args(["train", *argv])
+        configs = (
+            options.from_namespace(Night, args),
+            options.from_namespace(TrainConfig, args),
+            dataclasses.replace(options.from_namespace(TrainRun, args), nproc=1, launcher="torchrun"),
+        )
+        report = train_in_process_group(configs, options.from_namespace(GateConfig, args))
     if report is not None:
         print(json.dumps(report))
     return 0

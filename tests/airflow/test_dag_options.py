@@ -59,6 +59,8 @@ CLI_VALUES = {
     "--device": "cpu",
     "--warm-start": "none",
     "--version-suffix": "-test",
+    "--nproc": "2",
+    "--launcher": "spark",
     "--gate-tolerance": "0.05",
     "--gate-metric": "mae",
     "--top-n": "7",
@@ -156,6 +158,8 @@ def test_the_dag_builds_the_same_configs_as_the_command_line(nightly):
         "device": "cpu",
         "warm_start": "none",
         "version_suffix": "-test",
+        "nproc": 2,
+        "launcher": "spark",
         "gate_tolerance": 0.05,
         "gate_metric": "mae",
         "top_n": 7,
@@ -188,6 +192,9 @@ def test_the_dag_refuses_what_the_command_line_refuses(nightly):
         ({"max_reject_fraction": 3}, "max reject fraction must be between 0 and 1"),
         ({"top_n": 0}, "--top-n must be at least 1"),
         ({"candidates": -1}, "--candidates must be 0"),
+        ({"nproc": 0}, "nproc must be 1 or more"),
+        ({"launcher": "spark"}, "launcher spark launches data-parallel training: give nproc 2 or more"),
+        ({"launcher": "mpirun", "nproc": 2}, "launcher must be one of torchrun, spark"),
     ):
         with pytest.raises(CfrecError, match=message):
             for config in STEP_CONFIGS:

@@ -4,11 +4,15 @@ launched by torchrun or by Spark's TorchDistributor."""
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 from support import write_warehouse
 
+from cfmodel import options, pipeline
 from cfmodel.cli import main
+from cfmodel.config import Night, TrainRun
+from cfmodel.training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -46,19 +50,17 @@ def one_process(ml100k, tmp_path_factory):
     return report
 
 
-def check_matches_one_process(ddp: dict, single: dict, wh, model: str, version: str) -> None:
+def check_matches_one_process(trained: dict, single: dict, wh, model: str, version: str) -> None:
     metric, tolerance, floor = METRICS[model]
-    assert ddp["processes"] == 2 and ddp["train"]["version"] == version
-    assert ddp["train"]["warm_start_from"] is None and ddp["gate"]["version"] == version
+    assert trained["version"] == version and trained["warm_start_from"] is None
     assert (wh / "models" / version / "_SUCCESS").exists()
-    single_value, ddp_value = single["train"]["metrics"][metric], ddp["train"]["metrics"][metric]
+    single_value, ddp_value = single["train"]["metrics"][metric], trained["metrics"][metric]
     assert abs(ddp_value - single_value) < tolerance, (ddp_value, single_value)
     assert floor(ddp_value), ddp_value
 
 
-@pytest.mark.parametrize("model", ["dot", "rank"])
-def test_two_process_ddp_under_torchrun_matches_one_process(one_process, model):
-    wh, single = one_process(model)
+def test_two_process_ddp_under_torchrun_by_hand_matches_one_process(one_process):
+    wh, single = one_process("dot")
     result = subprocess.run(
         [
             sys.executable,
@@ -68,7 +70,7 @@ def test_two_process_ddp_under_torchrun_matches_one_process(one_process, model):
             "--nproc_per_node=2",
             "-m",
             "cfmodel.training.distributed",
-            *common_options(wh, model),
+            *common_options(wh, "dot"),
             "--run-date",
             "2026-01-02",
         ],
@@ -78,7 +80,21 @@ def test_two_process_ddp_under_torchrun_matches_one_process(one_process, model):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ddp = json.loads(result.stdout.strip().splitlines()[-1])
-    check_matches_one_process(ddp, single, wh, model, f"{model}-2026-01-02")
+    assert ddp["processes"] == 2 and ddp["gate"]["version"] == "dot-2026-01-02"
+    check_matches_one_process(ddp["train"], single, wh, "dot", "dot-2026-01-02")
+
+
+def test_the_train_task_trains_data_parallel_from_its_params(one_process):
+    """What the DAG's train task does with the params {"nproc": 2}: the step's configs from the
+    params, then `pipeline.train`, which starts two processes under torchrun and returns rank 0's
+    result. No warm start ("none", a None that must reach the processes as such, although a model
+    promoted the day before is there to start from)."""
+    wh, single = one_process("rank")
+    params = {"model": "rank", "seed": 7, "warm_start": "none", "nproc": 2, "launcher": "torchrun"}
+    run = options.from_mapping(TrainRun, params)
+    trained = pipeline.train(Night(str(wh), "2026-01-02"), options.from_mapping(TrainConfig, params), run)
+    check_matches_one_process(asdict(trained), single, wh, "rank", "rank-2026-01-02")
+    assert not (wh / "models" / "rank-2026-01-02" / "promotion.json").exists()  # the gate is the next task
 
 
 def test_two_process_ddp_launched_by_spark_matches_one_process(one_process, spark, capsys):
@@ -89,7 +105,8 @@ def test_two_process_ddp_launched_by_spark_matches_one_process(one_process, spar
     argv = ["train", *common_options(wh, "rank"), "--run-date", "2026-01-03", "--nproc", "2", "--launcher", "spark"]
     assert main(argv) == 0
     ddp = json.loads(capsys.readouterr().out)
-    check_matches_one_process(ddp, single, wh, "rank", "rank-2026-01-03")
+    assert ddp["processes"] == 2 and ddp["gate"]["version"] == "rank-2026-01-03"
+    check_matches_one_process(ddp["train"], single, wh, "rank", "rank-2026-01-03")
 
 
 def test_more_processes_than_spark_slots_is_refused_in_one_line(one_process, spark, capsys):
