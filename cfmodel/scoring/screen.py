@@ -2,8 +2,8 @@
 
 A model that ranks by `u . v + b` (`CollabModel.ranking_factors`) is first scored in bfloat16,
 which processors with AMX or AVX512-BF16 (and GPUs) multiply several times faster than float32.
-Each user keeps the best `k + SCREEN_MARGIN` items of that screen, which are scored again in
-float32; the best k of those are the list.
+Each user keeps the best `k + SCREEN_MARGIN` items of that screen (found by `chunked_top_k`), which
+are scored again in float32; the best k of those are the list.
 
 Why the lists stay exact: bfloat16 keeps 8 significant bits, so rounding a number moves it by at
 most eps = 2^-8 of itself. The screen rounds each factor and the bias once, sums the products in
@@ -28,6 +28,8 @@ SCREEN_MARGIN = 54  # screened items beyond k: 64 for a top 10
 ROUNDING_BOUND = 2.0**-6
 # A block of users held at once in the screen: small enough that its bfloat16 scores stay in cache.
 SCREEN_USERS_PER_BLOCK = 128
+# Screened columns per chunk of `chunked_top_k`.
+CHUNK = 4
 
 
 def bfloat16_is_fast(device: torch.device) -> bool:
@@ -47,8 +49,33 @@ def screens(model: CollabModel, k: int) -> bool:
 
 
 def _screen_tables(model: CollabModel) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """The items in bfloat16, padded to whole chunks (`chunked_top_k`) with items scoring -inf."""
     _, items, bias = model.ranking_factors()
-    return items.bfloat16(), bias.bfloat16(), float(items.norm(dim=1).max()), float(bias.abs().max())
+    width = -(-len(items) // CHUNK) * CHUNK
+    items16 = torch.zeros((width, items.shape[1]), dtype=torch.bfloat16, device=items.device)
+    bias16 = torch.full((width,), -torch.inf, dtype=torch.bfloat16, device=items.device)
+    items16[: len(items)], bias16[: len(items)] = items, bias
+    return items16, bias16, float(items.norm(dim=1).max()), float(bias.abs().max())
+
+
+def chunked_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.topk(scores, k, dim=1)` for rows a whole number of CHUNKs wide: the same values, best
+    first; where scores tie, the columns may be other columns of the same score.
+
+    A full-row top-k copies and partially sorts every (score, column) pair. Here the columns are
+    cut into chunks (chunk c: columns c, c + chunks, c + 2 chunks, ..., so that the chunks' maxima
+    are one vectorised pass), and only the k chunks with the highest maxima are searched. Every
+    score above the row's k-th best is the maximum of its chunk or below it, so fewer than k chunks
+    have a maximum above the k-th best, and all of them are searched: the k best values are found."""
+    rows, width = scores.shape
+    chunks = width // CHUNK
+    if chunks < 4 * k:
+        return torch.topk(scores, k, dim=1)
+    strided = scores.view(rows, CHUNK, chunks)
+    _, best_chunks = torch.topk(strided.amax(dim=1), k, dim=1)
+    candidates = strided.gather(2, best_chunks[:, None, :].expand(rows, CHUNK, k)).reshape(rows, CHUNK * k)
+    values, at = torch.topk(candidates, k, dim=1)
+    return values, torch.div(at, k, rounding_mode="floor") * chunks + best_chunks.gather(1, at % k)
 
 
 def screened_top_k(
@@ -68,7 +95,8 @@ def screened_top_k(
         vectors = user_table[users]
         screen = torch.addmm(bias16, vectors.bfloat16(), items16.T)
         mask(screen, rows, cols, masked_columns)
-        screened, picked = torch.topk(screen, k + SCREEN_MARGIN, dim=1)
+        screened, picked = chunked_top_k(screen, k + SCREEN_MARGIN)
+        picked.clamp_(max=len(items) - 1)  # padding columns: -inf, like masked ones, and dropped as they are
         exact = torch.bmm(items[picked], vectors[:, :, None])[:, :, 0] + bias[picked]
         exact[torch.isneginf(screened)] = -torch.inf  # masked: fewer items left than screened
         values, order = torch.topk(exact, k, dim=1)

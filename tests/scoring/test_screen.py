@@ -30,9 +30,11 @@ def ratings(seed=0, most=120):
     return rows, np.concatenate(rated).astype(np.int64)
 
 
-@pytest.fixture
-def rescored(monkeypatch):
-    """How many users each call scored again over every item."""
+@pytest.fixture(params=[16, 2], ids=["one-pass-top-k", "chunked-top-k"])
+def rescored(request, monkeypatch):
+    """How many users each call scored again over every item; every test runs with the screen's
+    top-k in one pass (600 items are too few for chunks of 16) and in chunks of 2."""
+    monkeypatch.setattr(screen, "CHUNK", request.param)
     counts = []
 
     def counting_top_k(scores, *args, **kwargs):
@@ -123,3 +125,17 @@ def test_recommendations_take_the_screen_where_it_pays(monkeypatch, rescored):
     # Not for a list too wide for the catalog to gain, nor for a model with no dot product.
     assert not screen.screens(model, N_ITEMS // 4)
     assert not screen.screens(model_for(TrainConfig.for_model("nn"), 5, N_ITEMS, (0.0, 5.5)), 10)
+
+
+def test_chunked_top_k_finds_the_best_values_and_columns_holding_them():
+    generator = torch.Generator().manual_seed(3)
+    # bfloat16 rounding makes many ties; -inf cells as the mask leaves them; a row with fewer
+    # finite scores than k.
+    scores = torch.randn(50, 16 * 400, generator=generator).bfloat16()
+    scores[torch.rand(scores.shape, generator=generator) < 0.3] = -torch.inf
+    scores[7, 40:] = -torch.inf
+    values, columns = screen.chunked_top_k(scores, 64)
+    want_values, _ = torch.topk(scores, 64, dim=1)
+    assert torch.equal(values, want_values)
+    assert torch.equal(scores.gather(1, columns), values)
+    assert all(len(set(row.tolist())) == 64 for row in columns)
