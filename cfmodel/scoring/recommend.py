@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from pyspark import StorageLevel
@@ -30,6 +29,7 @@ from cfmodel.registry.artifact import ModelArtifact
 from cfmodel.registry.registry import POPULARITY_LISTS, ModelRegistry
 from cfmodel.scoring.because import because_items
 from cfmodel.scoring.popularity import Popularity
+from cfmodel.scoring.rated import gather_rated, item_counts
 from cfmodel.scoring.screen import SCREEN_USERS_PER_BLOCK, screened_top_k, screens
 from cfmodel.scoring.topk import csr_cells, top_k
 from cfmodel.training.ids import IdIndex
@@ -197,11 +197,6 @@ def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.R
         yield _rows(ctx, part.column("user_id").to_numpy(zero_copy_only=False), items, counts, SOURCE_POPULAR)
 
 
-def item_counts(ratings: DataFrame) -> pd.DataFrame:
-    """ratings -> pandas (item_id, ratings): one row per item, small enough for the driver."""
-    return ratings.groupBy("item_id").count().withColumnRenamed("count", "ratings").toPandas()
-
-
 def scoring_context(
     model: ModelArtifact | None, counts: pd.DataFrame, titles: Warehouse | None, n: int, candidates: int = 0
 ) -> ScoringContext:
@@ -235,11 +230,6 @@ def scoring_context(
     )
 
 
-# Rows of ratings one gathering task holds at once (a few hundred MB of ids in its Python worker).
-RATINGS_PER_GATHER_TASK = 4_000_000
-RATED = "user_id string, rated array<int>"
-
-
 def scoring_input(
     spark: SparkSession,
     ratings: DataFrame,
@@ -258,46 +248,6 @@ def scoring_input(
     counts = item_counts(ratings)
     ctx = scoring_context(model, counts, titles, n, candidates)
     return ctx, gather_rated(spark, ratings, ctx.catalog_ids, int(counts["ratings"].sum()))
-
-
-def gather_rated(spark: SparkSession, ratings: DataFrame, catalog_ids: np.ndarray, rows: int) -> DataFrame:
-    """ratings (user_id, item_id) -> (user_id, rated): each user's items as catalog indices.
-
-    Spark only moves each user's rows to one task; the task groups them with Arrow (a hash of the
-    user ids, one sort) and looks the items up in the catalog once. Grouping string keys in the
-    JVM (`collect_list`) costs twice as much: its aggregation sorts the keys."""
-    tasks = max(int(spark.conf.get("spark.sql.shuffle.partitions")), -(-rows // RATINGS_PER_GATHER_TASK))
-    catalog = spark.sparkContext.broadcast(catalog_ids)
-
-    def gather_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        yield from users_rated_items(pa.Table.from_batches(list(batches), RATINGS_IDS), catalog.value)
-
-    return ratings.repartition(tasks, "user_id").mapInArrow(gather_task, RATED)
-
-
-RATINGS_IDS = pa.schema([("user_id", pa.string()), ("item_id", pa.string())])
-RATED_BATCH_USERS = 4096
-
-
-def users_rated_items(ratings: pa.Table, catalog_ids: np.ndarray) -> Iterator[pa.RecordBatch]:
-    """(user_id, item_id) rows -> (user_id, rated) batches, one row per user, items as their
-    positions in `catalog_ids`. Every item must be in the catalog."""
-    if ratings.num_rows == 0:
-        return
-    users = ratings.column("user_id").combine_chunks().dictionary_encode()
-    items = pc.index_in(ratings.column("item_id"), value_set=pa.array(catalog_ids, pa.string()))
-    if items.null_count:
-        missing = ratings.column("item_id").filter(items.is_null())[0]
-        raise CfrecError(f"item '{missing}' of the ratings is not in the scoring catalog")
-    codes = users.indices.to_numpy()
-    order = np.argsort(codes, kind="stable")
-    per_user = np.bincount(codes, minlength=len(users.dictionary))
-    offsets = np.zeros(len(per_user) + 1, np.int32)
-    np.cumsum(per_user, out=offsets[1:])
-    rated = pa.ListArray.from_arrays(pa.array(offsets), pa.array(items.to_numpy()[order]))
-    for start in range(0, len(per_user), RATED_BATCH_USERS):
-        part = [users.dictionary.slice(start, RATED_BATCH_USERS), rated.slice(start, RATED_BATCH_USERS)]
-        yield pa.RecordBatch.from_arrays(part, names=["user_id", "rated"])
 
 
 def score_rated(spark: SparkSession, ctx: ScoringContext, rated: DataFrame) -> DataFrame:

@@ -290,23 +290,22 @@ def test_candidates_change_nothing_for_models_that_score_every_item():
 def test_gathering_groups_every_users_items_as_catalog_positions(monkeypatch):
     """What each gathering task does with the rows Spark sent it: one row per user, holding the
     catalog positions of every item the user rated (duplicates and all), across output batches."""
-    import cfmodel.scoring.recommend as recommend
+    import cfmodel.scoring.rated as rated
 
-    monkeypatch.setattr(recommend, "RATED_BATCH_USERS", 2)
+    monkeypatch.setattr(rated, "RATED_BATCH_USERS", 2)
     rng = np.random.default_rng(0)
     catalog = np.array([f"i{j}" for j in range(9)], dtype=object)
     users = rng.choice([f"u{k}" for k in range(5)], 40)
     items = rng.choice(catalog, 40)
     chunks = [pa.table({"user_id": users[a:b], "item_id": items[a:b]}) for a, b in ((0, 13), (13, 40))]
-    gathered = pa.Table.from_batches(list(recommend.users_rated_items(pa.concat_tables(chunks), catalog)))
+    gathered = pa.Table.from_batches(list(rated.users_rated_items(pa.concat_tables(chunks), catalog)))
 
     assert gathered.num_rows == len(set(users)) and sorted(gathered["user_id"].to_pylist()) == sorted(set(users))
     for row in gathered.to_pylist():
         expected = sorted(int(item[1:]) for item in items[users == row["user_id"]])
         assert sorted(row["rated"]) == expected, row
     assert (
-        list(recommend.users_rated_items(pa.table({"user_id": [], "item_id": []}).cast(recommend.RATINGS_IDS), catalog))
-        == []
+        list(rated.users_rated_items(pa.table({"user_id": [], "item_id": []}).cast(rated.RATINGS_IDS), catalog)) == []
     )
     with pytest.raises(CfrecError, match="item 'i99' of the ratings is not in the scoring catalog"):
-        list(recommend.users_rated_items(pa.table({"user_id": ["u0", "u1"], "item_id": ["i1", "i99"]}), catalog))
+        list(rated.users_rated_items(pa.table({"user_id": ["u0", "u1"], "item_id": ["i1", "i99"]}), catalog))
