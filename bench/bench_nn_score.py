@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cfmodel.scoring.popularity import Popularity  # noqa: E402
 from cfmodel.scoring.recommend import ScoringContext, recommend_batch  # noqa: E402
 from cfmodel.training.ids import IdIndex  # noqa: E402
-from cfmodel.training.models import EmbeddingNN  # noqa: E402
+from cfmodel.training.neural import EmbeddingNN  # noqa: E402
 
 ML25M_SHAPE = {"users": 162_541, "items": 62_423, "ratings": 25_000_095}
 MAX_RATED = 120

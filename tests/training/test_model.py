@@ -10,12 +10,12 @@ from cfmodel.training.models import (
     CollabModel,
     EmbeddingDotBias,
     EmbeddingDotRank,
-    EmbeddingNN,
     build_model,
     default_y_range,
     emb_sz_rule,
     model_for,
 )
+from cfmodel.training.neural import EmbeddingNN
 
 N_USERS, N_ITEMS = 7, 11
 
@@ -70,14 +70,14 @@ def test_nn_without_batchnorm_scores_as_forward():
 
 @pytest.mark.parametrize("pairs_per_chunk", [N_ITEMS * 2, 4], ids=["two-users", "part-of-a-user"])
 def test_nn_score_all_in_chunks_equals_one_pass(monkeypatch, pairs_per_chunk):
-    import cfmodel.training.models as models
+    import cfmodel.training.neural as neural
 
     model = make("nn").eval()
     users = torch.arange(N_USERS)
     with torch.no_grad():
-        monkeypatch.setattr(models, "NN_PAIRS_PER_CHUNK", N_ITEMS * N_USERS)
+        monkeypatch.setattr(neural, "NN_PAIRS_PER_CHUNK", N_ITEMS * N_USERS)
         whole = model.score_all(users)
-        monkeypatch.setattr(models, "NN_PAIRS_PER_CHUNK", pairs_per_chunk)
+        monkeypatch.setattr(neural, "NN_PAIRS_PER_CHUNK", pairs_per_chunk)
         chunked = model.score_all(users)
     torch.testing.assert_close(whole, chunked)
 
