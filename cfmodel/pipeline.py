@@ -129,6 +129,11 @@ def train(night: Night, model: TrainConfig, run: TrainRun | None = None, **fit_o
     if run.nproc > 1:
         from cfmodel.training.distributed import train_data_parallel
 
+        if fit_options:
+            raise CfrecError(
+                f"data-parallel training takes no {', '.join(fit_options)}: its processes choose their own"
+            )
+
         return train_data_parallel(night, model, run)
     if run.device == "auto" and not torch.cuda.is_available():
         log.warning("no CUDA device on this worker: training on the CPU")

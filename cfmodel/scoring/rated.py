@@ -35,7 +35,10 @@ def gather_rated(spark: SparkSession, ratings: DataFrame, catalog_ids: np.ndarra
     catalog = spark.sparkContext.broadcast(catalog_ids)
 
     def gather_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        yield from users_rated_items(pa.Table.from_batches(list(batches), RATINGS_IDS), catalog.value)
+        batches = list(batches)
+        # Cast: a frame's ids may be declared non-null, or be numbers.
+        ratings = pa.Table.from_batches(batches).cast(RATINGS_IDS) if batches else RATINGS_IDS.empty_table()
+        yield from users_rated_items(ratings, catalog.value)
 
     return ratings.repartition(tasks, "user_id").mapInArrow(gather_task, RATED)
 
@@ -46,6 +49,8 @@ def users_rated_items(ratings: pa.Table, catalog_ids: np.ndarray) -> Iterator[pa
     if ratings.num_rows == 0:
         return
     users = ratings.column("user_id").combine_chunks().dictionary_encode()
+    if users.null_count:
+        raise CfrecError("the ratings hold a rating without a user_id")
     items = pc.index_in(ratings.column("item_id"), value_set=pa.array(catalog_ids, pa.string()))
     if items.null_count:
         missing = ratings.column("item_id").filter(items.is_null())[0]

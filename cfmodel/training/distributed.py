@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from cfmodel.pipeline import TrainResult
 
 PICKLED = "--pickled-configs"
+ERROR_FILE = "error"  # beside the pickled configs: error.RANK holds a process's one-line error
 
 
 def ddp_fit(
@@ -67,6 +68,8 @@ def train_data_parallel(night: Night, model: TrainConfig, run: TrainRun) -> Trai
     comes back."""
     from cfmodel.pipeline import TrainResult
 
+    # The processes' working folder may not be this one (executors have their own).
+    night = dataclasses.replace(night, warehouse=str(Path(night.warehouse).expanduser().resolve()))
     configs = (night, model, dataclasses.replace(run, nproc=1, launcher="torchrun"))
     if run.launcher == "spark":
         return TrainResult(**train_on_spark(configs, run.nproc))
@@ -85,11 +88,36 @@ def train_data_parallel(night: Night, model: TrainConfig, run: TrainRun) -> Trai
             PICKLED,
             str(payload),
         ]
-        result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode
-        raise CfrecError(f"distributed training failed: {last}")
-    return TrainResult(**json.loads(result.stdout.strip().splitlines()[-1])["train"])
+        returncode, stdout, stderr = _run_to_the_end(command)
+        if returncode != 0:
+            raise CfrecError(f"distributed training failed: {_failure(payload, stderr, returncode)}")
+    return TrainResult(**json.loads(stdout.strip().splitlines()[-1])["train"])
+
+
+def _run_to_the_end(command: list[str]) -> tuple[int, str, str]:
+    """Run torchrun; if this process is interrupted (a task's timeout, a kill), stop torchrun, which
+    stops its workers: they run in sessions of their own and would otherwise train on unseen."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate()
+    except BaseException:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
+    return process.returncode, stdout, stderr
+
+
+def _failure(payload: Path, stderr: str, returncode: int) -> str:
+    """Why the processes failed: a process's own one-line error where one was recorded, else the
+    last line of their output that names an error."""
+    recorded = sorted(payload.parent.glob(f"{ERROR_FILE}.*"))
+    if recorded:
+        return recorded[0].read_text().strip()
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return next((line.strip() for line in reversed(lines) if "Error" in line), f"exit code {returncode}")
 
 
 def train_in_process_group(configs: tuple[Night, TrainConfig, TrainRun], gate: GateConfig | None = None) -> dict | None:
@@ -130,7 +158,7 @@ def train_on_spark(configs: tuple[Night, TrainConfig, TrainRun], processes: int)
     spark = get_spark("cfrec-train")
     slots = spark.sparkContext.defaultParallelism
     if processes > slots:
-        raise CfrecError(f"--nproc {processes} needs {processes} Spark task slots at once; the cluster has {slots}")
+        raise CfrecError(f"nproc {processes} needs {processes} Spark task slots at once; the cluster has {slots}")
     gpus = float(spark.conf.get("spark.task.resource.gpu.amount", "0") or 0)
     distributor = TorchDistributor(num_processes=processes, local_mode=False, use_gpu=gpus >= 1)
     try:
@@ -148,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [PICKLED]:
-        report = train_in_process_group(pickle.loads(Path(argv[1]).read_bytes()))
+        payload = Path(argv[1])
+        try:
+            report = train_in_process_group(pickle.loads(payload.read_bytes()))
+        except CfrecError as error:  # one line for the launcher, not a traceback per process
+            (payload.parent / f"{ERROR_FILE}.{os.environ.get('RANK', '0')}").write_text(str(error))
+            return 2
     else:
         args = build_parser().parse_args(["train", *argv])
         configs = (

@@ -307,5 +307,7 @@ def test_gathering_groups_every_users_items_as_catalog_positions(monkeypatch):
     assert (
         list(rated.users_rated_items(pa.table({"user_id": [], "item_id": []}).cast(rated.RATINGS_IDS), catalog)) == []
     )
+    with pytest.raises(CfrecError, match="a rating without a user_id"):
+        list(rated.users_rated_items(pa.table({"user_id": ["u0", None], "item_id": ["i1", "i2"]}), catalog))
     with pytest.raises(CfrecError, match="item 'i99' of the ratings is not in the scoring catalog"):
         list(rated.users_rated_items(pa.table({"user_id": ["u0", "u1"], "item_id": ["i1", "i99"]}), catalog))

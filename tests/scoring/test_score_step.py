@@ -43,3 +43,16 @@ def test_a_user_scoring_dropped_fails_the_step_before_anything_is_published(spar
     with pytest.raises(CfrecError, match="scoring lost users: 1 users"):
         score_module.score(spark, warehouse, "2026-04-03", 5)
     assert not (warehouse / "recommendations" / "run_date=2026-04-03").exists()
+
+
+def test_each_users_rated_items_are_gathered_whatever_the_frames_id_types(spark):
+    """Ids declared non-null, or numbers: the gathering casts them as the catalog spells them."""
+    import numpy as np
+
+    from cfmodel.scoring.rated import gather_rated
+
+    rows = [(1, 10), (2, 11), (1, 12), (3, 10), (1, 10)]
+    ratings = spark.createDataFrame(rows, "user_id int not null, item_id long not null")
+    catalog = np.array(["12", "11", "10"], dtype=object)
+    gathered = {row["user_id"]: sorted(row["rated"]) for row in gather_rated(spark, ratings, catalog, 5).collect()}
+    assert gathered == {"1": [0, 2, 2], "2": [1], "3": [2]}

@@ -116,5 +116,15 @@ def test_more_processes_than_spark_slots_is_refused_in_one_line(one_process, spa
     assert main([*argv, "--launcher", "spark"]) == 2
     err = capsys.readouterr().err.strip()
     needs = slots + 1
-    assert err == f"cfrec train: error: --nproc {needs} needs {needs} Spark task slots at once; the cluster has {slots}"
+    assert err == f"cfrec train: error: nproc {needs} needs {needs} Spark task slots at once; the cluster has {slots}"
     assert not (wh / "models" / "rank-2026-01-04").exists()
+
+
+def test_a_failed_data_parallel_training_says_why_in_one_line(tmp_path, capsys):
+    argv = ["train", "--warehouse", str(tmp_path), "--run-date", "2026-01-05", "--nproc", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"cfrec train: error: distributed training failed: table 'ratings' not found in warehouse {tmp_path}; "
+        "run 'cfrec ingest' first"
+    )
