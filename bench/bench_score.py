@@ -97,6 +97,7 @@ def bench_ml100k(spark, data: Path, workdir: Path, top_n: int, n_factors: int, s
     publish(wh.table("items"), write_frame(items))
     model = random_artifact(ratings["user_id"].nunique(), ratings["item_id"].nunique(), n_factors, seed)
     model.users, model.items = IdIndex.from_values(ratings["user_id"]), IdIndex.from_values(ratings["item_id"])
+    write_index_tables(wh, model)
     ModelRegistry(wh.models).save(model)
     ModelRegistry(wh.models).set_current(model.version)
     score(spark, wh.root, "2026-01-01", top_n)  # warm-up
@@ -120,6 +121,12 @@ def bench_ml100k(spark, data: Path, workdir: Path, top_n: int, n_factors: int, s
         _, als_seconds = timed(lambda: als.recommendForAllUsers(top_n).write.format("noop").mode("overwrite").save())
         rows.append({"data": "ml-100k", "what": ALS_WHAT, "shape": shape, "seconds": als_seconds})
     return rows
+
+
+def write_index_tables(wh: Warehouse, model: ModelArtifact) -> None:
+    """The id index tables an ingest writes beside the ratings (here every rated id is the model's)."""
+    publish(wh.table("user_index"), write_frame(model.users.to_frame()))
+    publish(wh.table("item_index"), write_frame(model.items.to_frame()))
 
 
 def random_artifact(n_users: int, n_items: int, n_factors: int, seed: int) -> ModelArtifact:
@@ -180,6 +187,7 @@ def bench_synthetic(spark, workdir: Path, top_n: int, shape: dict, with_als: boo
     ModelRegistry(wh.models).set_current(model.version)
     ratings = synthetic_ratings(spark, shape["users"], shape["items"], shape["ratings"], seed)
     _, generate = timed(lambda: publish(wh.table("ratings"), lambda tmp: ratings.write.parquet(str(tmp))))
+    write_index_tables(wh, model)
     print(f"  synthetic set written in {generate:.0f}s (model built in {build:.0f}s)", flush=True)
     label = (
         f"{shape['users']} users x {shape['items']} items, {shape['factors']} factors, "

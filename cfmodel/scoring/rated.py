@@ -64,3 +64,23 @@ def users_rated_items(ratings: pa.Table, catalog_ids: np.ndarray) -> Iterator[pa
     for start in range(0, len(per_user), RATED_BATCH_USERS):
         part = [users.dictionary.slice(start, RATED_BATCH_USERS), rated.slice(start, RATED_BATCH_USERS)]
         yield pa.RecordBatch.from_arrays(part, names=["user_id", "rated"])
+
+
+def counted(rated: DataFrame, catalog_size: int) -> tuple[np.ndarray, int]:
+    """Of gathered (user_id, rated) rows: each catalog item's number of ratings, and the number of
+    users. One pass over `rated` (persist it first); each task sends back one array."""
+
+    def count_task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        per_item, users = np.zeros(catalog_size, np.int64), 0
+        for batch in batches:
+            per_item += np.bincount(batch.column("rated").flatten().to_numpy(), minlength=catalog_size)
+            users += batch.num_rows
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([per_item.tobytes()], pa.binary()), pa.array([users], pa.int64())], names=["items", "users"]
+        )
+
+    per_item, users = np.zeros(catalog_size, np.int64), 0
+    for row in rated.mapInArrow(count_task, "items binary, users long").collect():
+        per_item += np.frombuffer(row["items"], np.int64)
+        users += row["users"]
+    return per_item, users

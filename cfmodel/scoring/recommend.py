@@ -29,13 +29,13 @@ from cfmodel.registry.artifact import ModelArtifact
 from cfmodel.registry.registry import POPULARITY_LISTS, ModelRegistry
 from cfmodel.scoring.because import because_items
 from cfmodel.scoring.popularity import Popularity
-from cfmodel.scoring.rated import gather_rated, item_counts
+from cfmodel.scoring.rated import counted, gather_rated, item_counts
 from cfmodel.scoring.screen import SCREEN_USERS_PER_BLOCK, screened_top_k, screens
 from cfmodel.scoring.topk import csr_cells, top_k
 from cfmodel.training.ids import IdIndex
 from cfmodel.training.models import CollabModel, clipped
 from cfmodel.warehouse import Warehouse, is_published, publish
-from cfmodel.warehouse.schemas import RATINGS, RECOMMENDATIONS
+from cfmodel.warehouse.schemas import ITEM_INDEX, RATINGS, RECOMMENDATIONS
 
 log = logging.getLogger(__name__)
 
@@ -306,20 +306,39 @@ def score(
     model = None if model_version == POPULARITY_LISTS else ModelRegistry(wh.models).load(model_version)
     version = model.version if model is not None else POPULARITY_LISTS
     ratings = spark.read.parquet(str(wh.require(RATINGS))).select("user_id", "item_id")
-    ctx, rated = scoring_input(spark, ratings, model, top_n_items, wh, candidates)
-    # Kept: counting its rows counts the users, and the scoring and the check reuse it.
-    rated = rated.persist(StorageLevel.MEMORY_AND_DISK)
+    if not wh.table(ITEM_INDEX).exists():  # a warehouse the ingest did not write
+        ctx, rated = scoring_input(spark, ratings, model, top_n_items, wh, candidates)
+        rated = rated.persist(StorageLevel.MEMORY_AND_DISK)
+        known_users = rated.count()
+    else:
+        # The ingest's item index names every item of the ratings, so the items' counts come from
+        # the gathered lists, in the pass that counts the users, not from a pass of their own.
+        item_ids = pq.read_table(wh.table(ITEM_INDEX), columns=["id"]).column("id").to_numpy(zero_copy_only=False)
+        catalog = (model.items if model is not None else IdIndex([])).extended(item_ids).ids
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in wh.table_files(RATINGS))
+        rated = gather_rated(spark, ratings, catalog, rows).persist(StorageLevel.MEMORY_AND_DISK)
+        per_item, known_users = counted(rated, len(catalog))
+        counts = pd.DataFrame({"item_id": catalog, "ratings": per_item})
+        ctx = scoring_context(model, counts, wh, top_n_items, candidates)
+        if not np.array_equal(ctx.catalog_ids, catalog):
+            raise CfrecError("scoring catalog mismatch: the gathered indices would name other items")
     try:
-        return _score_rated_users(spark, wh, ctx, rated, run_date, version)
+        return _score_rated_users(spark, wh, ctx, rated, known_users, run_date, version)
     finally:
         rated.unpersist()
 
 
 def _score_rated_users(
-    spark: SparkSession, wh: Warehouse, ctx: ScoringContext, rated: DataFrame, run_date: str, version: str
+    spark: SparkSession,
+    wh: Warehouse,
+    ctx: ScoringContext,
+    rated: DataFrame,
+    known_users: int,
+    run_date: str,
+    version: str,
 ) -> ScoreReport:
+    """Score the gathered users (`known_users` of them, persisted in `rated`), write, check, publish."""
     top_n_items = ctx.n
-    known_users = rated.count()
     recs = score_rated(spark, ctx, rated).withColumn("model_version", F.lit(version))
     recs = recs.select(*RECOMMENDATIONS.column_names)
     target = wh.partition(RECOMMENDATIONS, run_date)

@@ -1,5 +1,7 @@
 """The score step on a small planted warehouse: who gets a list, and when the step refuses to publish."""
 
+import shutil
+
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
@@ -25,15 +27,47 @@ def warehouse(tmp_path_factory):
     return wh
 
 
+@pytest.fixture(scope="module")
+def indexed(warehouse, tmp_path_factory):
+    """The same warehouse with the id index tables an ingest writes: the score step then takes the
+    catalog from the item index and counts the items in the gathered lists."""
+    copy = tmp_path_factory.mktemp("indexed") / "wh"
+    shutil.copytree(warehouse, copy)
+    ratings = pd.read_parquet(copy / "ratings")
+    for column, table in (("user_id", "user_index"), ("item_id", "item_index")):
+        ids = sorted(ratings[column].unique(), reverse=True)
+        (copy / table).mkdir()
+        pd.DataFrame({"id": ids, "index": range(len(ids))}).to_parquet(copy / table / "part-0.parquet")
+    return copy
+
+
+@pytest.fixture(params=["warehouse", "indexed"])
+def any_warehouse(request):
+    return request.getfixturevalue(request.param)
+
+
 @pytest.mark.parametrize("version", [None, POPULARITY_LISTS])
-def test_a_user_who_rated_every_item_gets_no_list_and_the_night_goes_on(spark, warehouse, version):
+def test_both_ways_of_counting_items_publish_the_same_lists(spark, warehouse, indexed, version):
+    reports = [score_module.score(spark, wh, "2026-04-04", 5, version) for wh in (warehouse, indexed)]
+    assert reports[0].users_by_source == reports[1].users_by_source and reports[0].rows == reports[1].rows
+    tables = [
+        pd.read_parquet(wh / "recommendations" / "run_date=2026-04-04").sort_values(["user_id", "rank"])
+        for wh in (warehouse, indexed)
+    ]
+    pd.testing.assert_frame_equal(*(t.reset_index(drop=True) for t in tables))
+
+
+@pytest.mark.parametrize("version", [None, POPULARITY_LISTS])
+def test_a_user_who_rated_every_item_gets_no_list_and_the_night_goes_on(spark, any_warehouse, version):
+    warehouse = any_warehouse
     report = score_module.score(spark, warehouse, "2026-04-02", 5, version)
     assert (report.users, report.users_with_nothing_left, report.rows) == (30, 1, 150)
     recs = pd.read_parquet(warehouse / "recommendations" / "run_date=2026-04-02")
     assert "fan" not in set(recs["user_id"]) and recs["user_id"].nunique() == 30
 
 
-def test_a_user_scoring_dropped_fails_the_step_before_anything_is_published(spark, warehouse, monkeypatch):
+def test_a_user_scoring_dropped_fails_the_step_before_anything_is_published(spark, any_warehouse, monkeypatch):
+    warehouse = any_warehouse
     scored = score_module.score_rated
 
     def dropping(*args):  # a scoring bug that loses a user who does have unrated items
