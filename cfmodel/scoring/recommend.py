@@ -197,13 +197,25 @@ def recommend_batch(ctx: ScoringContext, batch: pa.RecordBatch) -> Iterator[pa.R
         yield _rows(ctx, part.column("user_id").to_numpy(zero_copy_only=False), items, counts, SOURCE_POPULAR)
 
 
+def scoring_catalog(model: ModelArtifact | None, item_ids: np.ndarray | pd.Series) -> IdIndex:
+    """The items scoring knows: the model's, in model order, then the others of `item_ids`."""
+    return (model.items if model is not None else IdIndex([])).extended(item_ids)
+
+
+def check_request(n: int, candidates: int) -> None:
+    if n < 1:
+        raise CfrecError(f"top-N must be at least 1, got {n}")
+    if candidates < 0:
+        raise CfrecError(f"candidates must be 0 (score every item) or more, got {candidates}")
+
+
 def scoring_context(
     model: ModelArtifact | None, counts: pd.DataFrame, titles: Warehouse | None, n: int, candidates: int = 0
 ) -> ScoringContext:
     """The broadcast for `model` (None: popularity alone) and the catalog of `counts` (item_id,
     ratings); titles come from the warehouse's items table (null without one). `candidates`: see
     `model_top_n`."""
-    catalog = (model.items if model is not None else IdIndex([])).extended(counts["item_id"])
+    catalog = scoring_catalog(model, counts["item_id"])
     catalog_ids = catalog.ids
     per_item = np.zeros(len(catalog), np.int64)
     per_item[catalog.encode(counts["item_id"])] = counts["ratings"].to_numpy()
@@ -240,10 +252,7 @@ def scoring_input(
 ) -> tuple[ScoringContext, DataFrame]:
     """What `recommend` scores: the broadcast context and each user's rated items as catalog
     indices (user_id, rated)."""
-    if n < 1:
-        raise CfrecError(f"top-N must be at least 1, got {n}")
-    if candidates < 0:
-        raise CfrecError(f"candidates must be 0 (score every item) or more, got {candidates}")
+    check_request(n, candidates)
     ratings = ratings.select("user_id", "item_id")
     counts = item_counts(ratings)
     ctx = scoring_context(model, counts, titles, n, candidates)
@@ -302,6 +311,7 @@ def score(
 ) -> ScoreReport:
     """Write recommendations/run_date=RUN_DATE/ with `model_version` (default: the current model;
     POPULARITY_LISTS: the most-popular unrated items for every user). `candidates`: see `model_top_n`."""
+    check_request(top_n_items, candidates)
     wh = Warehouse.open(warehouse)
     model = None if model_version == POPULARITY_LISTS else ModelRegistry(wh.models).load(model_version)
     version = model.version if model is not None else POPULARITY_LISTS
@@ -314,7 +324,7 @@ def score(
         # The ingest's item index names every item of the ratings, so the items' counts come from
         # the gathered lists, in the pass that counts the users, not from a pass of their own.
         item_ids = pq.read_table(wh.table(ITEM_INDEX), columns=["id"]).column("id").to_numpy(zero_copy_only=False)
-        catalog = (model.items if model is not None else IdIndex([])).extended(item_ids).ids
+        catalog = scoring_catalog(model, item_ids).ids
         rows = sum(pq.ParquetFile(f).metadata.num_rows for f in wh.table_files(RATINGS))
         rated = gather_rated(spark, ratings, catalog, rows).persist(StorageLevel.MEMORY_AND_DISK)
         per_item, known_users = counted(rated, len(catalog))

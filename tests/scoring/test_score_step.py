@@ -90,3 +90,12 @@ def test_each_users_rated_items_are_gathered_whatever_the_frames_id_types(spark)
     catalog = np.array(["12", "11", "10"], dtype=object)
     gathered = {row["user_id"]: sorted(row["rated"]) for row in gather_rated(spark, ratings, catalog, 5).collect()}
     assert gathered == {"1": [0, 2, 2], "2": [1], "3": [2]}
+
+
+@pytest.mark.parametrize(
+    ("top_n", "candidates", "message"), [(0, 0, "top-N must be at least 1"), (5, -1, "candidates")]
+)
+def test_a_bad_request_is_refused_before_any_work_either_way(spark, any_warehouse, top_n, candidates, message):
+    with pytest.raises(CfrecError, match=message):
+        score_module.score(spark, any_warehouse, "2026-04-05", top_n, candidates=candidates)
+    assert not (any_warehouse / "recommendations" / "run_date=2026-04-05").exists()
