@@ -70,7 +70,7 @@ def train_data_parallel(night: Night, model: TrainConfig, run: TrainRun) -> Trai
 
     # The processes' working folder may not be this one (executors have their own).
     night = dataclasses.replace(night, warehouse=str(Path(night.warehouse).expanduser().resolve()))
-    configs = (night, model, dataclasses.replace(run, nproc=1, launcher="torchrun"))
+    configs = (night, model, _one_process(run))
     if run.launcher == "spark":
         return TrainResult(**train_on_spark(configs, run.nproc))
     with tempfile.TemporaryDirectory(prefix="cfrec-ddp-") as scratch:
@@ -92,6 +92,11 @@ def train_data_parallel(night: Night, model: TrainConfig, run: TrainRun) -> Trai
         if returncode != 0:
             raise CfrecError(f"distributed training failed: {_failure(payload, stderr, returncode)}")
     return TrainResult(**json.loads(stdout.strip().splitlines()[-1])["train"])
+
+
+def _one_process(run: TrainRun) -> TrainRun:
+    """What each process of a data-parallel launch trains with: itself, one process, no launcher."""
+    return dataclasses.replace(run, nproc=1, launcher="torchrun")
 
 
 def _run_to_the_end(command: list[str]) -> tuple[int, str, str]:
@@ -116,8 +121,13 @@ def _failure(payload: Path, stderr: str, returncode: int) -> str:
     recorded = sorted(payload.parent.glob(f"{ERROR_FILE}.*"))
     if recorded:
         return recorded[0].read_text().strip()
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    return next((line.strip() for line in reversed(lines) if "Error" in line), f"exit code {returncode}")
+    return _last_error_line(stderr) or f"exit code {returncode}"
+
+
+def _last_error_line(output: str) -> str | None:
+    """The last line of a failed process's output that names an error (a traceback's last line)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return next((line for line in reversed(lines) if "Error" in line), None)
 
 
 def train_in_process_group(configs: tuple[Night, TrainConfig, TrainRun], gate: GateConfig | None = None) -> dict | None:
@@ -164,9 +174,9 @@ def train_on_spark(configs: tuple[Night, TrainConfig, TrainRun], processes: int)
     try:
         return distributor.run(train_in_process_group, configs)["train"]
     except Exception as error:  # the barrier job's error holds the tasks' output: keep its gist
-        lines = [line for line in str(error).splitlines() if line.strip()]
-        cause = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else repr(error))
-        raise CfrecError(f"distributed training on Spark failed: {cause.strip()}") from None
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        cause = _last_error_line(str(error)) or (lines[-1] if lines else repr(error))
+        raise CfrecError(f"distributed training on Spark failed: {cause}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = (
             options.from_namespace(Night, args),
             options.from_namespace(TrainConfig, args),
-            dataclasses.replace(options.from_namespace(TrainRun, args), nproc=1, launcher="torchrun"),
+            _one_process(options.from_namespace(TrainRun, args)),
         )
         report = train_in_process_group(configs, options.from_namespace(GateConfig, args))
     if report is not None:
