@@ -9,6 +9,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
+# Test processes: the end-to-end services (Airflow, PostgreSQL, a Spark cluster) and the tests that use
+# them run in one, the other modules in the rest (tests/conftest.py). TEST_WORKERS=0: all in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo lint test airflow stop sql-server sql-server-stop clean check-java
 
@@ -38,7 +41,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: setup check-java
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 airflow: setup check-java
 	$(BIN)/cfrec airflow start --home .airflow --data-dir demo

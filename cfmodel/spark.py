@@ -26,14 +26,23 @@ LOCAL_DEFAULTS = {**SESSION_CONF, "spark.sql.shuffle.partitions": SHUFFLE_PARTIT
 
 # Whole-stage code generation and adaptive execution pay off on large data; on a small night their
 # compile and re-planning cost is most of the Spark work (MovieLens 100k's ingest: 15-16 s instead
-# of 18-20 s in a fresh JVM), so a step whose data is below SMALL_DATA_BYTES runs without them.
+# of 18-20 s in a fresh JVM), so a step whose data is below SMALL_DATA_BYTES runs without them, and
+# with few shuffle partitions where its launch did not choose a number (a bare spark-submit: Spark's
+# 200 made MovieLens 100k's score job 60 s instead of 22 s).
 SMALL_DATA_BYTES = 64 * 2**20
-SMALL_DATA_SETTINGS = {"spark.sql.codegen.wholeStage": "false", "spark.sql.adaptive.enabled": "false"}
+SMALL_DATA_SETTINGS = {
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.adaptive.enabled": "false",
+    "spark.sql.shuffle.partitions": SHUFFLE_PARTITIONS,
+}
 
 
 @contextlib.contextmanager
 def session_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
-    """Run with these SQL settings, then put back what was there."""
+    """Run with these SQL settings, then put back what was there. A setting the application was
+    launched with (spark-submit --conf, spark-defaults.conf, `get_spark`) is kept: it was chosen."""
+    launched = spark.sparkContext.getConf()
+    settings = {key: value for key, value in settings.items() if not launched.contains(key)}
     previous = {key: spark.conf.get(key, None) for key in settings}
     for key, value in settings.items():
         spark.conf.set(key, value)

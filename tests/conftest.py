@@ -58,6 +58,42 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
+# Under `pytest -n N` (`make test`): the services below (PostgreSQL, Airflow, a Spark cluster, the
+# backfilled nights) start once, in the one worker that runs every module using them; the other
+# modules are spread over the other workers, each module whole (its module fixtures built once).
+SERVICES = frozenset({"postgres", "airflow", "spark_cluster", "nights"})
+SERVICES_MODULES = frozenset(
+    {
+        "tests/airflow/test_cluster.py",
+        "tests/airflow/test_scheduler.py",
+        "tests/end_to_end/test_analysts.py",
+        "tests/end_to_end/test_end_to_end.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The services' modules go first: they are the longest unit of work."""
+    module = {item: item.path.relative_to(REPO).as_posix() for item in items}
+    strays = sorted({module[i] for i in items if SERVICES & set(i.fixturenames)} - SERVICES_MODULES)
+    if strays:
+        raise pytest.UsageError(f"{', '.join(strays)} use(s) the shared services: add to SERVICES_MODULES")
+    items.sort(key=lambda item: module[item] not in SERVICES_MODULES)  # stable: the rest keep their order
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own choice
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ServicesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "services" if path in SERVICES_MODULES else path
+
+    config.option.loadscopereorder = False  # collection order: the services first
+    return ServicesTogether(config, log)
+
+
 # -- services shared by the end-to-end tests: one PostgreSQL, one Airflow, one Spark cluster --------------------------
 
 
@@ -116,7 +152,7 @@ def spark_cluster(tmp_path_factory):
 
 @dataclass
 class Nights:
-    """MovieLens 100k as three nights (NIGHTS), each run by `cfrec run` into `cli` and by a backfill
+    """MovieLens 100k as two nights (NIGHTS), each run by `cfrec run` into `cli` and by a backfill
     of the nightly DAG under the scheduler into `dag`, with the same options."""
 
     inputs: Path

@@ -29,3 +29,14 @@ def test_session_settings_are_put_back_as_they_were(spark):
     except RuntimeError:
         pass
     assert spark.conf.get(key) == before
+
+
+def test_a_setting_the_application_was_launched_with_is_kept(spark):
+    # The tests' session is launched with its shuffle partitions (cfmodel.spark.LOCAL_DEFAULTS), as a
+    # DAG's spark-submit is with its shuffle_partitions param: a step's size rule leaves them alone.
+    launched = spark.conf.get("spark.sql.shuffle.partitions")
+    assert spark.sparkContext.getConf().get("spark.sql.shuffle.partitions") == launched
+    with session_settings(spark, SMALL_DATA_SETTINGS | {"spark.sql.shuffle.partitions": str(int(launched) + 5)}):
+        assert spark.conf.get("spark.sql.shuffle.partitions") == launched
+        assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
+    assert spark.conf.get("spark.sql.shuffle.partitions") == launched

@@ -2,7 +2,7 @@
 api-server as separate processes with the LocalExecutor over PostgreSQL), driven through the REST API
 as users drive it.
 
-The `nights` fixture backfills three MovieLens 100k nights with Airflow's backfill API while
+The `nights` fixture backfills two MovieLens 100k nights with Airflow's backfill API while
 `cfrec run` runs the same nights in-process; the first night's score job crashes once after writing
 its output and before publishing it. Here: the scheduler's retry and what the runs left, the
 consumer DAG triggered by each night's Asset event, and a triggered night on a Spark cluster

@@ -1,4 +1,4 @@
-"""The whole nightly path on real MovieLens 100k as three nights (the `nights` fixture): `cfrec run`
+"""The whole nightly path on real MovieLens 100k as two nights (the `nights` fixture): `cfrec run`
 in-process, and the nightly DAG backfilled under Airflow's scheduler."""
 
 import json
