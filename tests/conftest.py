@@ -81,7 +81,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: module[item] not in SERVICES_MODULES)  # stable: the rest keep their order
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own choice
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice; a no-op without xdist
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
