@@ -27,7 +27,7 @@ def cmd_sql_server(args: argparse.Namespace) -> object:
 
     root = _root(args)
     if args.action == "start":
-        started = sql_server.start(root, args.host, args.port, args.metastore_port)
+        started = sql_server.start(root, args.host, args.port, args.metastore_port, args.writable)
         print(f"JDBC URL: {started.jdbc_url}  (beeline -u '{started.jdbc_url}')", flush=True)
         return started
     if args.action == "stop":
@@ -71,6 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1 only)")
     p.add_argument("--port", type=int, default=10000, help="JDBC port (default: 10000)")
     p.add_argument("--metastore-port", type=int, default=1527, help="local Derby metastore's port (default: 1527)")
+    p.add_argument(
+        "--writable",
+        action="store_true",
+        help="start without the read-only guard (by default only queries, SHOW, DESCRIBE, EXPLAIN, SET and USE run)",
+    )
     p.set_defaults(func=cmd_sql_server)
 
     p = sub.add_parser(

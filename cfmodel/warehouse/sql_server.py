@@ -3,7 +3,9 @@
 `start` runs, each in its own process group and recorded in `<warehouse>/.sql-server/`:
 - Derby's network server, when the warehouse has no metastore yet or a local Derby one: the catalog
   lives in `.sql-server/derby/metastore_db`, and the endpoint and the nightly writers share it;
-- the Thrift server (`HiveThriftServer2` through spark-submit) bound to 127.0.0.1 by default.
+- the Thrift server (`HiveThriftServer2` through spark-submit) bound to 127.0.0.1 by default,
+  read-only: it loads `cfmodel.warehouse.read_only`'s guard, so that queries and SHOW/DESCRIBE run
+  and no statement can write, drop or move the published files (`writable=True` leaves it out).
 The catalog is synchronised with the warehouse's folders before the endpoint opens. `stop` ends both
 by process group; `status` says what runs and where to connect.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 from cfmodel.errors import CfrecError
 from cfmodel.processes import alive, end_groups, listening
 from cfmodel.warehouse.catalog import STATE_DIR, Metastore, attach, attached
+from cfmodel.warehouse.read_only import GUARD_CLASS, guard_jar
 
 THRIFT_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
 DERBY_NETWORK_JAR = "/usr/share/java/derbynet.jar"  # Debian's libderby-java
@@ -37,6 +40,7 @@ class EndpointStatus:
     derby_pid: int | None
     metastore: str | None
     log: str
+    read_only: bool | None = None  # None when not running
 
 
 def _state(root: Path) -> Path:
@@ -104,7 +108,7 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-def _thrift_command(root: Path, metastore: Metastore, host: str, port: int) -> list[str]:
+def _thrift_command(root: Path, metastore: Metastore, host: str, port: int, guard: Path | None) -> list[str]:
     conf = {
         **metastore.spark_conf(Path(root) / STATE_DIR),
         "spark.ui.enabled": "false",
@@ -114,6 +118,9 @@ def _thrift_command(root: Path, metastore: Metastore, host: str, port: int) -> l
     }
     command = [str(spark_home() / "bin" / "spark-submit"), "--master", os.environ.get("CFREC_SPARK_MASTER", "local[*]")]
     command += ["--class", THRIFT_CLASS, "--name", "cfrec-sql-server"]
+    if guard is not None:
+        command += ["--jars", str(guard)]
+        conf["spark.sql.extensions"] = GUARD_CLASS
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     command += ["--hiveconf", f"hive.server2.thrift.bind.host={host}", "--hiveconf", f"hive.server2.thrift.port={port}"]
@@ -133,11 +140,15 @@ def status(root: Path) -> EndpointStatus:
         derby if alive(derby) else None,
         metastore.url if metastore else None,
         str(state / "thrift.log"),
+        saved.get("read_only", False) if running else None,
     )
 
 
-def start(root: Path, host: str = LOCAL_HOST, port: int = 10000, metastore_port: int = 1527) -> EndpointStatus:
-    """Start the endpoint (and a local Derby metastore when the warehouse has no other); idempotent."""
+def start(
+    root: Path, host: str = LOCAL_HOST, port: int = 10000, metastore_port: int = 1527, writable: bool = False
+) -> EndpointStatus:
+    """Start the endpoint (and a local Derby metastore when the warehouse has no other); idempotent.
+    Read-only unless `writable`."""
     from cfmodel.warehouse.catalog import sync_now
 
     root = Path(root)
@@ -145,6 +156,7 @@ def start(root: Path, host: str = LOCAL_HOST, port: int = 10000, metastore_port:
     if current.running:
         return current
     state = _state(root)
+    guard = None if writable else guard_jar(state, spark_home() / "jars")
     metastore = attached(root)
     if metastore is None or (metastore.kind == "derby" and metastore.url == derby_url(metastore_port)):
         _start_derby(state, metastore_port)
@@ -155,10 +167,11 @@ def start(root: Path, host: str = LOCAL_HOST, port: int = 10000, metastore_port:
         raise CfrecError(f"port {port} on {host} is taken by another process: pick a free one with --port")
     sync_now(root)
     env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": host, "PYSPARK_PYTHON": sys.executable}
-    process = _launch(state, "thrift", _thrift_command(root, metastore, host, port), env)
+    process = _launch(state, "thrift", _thrift_command(root, metastore, host, port, guard), env)
     _wait_for_port(process, host, port, "the Thrift SQL server", state / "thrift.log")
     url = f"jdbc:hive2://{host}:{port}/{metastore.database}"
-    (state / "server.json").write_text(json.dumps({"host": host, "port": port, "jdbc_url": url}) + "\n")
+    saved = {"host": host, "port": port, "jdbc_url": url, "read_only": guard is not None}
+    (state / "server.json").write_text(json.dumps(saved) + "\n")
     return status(root)
 
 

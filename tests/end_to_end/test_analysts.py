@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,16 @@ def parquet_recommendations(warehouse: Path, run_date: str) -> pd.DataFrame:
     return frame.sort_values(["user_id", "rank"]).reset_index(drop=True)
 
 
+def catalog_ddl(warehouse: Path, *statements: str) -> None:
+    """Run DDL on the warehouse's catalog from a session of its own (the endpoint refuses DDL)."""
+    code = (
+        "import sys; from pathlib import Path; from cfmodel.warehouse.catalog import attached, catalog_session; "
+        "root = Path(sys.argv[1]); spark = catalog_session(root, attached(root)); [spark.sql(s) for s in sys.argv[2:]]"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(warehouse), *statements], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def partitions(started) -> list[str]:
     return sorted(pyhive(started, "SHOW PARTITIONS recommendations").iloc[:, 0])
 
@@ -139,6 +150,40 @@ def test_the_readme_analyst_queries_give_the_same_answers_through_the_endpoint_a
         assert comparable(served) == comparable(local), sql
 
 
+def test_the_endpoint_refuses_every_statement_that_writes_and_the_files_stay(endpoint):
+    warehouse, started = endpoint
+    assert sql_server.status(warehouse).read_only
+    files = {p: p.stat().st_mtime_ns for p in warehouse.rglob("*.parquet") if ".sql-server" not in p.parts}
+    tables = set(pyhive(started, "SHOW TABLES")["tableName"])
+    counts = "SELECT count(*) AS n FROM recommendations"
+    rows = pyhive(started, counts)["n"][0]
+    elsewhere = warehouse.parent / "written-by-sql"
+    copy = shutil.copytree(warehouse / "items", warehouse.parent / "items-copy")
+    for sql in (
+        f"INSERT OVERWRITE TABLE items SELECT * FROM parquet.`{copy}` WHERE 1 = 0",
+        "INSERT INTO model_runs SELECT * FROM model_runs",
+        "TRUNCATE TABLE ratings",
+        "DROP TABLE items",
+        f"ALTER TABLE recommendations DROP PARTITION (run_date = DATE'{NIGHT_DATE}')",
+        "ALTER TABLE items RENAME TO items_old",
+        f"CREATE TABLE copied USING parquet LOCATION '{elsewhere}' AS SELECT * FROM items",
+        f"INSERT OVERWRITE DIRECTORY '{elsewhere}' USING parquet SELECT * FROM items",
+        "ADD JAR /nonexistent/any.jar",
+        "CREATE FUNCTION shell AS 'org.example.Shell'",
+        "DROP DATABASE cfrec CASCADE",
+    ):
+        with pytest.raises(Exception, match="read-only"):
+            pyhive(started, sql)
+    assert set(pyhive(started, "SHOW TABLES")["tableName"]) == tables
+    assert rows > 0 and pyhive(started, counts)["n"][0] == rows
+    assert {p: p.stat().st_mtime_ns for p in warehouse.rglob("*.parquet") if ".sql-server" not in p.parts} == files
+    assert not elsewhere.exists()
+    # reading statements still run
+    assert not pyhive(started, "DESCRIBE TABLE EXTENDED items").empty
+    assert not pyhive(started, "EXPLAIN SELECT * FROM items").empty
+    assert not pyhive(started, "SHOW PARTITIONS recommendations").empty
+
+
 def test_publishes_register_complete_partitions_once(endpoint, spark, tmp_path, monkeypatch):
     warehouse, started = endpoint
     score = ["score", "--warehouse", str(warehouse), "--run-date", LATER]
@@ -178,9 +223,12 @@ def test_catalog_sync_rebuilds_the_catalog_after_a_restore_and_a_schema_change(e
     warehouse, started = endpoint
     # A restore brings back the warehouse without the later night; an older cfrec declared fewer columns.
     shutil.rmtree(warehouse / "recommendations" / f"run_date={LATER}")
-    pyhive(started, "DROP TABLE similar_items")
     location = warehouse / "similar_items"
-    pyhive(started, f"CREATE TABLE similar_items (item_id string, `rank` int) USING parquet LOCATION '{location}'")
+    catalog_ddl(
+        warehouse,
+        "DROP TABLE cfrec.similar_items",
+        f"CREATE TABLE cfrec.similar_items (item_id string, `rank` int) USING parquet LOCATION '{location}'",
+    )
     assert main(["catalog", "sync", "--warehouse", str(warehouse)]) == 0
     report = __import__("json").loads(capsys.readouterr().out)
     assert report["partitions_dropped"] == 1
