@@ -1,4 +1,4 @@
-"""The read-only guard of the analysts' SQL endpoint: a Spark SQL extension, compiled once per machine.
+"""The read-only guard of the analysts' SQL endpoint: a Spark SQL extension, compiled once per warehouse.
 
 Spark's Thrift server runs whatever SQL a client sends, and the catalog's tables are the very
 folders the nightly job published: without a guard, an `INSERT OVERWRITE` from a BI tool would
