@@ -3,7 +3,7 @@
     python bench/tune_rank.py --data $CFREC_TEST_DATA/ml-100k [--split u1] [--seeds 42,43] \
         --grid "n_factors=64,128 wd=0.05,0.1,0.2 epochs=6,10"
 
-SPLIT.base is split by cfrec's own keyed random split (20%); each setting of the grid trains on the
+SPLIT.base is split as `cfrec evaluate --holdout random` splits a file (20%); each setting of the grid trains on the
 rest and is scored on that part by the protocol of `cfrec evaluate` (NDCG@10, P@10), with each seed;
 the table is sorted by mean NDCG@10.
 """
@@ -21,10 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cfmodel.evaluation.files import evaluate_frames, read_ratings_file  # noqa: E402
+from cfmodel.evaluation.files import evaluate_frames, holdout_split, read_ratings_file  # noqa: E402
 from cfmodel.ingest.source_options import get_layout  # noqa: E402
 from cfmodel.training.config import TrainConfig  # noqa: E402
-from cfmodel.training.splits import id_keys, random_split  # noqa: E402
 
 
 def parse_grid(text: str) -> list[dict]:
@@ -55,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     base = read_ratings_file(args.data / f"{args.split}.base", get_layout("movielens-100k"))
-    users, items = id_keys(base["user_id"].to_numpy()), id_keys(base["item_id"].to_numpy())
-    train_rows, valid_rows = random_split(users, items, 0.2, 42)
-    train, valid = base.iloc[train_rows], base.iloc[valid_rows]
+    train, valid = holdout_split(base, "random", 0.2, 42)
     seeds = [int(s) for s in args.seeds.split(",")]
     results = []
     for setting in parse_grid(args.grid):

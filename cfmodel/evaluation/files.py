@@ -156,8 +156,9 @@ def evaluate_files(
 def holdout_split(ratings: pd.DataFrame, holdout: str, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, test) of one rating file: each user's latest `share` of ratings (`user-time`; a
     user keeps at least one in train, ties in time go by file order), or a random `share` chosen
-    by a seeded hash of (user, item) (`random`). A time split without timestamps is refused."""
-    from cfmodel.training.splits import id_keys, latest_split, random_split
+    by a seeded hash of (user, item) (`random`), independent of the validation split that training
+    then draws from the rest. A time split without timestamps is refused."""
+    from cfmodel.training.splits import HOLDOUT_STREAM, id_keys, latest_split, random_split
 
     if holdout == "user-time":
         if "timestamp" not in ratings:
@@ -167,7 +168,7 @@ def holdout_split(ratings: pd.DataFrame, holdout: str, share: float, seed: int) 
         )
     elif holdout == "random":
         keys = (id_keys(ratings["user_id"].to_numpy()), id_keys(ratings["item_id"].to_numpy()))
-        train_rows, test_rows = random_split(*keys, share, seed)
+        train_rows, test_rows = random_split(*keys, share, seed, HOLDOUT_STREAM)
     else:
         raise CfrecError(f"unknown hold-out '{holdout}' (use {' or '.join(HOLDOUTS)})")
     return ratings.iloc[train_rows], ratings.iloc[test_rows]

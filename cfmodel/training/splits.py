@@ -29,18 +29,27 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+# The stream of an evaluation's hold-out (`cfrec evaluate --holdout random`), apart from the
+# validation split's: with one stream, the validation part drawn from what the hold-out leaves
+# would hold the very rows already held out, none, and training would run without validation.
+VALIDATION_STREAM, HOLDOUT_STREAM = 0, 0x5EED_0F_7E57
+
+
 def random_split(
-    user_keys: np.ndarray, item_keys: np.ndarray, valid_pct: float, seed: int
+    user_keys: np.ndarray, item_keys: np.ndarray, valid_pct: float, seed: int, stream: int = VALIDATION_STREAM
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, valid rows): about `valid_pct` of the rows, chosen by a seeded hash of each
     rating's (user, item) keys rather than by its position. So a rating that is held out one night
     is held out every night with the same seed: no model of any night trained on it, and two nights'
-    models can be compared on the same hold-out (`cfmodel.registry.compare`)."""
+    models can be compared on the same hold-out (`cfmodel.registry.compare`). Splits of different
+    `stream`s are independent of each other, whatever their seeds."""
     check_valid_pct(valid_pct)
     with np.errstate(over="ignore"):
         users = np.asarray(user_keys, np.uint64)
         items = np.asarray(item_keys, np.uint64)
         mixed = _mix(_mix(users + np.uint64(seed & 0xFFFFFFFF)) ^ (items * np.uint64(0x9E3779B97F4A7C15)))
+        if stream != VALIDATION_STREAM:
+            mixed = _mix(mixed ^ np.uint64(stream))
     fraction = (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     held_out = fraction < valid_pct
     return np.flatnonzero(~held_out), np.flatnonzero(held_out)

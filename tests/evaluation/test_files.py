@@ -165,6 +165,7 @@ def test_train_options_reach_the_config():
 
 def test_one_file_is_split_by_each_users_latest_ratings_or_a_keyed_random_part(tmp_path, capsys):
     from cfmodel.evaluation.files import holdout_split
+    from cfmodel.training.splits import id_keys, random_split
 
     ratings = planted_choices()
     train, test = holdout_split(ratings, "user-time", 0.2, seed=1)
@@ -176,6 +177,11 @@ def test_one_file_is_split_by_each_users_latest_ratings_or_a_keyed_random_part(t
     once, twice = holdout_split(ratings, "random", 0.2, seed=1)[1], holdout_split(ratings, "random", 0.2, seed=1)[1]
     assert once.index.equals(twice.index) and 0.1 < len(once) / len(ratings) < 0.3
     assert not holdout_split(ratings, "random", 0.2, seed=2)[1].index.equals(once.index)
+    # Training then holds out a validation part of what is left, with the same seed: a part of its
+    # own, not the rows already held out (which would leave it empty).
+    rest = holdout_split(ratings, "random", 0.2, seed=1)[0]
+    valid_rows = random_split(id_keys(rest["user_id"].to_numpy()), id_keys(rest["item_id"].to_numpy()), 0.2, 1)[1]
+    assert 0.1 < len(valid_rows) / len(rest) < 0.3
 
     folder = tmp_path / "ml"
     folder.mkdir()
