@@ -172,7 +172,20 @@ class CollabModel(nn.Module, ABC):
         return self(users.repeat_interleave(items.shape[1]), items.reshape(-1)).reshape(items.shape)
 
 
-class EmbeddingDotBias(CollabModel):
+class DotProductRanker(CollabModel):
+    """A model that orders a user's items by u . i + b_i of its `u_weight`, `i_weight` and `i_bias`
+    tables, which scoring may compute in blocks of its own (`ranking_factors`)."""
+
+    i_bias: nn.Embedding
+
+    def ranking_scores(self, users: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.i_bias.weight[:, 0], self.u_weight(users), self.i_weight.weight.T)
+
+    def ranking_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.u_weight.weight, self.i_weight.weight, self.i_bias.weight[:, 0]
+
+
+class EmbeddingDotBias(DotProductRanker):
     """fastai's `EmbeddingDotBias`: rating = sigmoid_range(u . i + b_u + b_i, *y_range)."""
 
     model_type = "dot"
@@ -203,13 +216,8 @@ class EmbeddingDotBias(CollabModel):
         logits = dot + self.u_bias(users).squeeze(1) + self.i_bias(items).squeeze(1)
         return sigmoid_range(logits, *self.y_range)
 
-    def ranking_scores(self, users: torch.Tensor) -> torch.Tensor:
-        """u . i + b_i: the user's bias and the sigmoid do not change the order of a user's items,
-        so they are applied only to the items kept (`shown_scores`)."""
-        return torch.addmm(self.i_bias.weight[:, 0], self.u_weight(users), self.i_weight.weight.T)
-
-    def ranking_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.u_weight.weight, self.i_weight.weight, self.i_bias.weight[:, 0]
+    # Ranked by u . i + b_i (DotProductRanker): the user's bias and the sigmoid do not change the
+    # order of a user's items, so they are applied only to the items kept (`shown_scores`).
 
     def shown_scores(self, users: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         return sigmoid_range(scores + self.u_bias(users), *self.y_range)
@@ -223,7 +231,7 @@ class EmbeddingDotBias(CollabModel):
         }
 
 
-class EmbeddingDotRank(CollabModel):
+class EmbeddingDotRank(DotProductRanker):
     """The dot architecture trained for top-N: score = u . i + b_i, no y-range.
 
     A user bias would not change any user's ranking, so there is none; scores are logits of a
@@ -326,12 +334,6 @@ class EmbeddingDotRank(CollabModel):
             users = torch.arange(start, min(start + chunk, self.n_users), device=device)
             self.u_weight.weight[users] = self.user_vectors(users, (indptr, items))
         self.train(was_training)
-
-    def ranking_scores(self, users: torch.Tensor) -> torch.Tensor:
-        return self.item_logits(self.u_weight(users))
-
-    def ranking_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.u_weight.weight, self.i_weight.weight, self.i_bias.weight[:, 0]
 
     def support(self, rated: torch.Tensor, listed: torch.Tensor) -> torch.Tensor:
         """With a user vector computed from the history, a rated item's exact share of each

@@ -153,7 +153,7 @@ def test_the_readme_analyst_queries_give_the_same_answers_through_the_endpoint_a
 def test_the_endpoint_refuses_every_statement_that_writes_and_the_files_stay(endpoint):
     warehouse, started = endpoint
     assert sql_server.status(warehouse).read_only
-    files = {p: p.stat().st_mtime_ns for p in warehouse.rglob("*.parquet") if ".sql-server" not in p.parts}
+    files = {p: p.stat().st_mtime_ns for p in warehouse.rglob("*.parquet") if catalog.STATE_DIR not in p.parts}
     tables = set(pyhive(started, "SHOW TABLES")["tableName"])
     counts = "SELECT count(*) AS n FROM recommendations"
     rows = pyhive(started, counts)["n"][0]
@@ -176,7 +176,7 @@ def test_the_endpoint_refuses_every_statement_that_writes_and_the_files_stay(end
             pyhive(started, sql)
     assert set(pyhive(started, "SHOW TABLES")["tableName"]) == tables
     assert rows > 0 and pyhive(started, counts)["n"][0] == rows
-    assert {p: p.stat().st_mtime_ns for p in warehouse.rglob("*.parquet") if ".sql-server" not in p.parts} == files
+    assert {p: p.stat().st_mtime_ns for p in warehouse.rglob("*.parquet") if catalog.STATE_DIR not in p.parts} == files
     assert not elsewhere.exists()
     # reading statements still run
     assert not pyhive(started, "DESCRIBE TABLE EXTENDED items").empty
