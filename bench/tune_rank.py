@@ -2,10 +2,12 @@
 
     python bench/tune_rank.py --data $CFREC_TEST_DATA/ml-100k [--split u1] [--seeds 42,43] \
         --grid "n_factors=64,128 wd=0.05,0.1,0.2 epochs=6,10"
+    python bench/tune_rank.py --planted 16000,6000,2464000 --grid "patience=5,0"
 
-SPLIT.base is split as `cfrec evaluate --holdout random` splits a file (20%); each setting of the grid trains on the
-rest and is scored on that part by the protocol of `cfrec evaluate` (NDCG@10, P@10), with each seed;
-the table is sorted by mean NDCG@10.
+SPLIT.base (or bench_scale's planted data of that shape) is split as `cfrec evaluate --holdout
+random` splits a file (20%); each setting of the grid trains on the rest and is scored on that part
+by the protocol of `cfrec evaluate` (NDCG@10, P@10, the most-popular list's NDCG@10), with each
+seed; the table is sorted by mean NDCG@10.
 """
 
 from __future__ import annotations
@@ -51,23 +53,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="rank")
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--grid", default="", help='e.g. "n_factors=64,128 wd=0.05,0.1"')
+    parser.add_argument(
+        "--planted",
+        metavar="USERS,ITEMS,RATINGS",
+        help="tune on bench_scale's planted data of this shape instead of SPLIT.base (e.g. 16000,6000,2464000)",
+    )
     args = parser.parse_args(argv)
 
-    base = read_ratings_file(args.data / f"{args.split}.base", get_layout("movielens-100k"))
+    if args.planted:
+        from bench_scale import planted_ratings
+
+        base = planted_ratings(*(int(v) for v in args.planted.split(",")))
+    else:
+        base = read_ratings_file(args.data / f"{args.split}.base", get_layout("movielens-100k"))
     train, valid = holdout_split(base, "random", 0.2, 42)
     seeds = [int(s) for s in args.seeds.split(",")]
     results = []
     for setting in parse_grid(args.grid):
-        scores, seconds = [], []
+        scores, seconds, popular = [], [], []
         for seed in seeds:
             config = TrainConfig.for_model(args.model, seed=seed, **setting)
             started = time.perf_counter()
             measured = evaluate_frames(train, valid, config, device="cpu", progress=False)
             seconds.append(time.perf_counter() - started)
             scores.append((measured["ndcg@10"], measured["precision@10"]))
+            popular.append(measured["popularity"]["ndcg@10"])
         ndcg, precision = np.array(scores).T
         results.append((ndcg.mean(), ndcg.std(), precision.mean(), np.mean(seconds), setting))
-        print(f"{ndcg.mean():.4f} +- {ndcg.std():.4f}  P@10 {precision.mean():.4f}  {np.mean(seconds):.1f}s  {setting}")
+        print(
+            f"{ndcg.mean():.4f} +- {ndcg.std():.4f}  P@10 {precision.mean():.4f}  most popular {np.mean(popular):.4f}  "
+            f"{np.mean(seconds):.1f}s  {setting}",
+            flush=True,
+        )
     print("\nbest first:")
     for ndcg, spread, precision, seconds, setting in sorted(results, key=lambda r: -r[0]):
         print(f"| {setting} | {ndcg:.4f} +- {spread:.4f} | {precision:.4f} | {seconds:.1f} s |")

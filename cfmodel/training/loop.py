@@ -36,10 +36,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class FitResult:
     history: list[dict]
-    best_epoch: int | None
+    best_epoch: int | None  # the epoch of the best validation metric
     stopped_early: bool
     batch_losses: list[float]  # one per step, for the loss curve
     seconds: float
+    # The epoch whose weights the model holds: the best one where early stopping restored it, the
+    # last one otherwise (no patience, or no validation). A refit trains for this many epochs.
+    kept_epoch: int | None = None
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -348,8 +351,12 @@ class _EarlyStopping:
         self.stale += 1
         return bool(self.patience) and self.stale >= self.patience
 
-    def restore_best(self, model: CollabModel, last_epoch: int) -> None:
-        if self.patience and self.best_epoch is not None and self.best_epoch != last_epoch:
+    def restore_best(self, model: CollabModel, last_epoch: int) -> int:
+        """The best epoch's weights back in `model` where patience asks for them; returns the epoch
+        whose weights the model now holds."""
+        if not self.patience or self.best_epoch is None:
+            return last_epoch
+        if self.best_epoch != last_epoch:
             model.load_state_dict(self.best_state)
             log.info(
                 "restored the weights of epoch %d (best %s %.4f)",
@@ -357,6 +364,7 @@ class _EarlyStopping:
                 self.validator.monitor,
                 self.best_value,
             )
+        return self.best_epoch
 
 
 def _fit(
@@ -412,7 +420,9 @@ def _fit(
         if stopping.stop_after(model, record):
             stopped_early = epoch < config.epochs
             break
-    stopping.restore_best(model, history[-1]["epoch"])
+    kept_epoch = stopping.restore_best(model, history[-1]["epoch"])
     model.eval()
     model.encode_users(train)
-    return FitResult(history, stopping.best_epoch, stopped_early, batch_losses, time.perf_counter() - started)
+    return FitResult(
+        history, stopping.best_epoch, stopped_early, batch_losses, time.perf_counter() - started, kept_epoch
+    )

@@ -209,7 +209,7 @@ def refit(
     """The model fitted afresh on every rating, hold-out included, for the epochs validation chose
     (and its rating model the same way): what is published. The validated model is kept beside it,
     as what the gate measures on the hold-out."""
-    full = replace(config, epochs=result.best_epoch or config.epochs)
+    full = replace(config, epochs=result.kept_epoch or config.epochs)
     model = data.model_for(full)
     if previous is not None:
         warm_start(model, data.users, data.items, previous)
@@ -252,7 +252,7 @@ def fit_rater(
     model.rater = rater
     # Only its rating errors matter here: its lists are never published, so rank one user, not all.
     measured = holdout_metrics(rater, train_part, valid_part, len(data.items), device=device, max_users=1)["model"]
-    return {k: v for k, v in measured.items() if k in ("rmse", "mae")} | {"epochs": fitted.best_epoch}
+    return {k: v for k, v in measured.items() if k in ("rmse", "mae")} | {"epochs": fitted.kept_epoch}
 
 
 def check_finite(model: CollabModel, version: str) -> None:
@@ -302,6 +302,7 @@ def _artifact_metrics(valid: dict, result: FitResult) -> dict:
         "train_seconds": result.seconds,
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
+        "kept_epoch": result.kept_epoch,
         "stopped_early": result.stopped_early,
         "history": result.history,
     }

@@ -134,12 +134,29 @@ def test_early_stopping_stops_and_restores_the_best_epoch():
     result = fit(model, train, valid, config, torch.device("cpu"), progress=False)
     assert result.stopped_early and len(result.history) < 30
     best = min(result.history, key=lambda h: h["valid_rmse"])
-    assert result.best_epoch == best["epoch"]
+    assert result.best_epoch == result.kept_epoch == best["epoch"]
     from cfmodel.evaluation.holdout import predict
     from cfmodel.evaluation.metrics import rmse
 
     restored = rmse(predict(model, valid.users, valid.items), valid.ratings)
     assert restored == pytest.approx(best["valid_rmse"], abs=1e-5)
+
+
+def test_without_patience_the_whole_schedule_runs_and_the_last_epoch_is_kept():
+    # The same too-high learning rate: the best validation epoch comes early, but without patience
+    # the model keeps the last epoch's weights, and says so (a refit trains that many epochs).
+    from cfmodel.evaluation.holdout import predict
+    from cfmodel.evaluation.metrics import rmse
+
+    data = rating_interactions(n_users=30, n_items=30, n=600, seed=2)
+    train, valid = split(data, 0.3, seed=0)
+    config = TrainConfig.for_model("dot", n_factors=32, epochs=8, lr=0.3, wd=0.0, bias_wd=0.0, bs=16, patience=0)
+    model = model_for(config, 30, 30, (0.0, 5.5))
+    result = fit(model, train, valid, config, torch.device("cpu"), progress=False)
+    assert not result.stopped_early and len(result.history) == 8 and result.kept_epoch == 8
+    assert result.best_epoch == min(result.history, key=lambda h: h["valid_rmse"])["epoch"] < 8
+    kept = rmse(predict(model, valid.users, valid.items), valid.ratings)
+    assert kept == pytest.approx(result.history[-1]["valid_rmse"], abs=1e-5)
 
 
 def test_small_models_train_on_one_thread_and_the_setting_is_restored():
