@@ -42,7 +42,7 @@ class FitResult:
     seconds: float
     # The epoch whose weights the model holds: the best one where early stopping restored it, the
     # last one otherwise (no patience, or no validation). A refit trains for this many epochs.
-    kept_epoch: int | None = None
+    kept_epoch: int
 
 
 def resolve_device(requested: str = "auto") -> torch.device:

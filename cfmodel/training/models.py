@@ -179,14 +179,21 @@ class DotProductRanker(CollabModel):
     i_bias: nn.Embedding
 
     def ranking_scores(self, users: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.i_bias.weight[:, 0], self.u_weight(users), self.i_weight.weight.T)
+        return self.vector_scores(self.u_weight(users))
+
+    def vector_scores(self, user_vectors: torch.Tensor) -> torch.Tensor:
+        """[len(user_vectors), n_items]: u . i + b_i of these vectors against every item."""
+        return torch.addmm(self.i_bias.weight[:, 0], user_vectors, self.i_weight.weight.T)
 
     def ranking_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.u_weight.weight, self.i_weight.weight, self.i_bias.weight[:, 0]
 
 
 class EmbeddingDotBias(DotProductRanker):
-    """fastai's `EmbeddingDotBias`: rating = sigmoid_range(u . i + b_u + b_i, *y_range)."""
+    """fastai's `EmbeddingDotBias`: rating = sigmoid_range(u . i + b_u + b_i, *y_range).
+
+    Ranked by u . i + b_i alone: the user's bias and the sigmoid do not change the order of a
+    user's items, so they are applied only to the items kept (`shown_scores`)."""
 
     model_type = "dot"
     predicts_ratings = True
@@ -215,9 +222,6 @@ class EmbeddingDotBias(DotProductRanker):
         dot = (self.u_weight(users) * self.i_weight(items)).sum(dim=1)
         logits = dot + self.u_bias(users).squeeze(1) + self.i_bias(items).squeeze(1)
         return sigmoid_range(logits, *self.y_range)
-
-    # Ranked by u . i + b_i (DotProductRanker): the user's bias and the sigmoid do not change the
-    # order of a user's items, so they are applied only to the items kept (`shown_scores`).
 
     def shown_scores(self, users: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         return sigmoid_range(scores + self.u_bias(users), *self.y_range)
@@ -299,7 +303,7 @@ class EmbeddingDotRank(DotProductRanker):
     def item_logits(self, user_vectors: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of every user vector against `items` (all items when None): [users, items]."""
         if items is None:
-            return torch.addmm(self.i_bias.weight[:, 0], user_vectors, self.i_weight.weight.T)
+            return self.vector_scores(user_vectors)
         return torch.addmm(self.i_bias(items)[:, 0], user_vectors, self.i_weight(items).T)
 
     def user_vectors(self, users: torch.Tensor, history: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:

@@ -6,7 +6,7 @@ from support import choice_interactions, rating_interactions
 from cfmodel.errors import CfrecError
 from cfmodel.evaluation.holdout import holdout_metrics
 from cfmodel.training.config import MODEL_DEFAULTS, TrainConfig
-from cfmodel.training.loop import cpu_threads, fit, resolve_device
+from cfmodel.training.loop import FitResult, cpu_threads, fit, resolve_device
 from cfmodel.training.models import model_for
 from cfmodel.training.optim import one_cycle
 from cfmodel.training.splits import split
@@ -125,37 +125,36 @@ def test_rank_min_rating_filters_positives_and_errors_when_nothing_is_left():
         fit(model_for(config, 20, 120, None), data, None, config, torch.device("cpu"), progress=False)
 
 
-def test_early_stopping_stops_and_restores_the_best_epoch():
-    # A learning rate far too high for tiny data: validation gets worse after the first epochs.
-    data = rating_interactions(n_users=30, n_items=30, n=600, seed=2)
-    train, valid = split(data, 0.3, seed=0)
-    config = TrainConfig.for_model("dot", n_factors=32, epochs=30, lr=0.3, wd=0.0, bias_wd=0.0, bs=16, patience=2)
-    model = model_for(config, 30, 30, (0.0, 5.5))
-    result = fit(model, train, valid, config, torch.device("cpu"), progress=False)
-    assert result.stopped_early and len(result.history) < 30
-    best = min(result.history, key=lambda h: h["valid_rmse"])
-    assert result.best_epoch == result.kept_epoch == best["epoch"]
+def _fit_with_too_high_a_learning_rate(epochs: int, patience: int) -> tuple[float, FitResult]:
+    """A learning rate far too high for tiny data: validation gets worse after the first epochs.
+    Returns the fitted model's validation RMSE and the fit's result."""
     from cfmodel.evaluation.holdout import predict
     from cfmodel.evaluation.metrics import rmse
 
-    restored = rmse(predict(model, valid.users, valid.items), valid.ratings)
+    data = rating_interactions(n_users=30, n_items=30, n=600, seed=2)
+    train, valid = split(data, 0.3, seed=0)
+    config = TrainConfig.for_model(
+        "dot", n_factors=32, epochs=epochs, lr=0.3, wd=0.0, bias_wd=0.0, bs=16, patience=patience
+    )
+    model = model_for(config, 30, 30, (0.0, 5.5))
+    result = fit(model, train, valid, config, torch.device("cpu"), progress=False)
+    return rmse(predict(model, valid.users, valid.items), valid.ratings), result
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch():
+    restored, result = _fit_with_too_high_a_learning_rate(epochs=30, patience=2)
+    assert result.stopped_early and len(result.history) < 30
+    best = min(result.history, key=lambda h: h["valid_rmse"])
+    assert result.best_epoch == result.kept_epoch == best["epoch"]
     assert restored == pytest.approx(best["valid_rmse"], abs=1e-5)
 
 
 def test_without_patience_the_whole_schedule_runs_and_the_last_epoch_is_kept():
-    # The same too-high learning rate: the best validation epoch comes early, but without patience
-    # the model keeps the last epoch's weights, and says so (a refit trains that many epochs).
-    from cfmodel.evaluation.holdout import predict
-    from cfmodel.evaluation.metrics import rmse
-
-    data = rating_interactions(n_users=30, n_items=30, n=600, seed=2)
-    train, valid = split(data, 0.3, seed=0)
-    config = TrainConfig.for_model("dot", n_factors=32, epochs=8, lr=0.3, wd=0.0, bias_wd=0.0, bs=16, patience=0)
-    model = model_for(config, 30, 30, (0.0, 5.5))
-    result = fit(model, train, valid, config, torch.device("cpu"), progress=False)
+    # The best validation epoch comes early, but without patience the model keeps the last epoch's
+    # weights, and says so (a refit trains that many epochs).
+    kept, result = _fit_with_too_high_a_learning_rate(epochs=8, patience=0)
     assert not result.stopped_early and len(result.history) == 8 and result.kept_epoch == 8
     assert result.best_epoch == min(result.history, key=lambda h: h["valid_rmse"])["epoch"] < 8
-    kept = rmse(predict(model, valid.users, valid.items), valid.ratings)
     assert kept == pytest.approx(result.history[-1]["valid_rmse"], abs=1e-5)
 
 
