@@ -37,8 +37,9 @@ def cfrec_nightly():
         python_callable=input_ready,
         mode="reschedule",
         poke_interval=300,
+        # Reaching the timeout fails the run at once (Airflow never retries a sensor's timeout); the
+        # retries are for a poke that fails, e.g. an unreachable mount.
         timeout=timedelta(hours=env.input_timeout_hours),
-        retries=0,
     )
     ingest, checked = ingest_steps()
     candidate, _ = model_steps()

@@ -231,6 +231,19 @@ class LiveAirflow:
         found = self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances")["task_instances"]
         return {t["task_id"]: t for t in found}
 
+    def retried_tasks(self, dag_id: str, run_id: str) -> str:
+        """One line per task of a run that failed or needed more than one try: its state, tries and
+        the last error line of each try's log, so that a failed run says why in the test's report."""
+        logs = Path(self.state["home"]) / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+        lines = []
+        for task_id, task in sorted(self.tasks(dag_id, run_id).items()):
+            if task["state"] == "success" and task["try_number"] <= 1:
+                continue
+            tries = sorted((logs / f"task_id={task_id}").glob("attempt=*.log"))
+            errors = [f"{log.stem}: {last_error_line(log)}" for log in tries]
+            lines.append(f"{task_id} {task['state']} after {task['try_number']} tries ({'; '.join(errors)})")
+        return f"{run_id}: " + " | ".join(lines)
+
     def xcom(self, dag_id: str, run_id: str, task_id: str):
         path = f"/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances/{task_id}/xcomEntries/return_value"
         value = self.api("GET", path)["value"]  # the stored JSON, as a string or already parsed
@@ -242,6 +255,24 @@ class LiveAirflow:
             return runs if all(r["state"] in FINISHED for r in runs) else None
 
         return wait_for(finished, timeout, f"{dag_id} runs {run_ids}")
+
+
+def last_error_line(log: Path, width: int = 300) -> str:
+    """What an Airflow task log (JSON lines) says went wrong: the last error printed by the job and
+    the exception the task failed with, each shortened to `width` characters."""
+    said = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        event = str(entry.get("event", ""))
+        if entry.get("level") == "error":
+            detail = (entry.get("error_detail") or [{}])[-1]
+            said.append(f"{event}: {detail.get('exc_type', '')}: {str(detail.get('exc_value', ''))[:width]}")
+        elif "Error" in event or "Exception" in event:
+            said.append(event[:width])
+    return " / ".join(said[-2:]) or "no error logged"
 
 
 def wait_for(check, timeout: float = RUN_TIMEOUT, what: str = "the runs", every: float = 2):

@@ -95,8 +95,6 @@ def test_every_task_retries_with_backoff_times_out_and_alerts(dagbag):
 
     for dag in dagbag.dags.values():
         for task in dag.tasks:
-            if task.task_id == "wait_for_input":
-                continue  # a sensor that times out should fail, not retry
             assert task.retries >= 1, task.task_id
             assert task.retry_exponential_backoff, task.task_id
             assert task.execution_timeout and task.execution_timeout <= timedelta(hours=6), task.task_id
