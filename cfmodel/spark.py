@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+TIME_ZONE = "spark.sql.session.timeZone"
 # Every cfrec Spark application, local or submitted by the DAGs.
 SESSION_CONF = {
     "spark.ui.showConsoleProgress": "false",
-    "spark.sql.session.timeZone": "UTC",
+    TIME_ZONE: "UTC",
 }
 # Small tables on a laptop or CI box: 200 shuffle partitions would mostly be scheduling overhead.
 SHUFFLE_PARTITIONS = "8"
@@ -138,6 +139,10 @@ def get_spark(app_name: str = "cfrec", conf: dict[str, str] | None = None) -> Sp
         for key, value in settings.items():
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    if launched_by_spark_submit() and not spark.sparkContext.getConf().contains(TIME_ZONE):
+        # A spark-submit by hand, without the DAG's --conf, would read and write timestamps in the
+        # machine's time zone; the time zone is a session setting, so it is still set here.
+        spark.conf.set(TIME_ZONE, SESSION_CONF[TIME_ZONE])
     spark.sparkContext.setLogLevel(os.environ.get("CFREC_SPARK_LOG_LEVEL", "WARN"))
     ship_code(spark)
     return spark

@@ -19,10 +19,11 @@ def origin(_):
     import cfmodel
     yield cfmodel.__file__
 print("EXECUTOR_CFMODEL=" + spark.sparkContext.parallelize([0], 1).mapPartitions(origin).first())
+print("SESSION_TIME_ZONE=" + spark.conf.get("spark.sql.session.timeZone"))
 """
 
 
-def test_executors_get_cfmodel_from_the_driver(spark_cluster, tmp_path):
+def test_a_bare_spark_submit_gets_cfmodel_on_executors_and_a_utc_session(spark_cluster, tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
     result = subprocess.run(
@@ -30,8 +31,9 @@ def test_executors_get_cfmodel_from_the_driver(spark_cluster, tmp_path):
         capture_output=True,
         text=True,
         timeout=180,
-        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable, "TZ": "America/New_York"},  # a machine not on UTC
     )
     assert result.returncode == 0, result.stderr[-3000:]
     origin = [line for line in result.stdout.splitlines() if line.startswith("EXECUTOR_CFMODEL=")]
     assert origin and "cfmodel.zip" in origin[0], result.stdout[-2000:]
+    assert "SESSION_TIME_ZONE=UTC" in result.stdout.splitlines(), result.stdout[-2000:]
