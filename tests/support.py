@@ -233,14 +233,14 @@ class LiveAirflow:
 
     def retried_tasks(self, dag_id: str, run_id: str) -> str:
         """One line per task of a run that failed or needed more than one try: its state, tries and
-        the last error line of each try's log, so that a failed run says why in the test's report."""
+        the errors each try's log ends with, so that a failed run says why in the test's report."""
         logs = Path(self.state["home"]) / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
         lines = []
         for task_id, task in sorted(self.tasks(dag_id, run_id).items()):
             if task["state"] == "success" and task["try_number"] <= 1:
                 continue
             tries = sorted((logs / f"task_id={task_id}").glob("attempt=*.log"))
-            errors = [f"{log.stem}: {last_error_line(log)}" for log in tries]
+            errors = [f"{log.stem}: {logged_errors(log)}" for log in tries]
             lines.append(f"{task_id} {task['state']} after {task['try_number']} tries ({'; '.join(errors)})")
         return f"{run_id}: " + " | ".join(lines)
 
@@ -257,7 +257,7 @@ class LiveAirflow:
         return wait_for(finished, timeout, f"{dag_id} runs {run_ids}")
 
 
-def last_error_line(log: Path, width: int = 300) -> str:
+def logged_errors(log: Path, width: int = 300) -> str:
     """What an Airflow task log (JSON lines) says went wrong: the last error printed by the job and
     the exception the task failed with, each shortened to `width` characters."""
     said = []
