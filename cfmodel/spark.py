@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 TIME_ZONE = "spark.sql.session.timeZone"
+# The master of a Spark application that cfrec starts itself (not through spark-submit).
+MASTER_ENV = "CFREC_SPARK_MASTER"
 # Every cfrec Spark application, local or submitted by the DAGs.
 SESSION_CONF = {
     "spark.ui.showConsoleProgress": "false",
@@ -130,7 +132,7 @@ def get_spark(app_name: str = "cfrec", conf: dict[str, str] | None = None) -> Sp
         # Local Python workers must run the interpreter that has cfmodel and its dependencies.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         settings = {
-            "spark.master": os.environ.get("CFREC_SPARK_MASTER", "local[*]"),
+            "spark.master": os.environ.get(MASTER_ENV, "local[*]"),
             "spark.app.name": app_name,
             **LOCAL_DEFAULTS,
             **(conf or {}),

@@ -9,16 +9,20 @@ Machine-specific settings come from the environment (`cfrec_airflow.settings`) a
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
+from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, task
 
 from cfmodel import options
 from cfmodel.config import GateConfig, IngestConfig, Night, QualityConfig, ScoreConfig, TablesConfig, TrainRun
-from cfmodel.spark import SESSION_CONF, SHUFFLE_PARTITIONS
+from cfmodel.spark import MASTER_ENV, SESSION_CONF, SHUFFLE_PARTITIONS
 from cfmodel.training.config import TrainConfig
 from cfmodel.warehouse.schemas import RECOMMENDATIONS as RECOMMENDATIONS_TABLE
 from cfrec_airflow.alerts import on_failure
@@ -85,6 +89,34 @@ def input_ready(params: dict | None = None, ds: str | None = None) -> bool:
     return pipeline.input_ready(ds, options.from_mapping(IngestConfig, params))
 
 
+def spark_conn_id(params: dict) -> str:
+    return params.get("spark_conn_id") or SPARK_CONN_ID
+
+
+def spark_master(conn_id: str) -> str:
+    """The master URL of a Spark connection, read as spark-submit's hook reads it for the jobs."""
+    return SparkSubmitHook(conn_id=conn_id)._resolve_connection()["master"]
+
+
+@contextlib.contextmanager
+def spark_of_the_run(params: dict, run: TrainRun) -> Iterator[None]:
+    """Training launched by Spark (`launcher: spark`) starts its Spark application in the task, on
+    the master of the run's `spark_conn_id`, where the run's Spark jobs go; the environment is put
+    back after (`dag.test()` runs every task in one process)."""
+    if run.launcher != "spark":
+        yield
+        return
+    previous = os.environ.get(MASTER_ENV)
+    os.environ[MASTER_ENV] = spark_master(spark_conn_id(params))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MASTER_ENV, None)
+        else:
+            os.environ[MASTER_ENV] = previous
+
+
 class PipelineJob(SparkSubmitOperator):
     """A pipeline step run by spark-submit (`jobs/<job>.py`). Its arguments are built when the task
     runs, from the run's params through the step's config classes, so they are checked by the
@@ -122,7 +154,7 @@ class PipelineJob(SparkSubmitOperator):
 
     def execute(self, context: dict) -> None:
         self.application_args = self.job_arguments(context)
-        self._conn_id = context["params"].get("spark_conn_id") or SPARK_CONN_ID
+        self._conn_id = spark_conn_id(context["params"])
         return super().execute(context)
 
 
@@ -150,11 +182,9 @@ def model_steps() -> tuple[Any, Any]:
     def train(params: dict | None = None, ds: str | None = None) -> dict:
         from cfmodel import pipeline
 
-        result = pipeline.train(
-            night(params, ds),
-            options.from_mapping(TrainConfig, params),
-            options.from_mapping(TrainRun, params),
-        )
+        run = options.from_mapping(TrainRun, params)
+        with spark_of_the_run(params, run):
+            result = pipeline.train(night(params, ds), options.from_mapping(TrainConfig, params), run)
         return asdict(result)
 
     @task(task_id="evaluate", pool=env.writer_pool)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cfmodel.errors import CfrecError
 from cfmodel.processes import alive, end_groups, listening
+from cfmodel.spark import MASTER_ENV
 from cfmodel.warehouse.catalog import STATE_DIR, Metastore, attach, attached
 from cfmodel.warehouse.read_only import GUARD_CLASS, guard_jar
 
@@ -116,7 +117,7 @@ def _thrift_command(root: Path, metastore: Metastore, host: str, port: int, guar
         "spark.sql.shuffle.partitions": "8",
         "spark.driver.memory": os.environ.get("CFREC_SQL_SERVER_MEMORY", "2g"),
     }
-    command = [str(spark_home() / "bin" / "spark-submit"), "--master", os.environ.get("CFREC_SPARK_MASTER", "local[*]")]
+    command = [str(spark_home() / "bin" / "spark-submit"), "--master", os.environ.get(MASTER_ENV, "local[*]")]
     command += ["--class", THRIFT_CLASS, "--name", "cfrec-sql-server"]
     if guard is not None:
         command += ["--jars", str(guard)]

@@ -2,6 +2,7 @@
 the same step configs through the same code."""
 
 import copy
+import os
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
@@ -199,3 +200,27 @@ def test_the_dag_refuses_what_the_command_line_refuses(nightly):
         with pytest.raises(CfrecError, match=message):
             for config in STEP_CONFIGS:
                 options.from_mapping(config, {**params, **bad})
+
+
+class Launched(Exception):
+    """Raised in place of training: what the train task handed to the pipeline."""
+
+
+def test_training_launched_by_spark_runs_on_the_spark_of_the_run(nightly, monkeypatch):
+    """With `launcher: spark` the train task starts its own Spark application: on the master of the
+    run's `spark_conn_id`, where the run's Spark jobs are submitted, not a machine-wide default."""
+    from cfmodel import pipeline
+    from cfmodel.spark import MASTER_ENV
+
+    monkeypatch.setenv("AIRFLOW_CONN_BIG_CLUSTER", '{"conn_type": "spark", "host": "spark://10.0.0.9", "port": 7077}')
+    monkeypatch.setenv(MASTER_ENV, "local[2]")
+    monkeypatch.setattr(
+        pipeline, "train", lambda night, config, run: (_ for _ in ()).throw(Launched(os.environ[MASTER_ENV]))
+    )
+    train = nightly.get_task("train").python_callable
+    params = {**nightly.params.dump(), "warehouse": "/wh", "spark_conn_id": "big_cluster", "nproc": 2}
+    with pytest.raises(Launched, match=r"^spark://10\.0\.0\.9:7077$"):
+        train(params={**params, "launcher": "spark"}, ds="2026-11-23")
+    assert os.environ[MASTER_ENV] == "local[2]"  # put back for the next task of an in-process run
+    with pytest.raises(Launched, match=r"^local\[2\]$"):  # torchrun: no Spark application at all
+        train(params={**params, "launcher": "torchrun"}, ds="2026-11-23")
