@@ -13,8 +13,8 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     from cfmodel.config import ScoreConfig
     from cfrec_airflow.demo import run_demo
 
-    top_n = options.from_namespace(ScoreConfig, args).top_n
-    return run_demo(args.workdir, users=args.users, items=args.items, ratings=args.ratings, top_n=top_n)
+    scoring = options.from_namespace(ScoreConfig, args)
+    return run_demo(args.workdir, users=args.users, items=args.items, ratings=args.ratings, scoring=scoring)
 
 
 def cmd_airflow(args: argparse.Namespace) -> dict:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cfmodel.config import ScoreConfig
 from cfmodel.datasets.synth import SynthSpec, generate
 from cfmodel.errors import CfrecError
 from cfmodel.registry.registry import ModelRegistry
@@ -52,7 +54,12 @@ def describe_output(warehouse: Path, run_date: str) -> str:
     return "\n".join(lines)
 
 
-def run_demo(workdir: str | Path, users: int, items: int, ratings: int, top_n: int) -> dict:
+def demo_conf(input_dir: Path, warehouse: Path, scoring: ScoreConfig) -> dict:
+    """The demo night's `dag_run.conf`: the synthetic files, the warehouse and every scoring option given."""
+    return {"source": "movielens-100k", "input_path": str(input_dir), "warehouse": str(warehouse), **asdict(scoring)}
+
+
+def run_demo(workdir: str | Path, users: int, items: int, ratings: int, scoring: ScoreConfig) -> dict:
     workdir = Path(workdir).expanduser().resolve()
     input_dir, warehouse, airflow_home = workdir / "input", workdir / "warehouse", workdir / "airflow"
     started = time.perf_counter()
@@ -64,8 +71,7 @@ def run_demo(workdir: str | Path, users: int, items: int, ratings: int, top_n: i
     logical_date = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     run_date = logical_date.date().isoformat()
     print(f"Running DAG cfrec_nightly for {run_date} in-process (SQLite metadata in {airflow_home}, local Spark)")
-    conf = {"source": "movielens-100k", "input_path": str(input_dir), "warehouse": str(warehouse), "top_n": top_n}
-    dag_run = airflow_local.run_dag("cfrec_nightly", logical_date, conf)
+    dag_run = airflow_local.run_dag("cfrec_nightly", logical_date, demo_conf(input_dir, warehouse, scoring))
     states = airflow_local.task_states(dag_run)
     if dag_run.state != "success":
         raise CfrecError(

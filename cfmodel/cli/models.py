@@ -166,7 +166,8 @@ def add_fold_in(sub: argparse._SubParsersAction) -> None:
     add_warehouse(p)
     p.add_argument("--ratings", required=True, metavar="FILE", help="CSV or TSV with a header: user_id,item_id,rating")
     _add_model_version(p)
-    options.add_arguments(p, ScoreConfig)
+    # A few users: every item is scored exactly, so there is no candidate shortlist to size.
+    options.add_arguments(p, ScoreConfig, only=("top_n",))
     p.add_argument(
         "--l2",
         type=float,

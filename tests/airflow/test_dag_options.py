@@ -224,3 +224,13 @@ def test_training_launched_by_spark_runs_on_the_spark_of_the_run(nightly, monkey
     assert os.environ[MASTER_ENV] == "local[2]"  # put back for the next task of an in-process run
     with pytest.raises(Launched, match=r"^local\[2\]$"):  # torchrun: no Spark application at all
         train(params={**params, "launcher": "torchrun"}, ds="2026-11-23")
+
+
+def test_the_demo_night_takes_every_scoring_option_given(nightly, tmp_path):
+    from cfrec_airflow.demo import demo_conf
+
+    args = build_parser().parse_args(["demo", "--top-n", "7", "--candidates", "300"])
+    conf = demo_conf(tmp_path / "in", tmp_path / "wh", options.from_namespace(ScoreConfig, args))
+    checked = copy.deepcopy(nightly.params)
+    checked.update(conf)
+    assert options.from_mapping(ScoreConfig, checked.validate()) == ScoreConfig(top_n=7, candidates=300)

@@ -126,3 +126,7 @@ def test_fold_in_command_prints_titled_recommendations_and_rejects(trained_model
     out = tmp_path / "recs.parquet"
     assert main(["fold-in", "--warehouse", str(wh), "--ratings", str(path), "--out", str(out)]) == 0
     assert len(pd.read_parquet(out)) == 10 and "written" in json.loads(capsys.readouterr().out)
+    # Every item is scored exactly for a few users: a candidate shortlist would be ignored, so is refused.
+    with pytest.raises(SystemExit) as refused:
+        main(["fold-in", "--warehouse", str(wh), "--ratings", str(path), "--candidates", "50"])
+    assert refused.value.code == 2 and "unrecognized arguments: --candidates 50" in capsys.readouterr().err
