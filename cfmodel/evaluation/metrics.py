@@ -29,30 +29,35 @@ def ranking_metrics(
     catalog_size: int,
 ) -> dict[str, float]:
     """recommended: [users, >=k] item indices, best first (-1 = empty slot); relevant: per user."""
-    recommended = np.asarray(recommended)[:, :k]
+    recommended = np.asarray(recommended, np.int64)[:, :k]
+    lengths = np.fromiter((len(r) for r in relevant), np.int64, len(relevant))
+    rows = np.repeat(np.arange(len(relevant)), lengths)
+    items = np.concatenate([np.asarray(r, np.int64) for r in relevant]) if len(relevant) else rows
+    # One sorted array of (user, item) keys for every user at once: the relevant items, each once.
+    width = int(max(items.max(initial=-1), recommended.max(initial=-1))) + 1
+    relevant_keys = np.unique(rows * width + items)
+    n_relevant = np.bincount(relevant_keys // max(width, 1), minlength=len(relevant))
+    counted = n_relevant > 0
+    listed = recommended[counted]
+    n_relevant = n_relevant[counted]
+    if not len(listed):
+        return {f"{name}@{k}": 0.0 for name in ("precision", "recall", "ndcg", "map", "coverage")} | {"users": 0}
+
+    filled = listed >= 0
+    # A slot's rank among the filled slots of its row: empty slots are skipped, not counted as ranks.
+    ranks = np.cumsum(filled, axis=1) - 1
+    keys = np.flatnonzero(counted)[:, None] * width + listed
+    hits = filled & np.isin(keys, relevant_keys)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    precision, recall, ndcg, average_precision = [], [], [], []
-    shown = set()
-    for row, rel in zip(recommended, relevant):
-        rel = np.unique(np.asarray(rel))
-        if len(rel) == 0:
-            continue
-        row = row[row >= 0]
-        shown.update(row.tolist())
-        hits = np.isin(row, rel)
-        n_hits = int(hits.sum())
-        denominator = min(k, len(rel))
-        precision.append(n_hits / k)
-        recall.append(n_hits / len(rel))
-        ndcg.append(float(discounts[: len(row)][hits].sum() / discounts[:denominator].sum()))
-        precision_at_hits = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
-        average_precision.append(float(precision_at_hits.sum() / denominator))
-    mean = lambda values: float(np.mean(values)) if values else 0.0  # noqa: E731
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(k, n_relevant)]
+    n_hits = hits.sum(axis=1)
+    dcg = np.where(hits, discounts[np.where(filled, ranks, 0)], 0.0).sum(axis=1)
+    precision_at_hits = np.where(hits, np.cumsum(hits, axis=1) / (np.maximum(ranks, 0) + 1), 0.0)
     return {
-        f"precision@{k}": mean(precision),
-        f"recall@{k}": mean(recall),
-        f"ndcg@{k}": mean(ndcg),
-        f"map@{k}": mean(average_precision),
-        f"coverage@{k}": len(shown) / catalog_size if catalog_size else 0.0,
-        "users": len(precision),
+        f"precision@{k}": float(np.mean(n_hits / k)),
+        f"recall@{k}": float(np.mean(n_hits / n_relevant)),
+        f"ndcg@{k}": float(np.mean(dcg / ideal)),
+        f"map@{k}": float(np.mean(precision_at_hits.sum(axis=1) / np.minimum(k, n_relevant))),
+        f"coverage@{k}": len(np.unique(listed[filled])) / catalog_size if catalog_size else 0.0,
+        "users": len(listed),
     }

@@ -342,6 +342,8 @@ class _EarlyStopping:
     def stop_after(self, model: CollabModel, record: dict) -> bool:
         if self.validator is None:
             return False
+        if self.validator.monitor not in record:  # an epoch that was not validated
+            return False
         epoch, value = record["epoch"], record[self.validator.monitor]
         if self.validator.improved(value, self.best_value):
             self.best_value, self.best_epoch, self.stale = value, epoch, 0
@@ -407,7 +409,9 @@ def _fit(
         step_losses = steps.epoch(bar)
         batch_losses += step_losses.tolist()
         record = {"epoch": epoch, "train_loss": float(np.dot(step_losses, sizes) / sizes.sum())}
-        if validator is not None:
+        # Without early stopping nothing reads an earlier epoch's validation: only the last is measured
+        # (on MovieLens 100k it was 40% of the ranking model's training).
+        if validator is not None and (config.patience or epoch == config.epochs):
             record.update(validator(model, loss_fn))  # full precision
         record["seconds"] = time.perf_counter() - epoch_started
         history.append(record)
