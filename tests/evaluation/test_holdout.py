@@ -30,6 +30,13 @@ def test_ranking_metrics_by_hand():
     assert m["coverage@3"] == pytest.approx(6 / 100)
 
 
+def test_a_hit_after_an_empty_slot_takes_the_next_rank_and_repeated_relevant_items_count_once():
+    m = ranking_metrics(np.array([[-1, 7, 3]]), [np.array([3, 3, 9])], k=3, catalog_size=10)
+    # Filled slots: 7 (rank 1), 3 (rank 2, a hit); relevant {3, 9}: ideal DCG over two ranks.
+    assert m["ndcg@3"] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+    assert m["recall@3"] == 0.5 and m["map@3"] == pytest.approx((1 / 2) / 2) and m["coverage@3"] == 0.2
+
+
 def test_empty_slots_count_as_misses():
     m = ranking_metrics(np.array([[5, -1]]), [np.array([5])], k=2, catalog_size=10)
     assert m["precision@2"] == 0.5 and m["recall@2"] == 1.0 and m["ndcg@2"] == 1.0 and m["map@2"] == 1.0
