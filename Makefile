@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # them run in one, the other modules in the rest (tests/conftest.py). TEST_WORKERS=0: all in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo lint test airflow stop sql-server sql-server-stop clean check-java
+.PHONY: setup spark-classes demo lint test airflow stop sql-server sql-server-stop clean check-java
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e ".[airflow,test]"
 	touch $@
 
+# The Spark driver's classes in one class-data-sharing archive (cfmodel/class_archive.py): made once per
+# Java and Spark installation, under ~/.cache/cfrec; every Spark step starts on it.
+spark-classes: setup check-java
+	-@$(BIN)/python -m cfmodel.class_archive >/dev/null
+
 check-java:
 	@java -version >/dev/null 2>&1 || { echo "cfrec needs Java 17 for Spark: install a JDK/JRE 17 and put java on PATH"; exit 1; }
 
@@ -33,17 +38,17 @@ check-java:
 export CFREC_DAGS_FOLDER ?= $(CURDIR)/dags
 export CFREC_JOBS_DIR ?= $(CURDIR)/jobs
 
-demo: setup check-java
+demo: setup check-java spark-classes
 	$(BIN)/cfrec demo --workdir demo
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup check-java
+test: setup check-java spark-classes
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-airflow: setup check-java
+airflow: setup check-java spark-classes
 	$(BIN)/cfrec airflow start --home .airflow --data-dir demo
 
 stop:

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cfmodel.class_archive import JAVA_OPTIONS, driver_java_options
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -137,6 +139,9 @@ def get_spark(app_name: str = "cfrec", conf: dict[str, str] | None = None) -> Sp
             **LOCAL_DEFAULTS,
             **(conf or {}),
         }
+        archived = driver_java_options()
+        if archived:
+            settings[JAVA_OPTIONS] = f"{archived} {settings.get(JAVA_OPTIONS, '')}".strip()
         _launch_jvm(settings)
         for key, value in settings.items():
             builder = builder.config(key, value)

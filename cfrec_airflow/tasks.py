@@ -21,6 +21,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import Asset, Param, task
 
 from cfmodel import options
+from cfmodel.class_archive import JAVA_OPTIONS, driver_java_options
 from cfmodel.config import GateConfig, IngestConfig, Night, QualityConfig, ScoreConfig, TablesConfig, TrainRun
 from cfmodel.spark import MASTER_ENV, SESSION_CONF, SHUFFLE_PARTITIONS
 from cfmodel.training.config import TrainConfig
@@ -93,9 +94,13 @@ def spark_conn_id(params: dict) -> str:
     return params.get("spark_conn_id") or SPARK_CONN_ID
 
 
+def spark_connection(conn_id: str) -> dict[str, Any]:
+    """A Spark connection's master, deploy mode, ..., read as spark-submit's hook reads them for the jobs."""
+    return SparkSubmitHook(conn_id=conn_id)._resolve_connection()
+
+
 def spark_master(conn_id: str) -> str:
-    """The master URL of a Spark connection, read as spark-submit's hook reads it for the jobs."""
-    return SparkSubmitHook(conn_id=conn_id)._resolve_connection()["master"]
+    return spark_connection(conn_id)["master"]
 
 
 @contextlib.contextmanager
@@ -115,6 +120,15 @@ def spark_of_the_run(params: dict, run: TrainRun) -> Iterator[None]:
             os.environ.pop(MASTER_ENV, None)
         else:
             os.environ[MASTER_ENV] = previous
+
+
+def on_class_archive(conf: dict[str, str], conn_id: str) -> dict[str, str]:
+    """`conf` with the driver started on the Spark class archive (`cfmodel.class_archive`) where
+    there is one and the driver runs on this machine (any deploy mode but cluster)."""
+    archived = driver_java_options()
+    if not archived or spark_connection(conn_id)["deploy_mode"] == "cluster":
+        return conf
+    return {**conf, JAVA_OPTIONS: f"{archived} {conf.get(JAVA_OPTIONS, '')}".strip()}
 
 
 class PipelineJob(SparkSubmitOperator):
@@ -155,6 +169,7 @@ class PipelineJob(SparkSubmitOperator):
     def execute(self, context: dict) -> None:
         self.application_args = self.job_arguments(context)
         self._conn_id = spark_conn_id(context["params"])
+        self.conf = on_class_archive(self.conf, self._conn_id)
         return super().execute(context)
 
 
