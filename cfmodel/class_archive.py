@@ -5,9 +5,11 @@ query ~2 s sooner (README: Measured).
 
 Java 17 writes such an archive when a JVM started with -XX:ArchiveClassesAtExit ends. It is made
 once per Java and Spark installation by a short Spark application of its own (`python -m
-cfmodel.class_archive`, run by `make setup`); drivers use it where it exists and start as before
-where it does not. A change to Java, the jars or the configuration folders on the classpath names
-a new archive, so a stale one is never used.
+cfmodel.class_archive`, run by `make spark-classes`); drivers use it where it exists and start as
+before where it does not. A change to Java, the jars or the configuration folders on the classpath
+names a new archive, so a stale one is never used. The options reach the driver through
+SPARK_SUBMIT_OPTS, which spark-submit adds to the driver's command, so that the driver options a
+launch or spark-defaults.conf sets (spark.driver.extraJavaOptions) are kept as they are.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from cfmodel.errors import CfrecError
 
 ARCHIVE_ENV = "CFREC_CLASS_ARCHIVE"  # the archives' folder; "off": drivers start without one
-JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+SUBMIT_OPTS = "SPARK_SUBMIT_OPTS"
 # JVM warnings (e.g. an archive that no longer matches, which is then not used) go to the JVM's
 # stderr, the Spark log, not to stdout, where `cfrec` prints its results.
 QUIET = "-Xlog:disable -Xlog:all=warning:stderr"
@@ -57,9 +61,15 @@ def archive_key(java: Path) -> str:
 
 
 def archive_path() -> Path | None:
-    """Where the archive of this Java and Spark is (or would be); None when archives are off."""
-    folder, java = archive_dir(), java_binary()
-    return None if folder is None or java is None else folder / f"{archive_key(java)}.jsa"
+    """Where the archive of this Java and Spark is (or would be); None when archives are off or
+    cannot be had here (no java, no home folder, a path that a JVM option cannot hold)."""
+    try:
+        folder, java = archive_dir(), java_binary()
+        archive = None if folder is None or java is None else folder / f"{archive_key(java)}.jsa"
+    except (OSError, RuntimeError, ImportError):  # a speed-up: never the reason a step fails
+        return None
+    # spark-submit splits SPARK_SUBMIT_OPTS on white space.
+    return None if archive is None or any(c.isspace() for c in str(archive)) else archive
 
 
 def driver_java_options() -> str | None:
@@ -68,10 +78,20 @@ def driver_java_options() -> str | None:
     return f"-XX:SharedArchiveFile={archive} {QUIET}" if archive is not None and archive.is_file() else None
 
 
+def submit_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables that start the driver of a spark-submit (or of pyspark's gateway) on the
+    archive, added to any SPARK_SUBMIT_OPTS of `environ`; none when there is no archive."""
+    options = driver_java_options()
+    if options is None:
+        return {}
+    given = (os.environ if environ is None else environ).get(SUBMIT_OPTS, "")
+    return {SUBMIT_OPTS: f"{given} {options}".strip()}
+
+
 def make_archive() -> Path | None:
     """Write the archive, unless it is there or another process is making it, by a short Spark
     application (a query, a Parquet round trip, an Arrow Python function: the classes of cfrec's
-    steps). About 50 s on 2 cores, once per installation (`make setup` runs it)."""
+    steps). About 50 s on 2 cores, once per installation (`make spark-classes` runs it)."""
     archive = archive_path()
     if archive is None:
         return None
@@ -85,13 +105,19 @@ def make_archive() -> Path | None:
             return archive
         part = archive.with_suffix(f".{os.getpid()}.part")
         command = [sys.executable, "-m", "cfmodel.class_archive", "--record", str(part)]
+        # Its own process group: on a timeout the JVM goes with the Python process that started it.
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=MAKE_TIMEOUT_SECONDS)
+            _, stderr = process.communicate(timeout=MAKE_TIMEOUT_SECONDS)
+            why = (stderr.strip().splitlines() or [f"exit code {process.returncode}"])[-1]
         except subprocess.TimeoutExpired:
-            done = None
-        if done is None or done.returncode != 0 or not part.is_file():
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            why = f"no archive after {MAKE_TIMEOUT_SECONDS} s"
+        if process.returncode != 0 or not part.is_file():
             part.unlink(missing_ok=True)
-            why = "timed out" if done is None else (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise CfrecError(f"making the Spark class archive failed: {why}")
         os.replace(part, archive)
         return archive
@@ -106,11 +132,9 @@ def _record_classes(target: str) -> None:
     from cfmodel.spark import LOCAL_DEFAULTS
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    settings = {
-        **LOCAL_DEFAULTS,
-        "spark.master": "local[2]",
-        JAVA_OPTIONS: f"-XX:ArchiveClassesAtExit={target} {QUIET}",
-    }
+    settings = {**LOCAL_DEFAULTS, "spark.master": "local[2]"}
+    recording = f"-XX:ArchiveClassesAtExit={target} {QUIET}"
+    os.environ[SUBMIT_OPTS] = f"{os.environ.get(SUBMIT_OPTS, '')} {recording}".strip()
     gateway = launch_gateway(SparkConf().setAll(settings.items()), popen_kwargs={"stderr": subprocess.DEVNULL})
     SparkContext._ensure_initialized(gateway=gateway)
     spark = SparkSession.builder.config(map=settings).getOrCreate()
@@ -135,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         made = make_archive()
-    except CfrecError as error:
+    except (CfrecError, OSError) as error:
         print(f"cfmodel.class_archive: error: {error}", file=sys.stderr)
         return 2
     print(made or "no archive: archives are off, there is no java, or another process is making it")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cfmodel.class_archive import JAVA_OPTIONS, driver_java_options
+from cfmodel.class_archive import submit_env
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -112,17 +112,38 @@ def spark_log() -> Path | None:
 
 
 def _launch_jvm(settings: dict[str, str]) -> None:
-    """Start the local JVM with its stderr in `spark_log()` (pyspark would leave it on ours)."""
+    """Start the local JVM on the class archive (`cfmodel.class_archive`) with its stderr in
+    `spark_log()` (pyspark would leave it on ours)."""
     from pyspark import SparkConf, SparkContext
     from pyspark.java_gateway import launch_gateway
 
-    target = spark_log()
-    if target is None or SparkContext._gateway is not None:
+    if SparkContext._gateway is not None:
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "ab") as log_file:
-        gateway = launch_gateway(SparkConf().setAll(settings.items()), popen_kwargs={"stderr": log_file})
+    target = spark_log()
+    with contextlib.ExitStack() as stack:
+        popen_kwargs = {}
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            popen_kwargs["stderr"] = stack.enter_context(open(target, "ab"))
+        # pyspark hands the launch a copy of os.environ: the archive's options go in there, for the
+        # launch only.
+        stack.enter_context(_environment(submit_env()))
+        gateway = launch_gateway(SparkConf().setAll(settings.items()), popen_kwargs=popen_kwargs)
     SparkContext._ensure_initialized(gateway=gateway)
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def get_spark(app_name: str = "cfrec", conf: dict[str, str] | None = None) -> SparkSession:
@@ -139,9 +160,6 @@ def get_spark(app_name: str = "cfrec", conf: dict[str, str] | None = None) -> Sp
             **LOCAL_DEFAULTS,
             **(conf or {}),
         }
-        archived = driver_java_options()
-        if archived:
-            settings[JAVA_OPTIONS] = f"{archived} {settings.get(JAVA_OPTIONS, '')}".strip()
         _launch_jvm(settings)
         for key, value in settings.items():
             builder = builder.config(key, value)

@@ -21,7 +21,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import Asset, Param, task
 
 from cfmodel import options
-from cfmodel.class_archive import JAVA_OPTIONS, driver_java_options
+from cfmodel.class_archive import submit_env
 from cfmodel.config import GateConfig, IngestConfig, Night, QualityConfig, ScoreConfig, TablesConfig, TrainRun
 from cfmodel.spark import MASTER_ENV, SESSION_CONF, SHUFFLE_PARTITIONS
 from cfmodel.training.config import TrainConfig
@@ -122,13 +122,15 @@ def spark_of_the_run(params: dict, run: TrainRun) -> Iterator[None]:
             os.environ[MASTER_ENV] = previous
 
 
-def on_class_archive(conf: dict[str, str], conn_id: str) -> dict[str, str]:
-    """`conf` with the driver started on the Spark class archive (`cfmodel.class_archive`) where
-    there is one and the driver runs on this machine (any deploy mode but cluster)."""
-    archived = driver_java_options()
-    if not archived or spark_connection(conn_id)["deploy_mode"] == "cluster":
-        return conf
-    return {**conf, JAVA_OPTIONS: f"{archived} {conf.get(JAVA_OPTIONS, '')}".strip()}
+def class_archive_env(env_vars: dict[str, str] | None, conn_id: str) -> dict[str, str] | None:
+    """A job's `env_vars` with its driver started on the Spark class archive
+    (`cfmodel.class_archive`), where there is one and the driver runs in spark-submit's own process
+    (a client-mode driver, not on Kubernetes, where the variables go to a remote driver)."""
+    connection = spark_connection(conn_id)
+    if connection["deploy_mode"] == "cluster" or connection["master"].startswith("k8s://"):
+        return env_vars
+    added = submit_env({**os.environ, **(env_vars or {})})  # what spark-submit's process would have
+    return {**(env_vars or {}), **added} if added else env_vars
 
 
 class PipelineJob(SparkSubmitOperator):
@@ -169,7 +171,7 @@ class PipelineJob(SparkSubmitOperator):
     def execute(self, context: dict) -> None:
         self.application_args = self.job_arguments(context)
         self._conn_id = spark_conn_id(context["params"])
-        self.conf = on_class_archive(self.conf, self._conn_id)
+        self.env_vars = class_archive_env(self.env_vars, self._conn_id)
         return super().execute(context)
 
 

@@ -30,9 +30,13 @@ def ranking_metrics(
 ) -> dict[str, float]:
     """recommended: [users, >=k] item indices, best first (-1 = empty slot); relevant: per user."""
     recommended = np.asarray(recommended, np.int64)[:, :k]
+    if len(recommended) != len(relevant):
+        raise ValueError(f"{len(recommended)} lists for {len(relevant)} users' relevant items")
     lengths = np.fromiter((len(r) for r in relevant), np.int64, len(relevant))
     rows = np.repeat(np.arange(len(relevant)), lengths)
     items = np.concatenate([np.asarray(r, np.int64) for r in relevant]) if len(relevant) else rows
+    if items.min(initial=0) < 0:
+        raise ValueError("relevant items are item indices, never negative")
     # One sorted array of (user, item) keys for every user at once: the relevant items, each once.
     width = int(max(items.max(initial=-1), recommended.max(initial=-1))) + 1
     relevant_keys = np.unique(rows * width + items)

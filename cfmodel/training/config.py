@@ -29,7 +29,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     # while the learning rate is high and climbs as it anneals. On MovieLens 100k it peaks in the
     # last epochs anyway; on planted data of a larger catalog (16,000 x 6,000, 2.5M ratings) a
     # patience of 5 kept the weights of the early peak, level with popularity (NDCG@10 0.339 vs
-    # 0.338), where the whole schedule reaches 0.441 (bench/tune_rank.py --planted).
+    # 0.338), where the whole schedule reaches 0.441 (bench/tune_rank.py --planted). Without
+    # patience only the last epoch is validated; --patience N (N >= epochs) shows the whole curve.
     "rank": dict(n_factors=128, epochs=20, lr=2e-2, wd=1.0, bias_wd=1.0, bs=4096, patience=0),
 }
 

@@ -192,7 +192,8 @@ def fit(
     progress: bool | None = None,
     parallel: DataParallel | None = None,
 ) -> FitResult:
-    """Train `model` in place on `train`, validating on `valid` after each epoch.
+    """Train `model` in place on `train`, validating on `valid` after each epoch (after the last
+    only, without patience: nothing reads the others).
 
     `parallel`: this process's part in data-parallel training (validation and early stopping run
     whole in every process, on identical weights, so all make the same decisions).

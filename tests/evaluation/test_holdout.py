@@ -37,6 +37,39 @@ def test_a_hit_after_an_empty_slot_takes_the_next_rank_and_repeated_relevant_ite
     assert m["recall@3"] == 0.5 and m["map@3"] == pytest.approx((1 / 2) / 2) and m["coverage@3"] == 0.2
 
 
+def _one_user_at_a_time(recommended, relevant, k, catalog_size):
+    """The protocol of the module's docstring, user by user, as the reference."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    scores, shown = [], set()
+    for row, rel in zip(recommended[:, :k], relevant):
+        rel = set(rel.tolist())
+        if not rel:
+            continue
+        row = [item for item in row if item >= 0]
+        shown.update(row)
+        hits = [item in rel for item in row]
+        found = np.cumsum(hits)
+        d = min(k, len(rel))
+        ndcg = sum(discounts[i] for i, hit in enumerate(hits) if hit) / discounts[:d].sum()
+        ap = sum(found[i] / (i + 1) for i, hit in enumerate(hits) if hit) / d
+        scores.append((sum(hits) / k, sum(hits) / len(rel), ndcg, ap))
+    means = np.mean(scores, axis=0) if scores else np.zeros(4)
+    return dict(zip([f"{m}@{k}" for m in ("precision", "recall", "ndcg", "map")], means)) | {
+        f"coverage@{k}": len(shown) / catalog_size,
+        "users": len(scores),
+    }
+
+
+def test_ranking_metrics_match_one_user_at_a_time_on_random_lists():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        users, catalog, k = int(rng.integers(0, 20)), int(rng.integers(1, 30)), int(rng.integers(1, 12))
+        recommended = rng.integers(-1, catalog, (users, int(rng.integers(1, k + 3))))  # -1: empty slots anywhere
+        relevant = [rng.integers(0, catalog, int(rng.integers(0, 6))) for _ in range(users)]  # repeats, none
+        expected = _one_user_at_a_time(recommended, relevant, k, catalog)
+        assert ranking_metrics(recommended, relevant, k, catalog) == pytest.approx(expected, abs=1e-12)
+
+
 def test_empty_slots_count_as_misses():
     m = ranking_metrics(np.array([[5, -1]]), [np.array([5])], k=2, catalog_size=10)
     assert m["precision@2"] == 0.5 and m["recall@2"] == 1.0 and m["ndcg@2"] == 1.0 and m["map@2"] == 1.0
