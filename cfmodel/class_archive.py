@@ -40,12 +40,6 @@ def archive_dir() -> Path | None:
     return None if value == "off" else Path(value).expanduser()
 
 
-def spark_home() -> Path:
-    import pyspark
-
-    return Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
-
-
 def java_binary() -> Path | None:
     home = os.environ.get("JAVA_HOME")
     found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
@@ -54,8 +48,13 @@ def java_binary() -> Path | None:
 
 def archive_key(java: Path) -> str:
     """What an archive depends on: the JVM and its base archive, the jars and the classpath's folders."""
-    files = [java, *java.parent.parent.glob("lib/server/*.jsa"), *sorted((spark_home() / "jars").glob("*.jar"))]
-    stamps = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    from pyspark.find_spark_home import _find_spark_home  # where pyspark's launch finds Spark
+
+    jars = sorted((Path(_find_spark_home()) / "jars").glob("*.jar"))
+    stamps = [
+        (str(f), (st := f.stat()).st_size, st.st_mtime_ns)
+        for f in [java, *java.parent.parent.glob("lib/server/*.jsa"), *jars]
+    ]
     folders = [os.environ.get(name, "") for name in ("SPARK_CONF_DIR", "HADOOP_CONF_DIR", "YARN_CONF_DIR")]
     return hashlib.sha256(repr((stamps, folders)).encode()).hexdigest()[:20]
 

@@ -127,13 +127,14 @@ def _launch_jvm(settings: dict[str, str]) -> None:
             popen_kwargs["stderr"] = stack.enter_context(open(target, "ab"))
         # pyspark hands the launch a copy of os.environ: the archive's options go in there, for the
         # launch only.
-        stack.enter_context(_environment(submit_env()))
+        stack.enter_context(temporary_environment(submit_env()))
         gateway = launch_gateway(SparkConf().setAll(settings.items()), popen_kwargs=popen_kwargs)
     SparkContext._ensure_initialized(gateway=gateway)
 
 
 @contextlib.contextmanager
-def _environment(variables: dict[str, str]) -> Iterator[None]:
+def temporary_environment(variables: dict[str, str]) -> Iterator[None]:
+    """Run with these environment variables set, then put back what was there."""
     previous = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
     try:

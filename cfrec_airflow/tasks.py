@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
@@ -23,7 +22,7 @@ from airflow.sdk import Asset, Param, task
 from cfmodel import options
 from cfmodel.class_archive import submit_env
 from cfmodel.config import GateConfig, IngestConfig, Night, QualityConfig, ScoreConfig, TablesConfig, TrainRun
-from cfmodel.spark import MASTER_ENV, SESSION_CONF, SHUFFLE_PARTITIONS
+from cfmodel.spark import MASTER_ENV, SESSION_CONF, SHUFFLE_PARTITIONS, temporary_environment
 from cfmodel.training.config import TrainConfig
 from cfmodel.warehouse.schemas import RECOMMENDATIONS as RECOMMENDATIONS_TABLE
 from cfrec_airflow.alerts import on_failure
@@ -99,38 +98,26 @@ def spark_connection(conn_id: str) -> dict[str, Any]:
     return SparkSubmitHook(conn_id=conn_id)._resolve_connection()
 
 
-def spark_master(conn_id: str) -> str:
-    return spark_connection(conn_id)["master"]
-
-
-@contextlib.contextmanager
-def spark_of_the_run(params: dict, run: TrainRun) -> Iterator[None]:
+def spark_of_the_run(params: dict, run: TrainRun) -> contextlib.AbstractContextManager:
     """Training launched by Spark (`launcher: spark`) starts its Spark application in the task, on
     the master of the run's `spark_conn_id`, where the run's Spark jobs go; the environment is put
     back after (`dag.test()` runs every task in one process)."""
     if run.launcher != "spark":
-        yield
-        return
-    previous = os.environ.get(MASTER_ENV)
-    os.environ[MASTER_ENV] = spark_master(spark_conn_id(params))
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(MASTER_ENV, None)
-        else:
-            os.environ[MASTER_ENV] = previous
+        return contextlib.nullcontext()
+    return temporary_environment({MASTER_ENV: spark_connection(spark_conn_id(params))["master"]})
 
 
 def class_archive_env(env_vars: dict[str, str] | None, conn_id: str) -> dict[str, str] | None:
     """A job's `env_vars` with its driver started on the Spark class archive
     (`cfmodel.class_archive`), where there is one and the driver runs in spark-submit's own process
     (a client-mode driver, not on Kubernetes, where the variables go to a remote driver)."""
+    added = submit_env({**os.environ, **(env_vars or {})})  # what spark-submit's process would have
+    if not added:
+        return env_vars
     connection = spark_connection(conn_id)
     if connection["deploy_mode"] == "cluster" or connection["master"].startswith("k8s://"):
         return env_vars
-    added = submit_env({**os.environ, **(env_vars or {})})  # what spark-submit's process would have
-    return {**(env_vars or {}), **added} if added else env_vars
+    return {**(env_vars or {}), **added}
 
 
 class PipelineJob(SparkSubmitOperator):
