@@ -28,7 +28,8 @@ from cfmodel.training.config import TrainConfig
 from cfmodel.training.interactions import Interactions
 from cfmodel.training.losses import make_loss
 from cfmodel.training.models import CollabModel
-from cfmodel.training.optim import make_optimizer, one_cycle
+from cfmodel.training.optim import FUSED_ADAMW, make_optimizer, one_cycle
+from cfmodel.training.packed import PackedDotSteps
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +222,12 @@ class _Steps:
     parallel: DataParallel | None
     autocast: torch.autocast
     generator: torch.Generator
-    by_hand: bool  # gradients computed by the objective itself (RatingLoss.row_gradients), not autograd
-    lazy: bool  # only the touched rows of the tables step (LeanAdamW.step_rows)
+    # Large dot models: gradients computed by the objective itself (RatingLoss.row_gradients), not
+    # autograd, and only the touched rows of the tables step (LeanAdamW.step_rows).
+    lazy: bool
     # Embeddings whose autograd gradients come sparse during the steps, stepped row by row.
     sparse_tables: tuple[nn.Embedding, ...] = ()
+    packed: PackedDotSteps | None = None  # smaller dot models: dense AdamW on one packed table
 
     @classmethod
     def prepare(
@@ -250,6 +253,7 @@ class _Steps:
         by_hand = not mixed and parallel is None and getattr(loss_fn, "has_row_gradients", lambda m: False)(model)
         large = sum(p.numel() for p in model.parameters()) >= ROW_UPDATES_PARAMS
         lazy = by_hand and large
+        packed = PackedDotSteps(model, data, config, bounds) if by_hand and not large and FUSED_ADAMW else None
         # Other models of that size take their tables' gradients from autograd as sparse rows: a
         # dense AdamW step over, say, the nn's 135M embedding weights at MovieLens-25M's shape costs
         # about a second per batch on a CPU.
@@ -266,15 +270,19 @@ class _Steps:
             parallel,
             autocast,
             generator,
-            by_hand,
             lazy,
             sparse_tables,
+            packed,
         )
 
     def epoch(self, bar: tqdm) -> np.ndarray:
         """One pass over the shuffled rows; each step's loss, read from the device once at the end."""
         u, i, r = self.tensors
         order = self.loss_fn.order(u, self.generator)
+        if self.packed is not None:
+            losses = self.packed.epoch(order, bar)
+            self.packed.unpack()
+            return losses
         losses = torch.empty(len(self.bounds) - 1, device=r.device)
         for table in self.sparse_tables:
             table.sparse = True
@@ -289,18 +297,9 @@ class _Steps:
         u, i, r = self.tensors
         for step in range(len(self.bounds) - 1):
             batch = order[self.bounds[step] : self.bounds[step + 1]]
-            if self.by_hand:
-                loss, row_gradients = self.loss_fn.row_gradients(
-                    self.model, u[batch], i[batch], r[batch], distinct=self.lazy
-                )
-                if self.lazy:
-                    self.optimizer.step_rows(row_gradients)
-                else:
-                    for table, (rows, gradients) in row_gradients.items():
-                        if table.grad is None:
-                            table.grad = torch.zeros_like(table)
-                        table.grad.zero_().index_add_(0, rows, gradients)
-                    self.optimizer.step()
+            if self.lazy:
+                loss, row_gradients = self.loss_fn.row_gradients(self.model, u[batch], i[batch], r[batch])
+                self.optimizer.step_rows(row_gradients)
             else:
                 weight = 1.0
                 if self.parallel is not None:

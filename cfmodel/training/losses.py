@@ -50,12 +50,10 @@ class RatingLoss:
         users: torch.Tensor,
         items: torch.Tensor,
         ratings: torch.Tensor,
-        distinct: bool = True,
     ) -> tuple[torch.Tensor, dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
         """The dot model's loss and its gradients computed by hand, per table as (rows touched,
         their gradients): the same numbers as autograd's, without its bookkeeping and four embedding
-        backwards, which dominate a step of this size. `distinct=False` leaves a row repeated once
-        per rating, its gradient in parts that add up (cheaper when the rows go to a dense table)."""
+        backwards, which dominate a step of this size."""
         low, high = model.y_range
         u_weight, i_weight = model.u_weight.weight, model.i_weight.weight
         u_vec, i_vec = u_weight[users], i_weight[items]
@@ -64,15 +62,10 @@ class RatingLoss:
         error = squashed * (high - low) + low - ratings
         # d mean(error^2) / d logit, through sigmoid_range
         slope = (error * (2.0 * (high - low) / len(ratings)) * squashed * (1.0 - squashed))[:, None]
-        if distinct:
-            user_rows, by_user = torch.unique(users, return_inverse=True)
-            item_rows, by_item = torch.unique(items, return_inverse=True)
-        else:
-            user_rows, by_user, item_rows, by_item = users, None, items, None
+        user_rows, by_user = torch.unique(users, return_inverse=True)
+        item_rows, by_item = torch.unique(items, return_inverse=True)
 
-        def summed(rows: torch.Tensor, inverse: torch.Tensor | None, values: torch.Tensor) -> torch.Tensor:
-            if inverse is None:
-                return values
+        def summed(rows: torch.Tensor, inverse: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
             return values.new_zeros(len(rows), values.shape[1]).index_add_(0, inverse, values)
 
         gradients = {

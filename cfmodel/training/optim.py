@@ -16,7 +16,10 @@ from torch import nn
 from cfmodel.training.config import TrainConfig
 
 # The fused AdamW kernel that torch's own fused step calls (present since torch 2.0).
-_FUSED_ADAMW = getattr(torch, "_fused_adamw_", None)
+FUSED_ADAMW = getattr(torch, "_fused_adamw_", None)
+# fastai's AdamW settings; beta1 is the one-cycle schedule's momentum.
+ADAM_BETAS = (0.9, 0.99)
+ADAM_EPS = 1e-5
 
 
 class LeanAdamW(torch.optim.AdamW):
@@ -31,7 +34,7 @@ class LeanAdamW(torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001, ANN201 - torch's signature
-        if closure is not None or _FUSED_ADAMW is None:
+        if closure is not None or FUSED_ADAMW is None:
             return super().step(closure)
         for group in self.param_groups:
             if group["amsgrad"] or group["maximize"] or group["differentiable"]:
@@ -46,7 +49,7 @@ class LeanAdamW(torch.optim.AdamW):
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1)
             beta1, beta2 = group["betas"]
-            _FUSED_ADAMW(
+            FUSED_ADAMW(
                 params,
                 [p.grad for p in params],
                 [s["exp_avg"] for s in states],
@@ -82,7 +85,7 @@ class LeanAdamW(torch.optim.AdamW):
                 state = self._state_of(param)
                 state["step"] += 1
                 weights, avg, avg_sq = param[rows], state["exp_avg"][rows], state["exp_avg_sq"][rows]
-                _FUSED_ADAMW(
+                FUSED_ADAMW(
                     [weights],
                     [grads],
                     [avg],
@@ -121,7 +124,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
     ]
     groups = [g for g in groups if g["params"]]
     # Fused (one kernel per parameter group) on the CPU too: several times faster for small tables.
-    return LeanAdamW(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-5)
+    return LeanAdamW(groups, lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
 
 
 def one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
@@ -140,3 +143,16 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> 
         base_momentum=0.85,
         max_momentum=0.95,
     )
+
+
+def one_cycle_values(lr: float, total_steps: int) -> list[tuple[float, float]]:
+    """(learning rate, beta1) of each of `total_steps` steps under `one_cycle`, for a training loop
+    that steps its own optimiser."""
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=lr, betas=ADAM_BETAS)
+    schedule = one_cycle(optimizer, lr, total_steps)
+    optimizer._opt_called = True  # what torch's schedulers check that a step came first
+    group, values = optimizer.param_groups[0], []
+    for _ in range(total_steps):
+        values.append((group["lr"], group["betas"][0]))
+        schedule.step()
+    return values
