@@ -316,15 +316,18 @@ class EmbeddingDotRank(DotProductRanker):
         rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths)
         first = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)
         positions = first + torch.arange(len(rows), device=users.device)
-        kept = torch.ones(len(rows), device=users.device)
+        scale = 1.0
         if self.training and self.history_dropout:
-            # Scaled as dropout scales, in the count too, so that a whole history and a thinned one
-            # give vectors of the same expected size.
-            kept = (torch.rand(len(rows), device=users.device) >= self.history_dropout) / (1 - self.history_dropout)
-        counts = torch.zeros(len(users), device=users.device).index_add_(0, rows, kept)
-        context = self.c_weight(items[positions]) * kept[:, None]
+            # Only the items kept are gathered (a fifth at the default 0.8), each counted as dropout
+            # scales, in the count too, so that a whole history and a thinned one give vectors of the
+            # same expected size.
+            kept = torch.rand(len(rows), device=users.device) >= self.history_dropout
+            rows, positions = rows[kept], positions[kept]
+            scale = 1.0 / (1.0 - self.history_dropout)
+        counts = torch.bincount(rows, minlength=len(users)).to(self.c_weight.weight.dtype) * scale
+        context = self.c_weight(items[positions])
         sums = torch.zeros(len(users), self.n_factors, device=users.device, dtype=context.dtype)
-        return sums.index_add_(0, rows, context) / counts.clamp(min=1).sqrt()[:, None]
+        return sums.index_add_(0, rows, context) * (scale / counts.clamp(min=scale).sqrt()[:, None])
 
     @torch.no_grad()
     def encode_users(self, history: Interactions, chunk: int = 1 << 16) -> None:

@@ -122,6 +122,28 @@ def test_history_dropout_hides_items_only_while_training():
     torch.testing.assert_close(model.eval().user_vectors(users, history), whole)
 
 
+def test_a_thinned_history_is_the_kept_items_context_scaled_as_dropout_scales():
+    """Training gathers only the kept items; the vector is that of every item weighted 0 (hidden) or
+    1 / (1 - p) (kept), over the root of the weights' sum; a user whose items are all hidden gets zeros."""
+    model = history_model(n_users=3, n_items=30, dropout=0.6).train()
+    counts = [12, 25, 1]
+    data = Interactions(np.repeat([0, 1, 2], counts), np.concatenate([np.arange(c) for c in counts]), np.ones(38))
+    history = tuple(torch.as_tensor(a) for a in data.by_user(3))
+    users = torch.tensor([2, 0, 1])
+    torch.manual_seed(7)
+    vectors = model.user_vectors(users, history)
+    torch.manual_seed(7)
+    hidden = torch.rand(38) < 0.6  # the rows in the order the users are asked for: 1 + 12 + 25
+    weights = (~hidden).float() / 0.4
+    context = model.c_weight.weight[torch.cat([torch.arange(c) for c in (1, 12, 25)])].detach()
+    parts = torch.tensor([0, 1, 13, 38])
+    for n in range(3):
+        w, c = weights[parts[n] : parts[n + 1]], context[parts[n] : parts[n + 1]]
+        expected = (w[:, None] * c).sum(0) / w.sum().clamp(min=1).sqrt()
+        torch.testing.assert_close(vectors[n], expected)
+    assert hidden[0] and hidden[1:13].any() and not hidden[1:13].all()  # user 2 has nothing left
+
+
 def test_dot_model_gradients_computed_by_hand_equal_autograd():
     torch.manual_seed(0)
     model = EmbeddingDotBias(6, 9, n_factors=4, y_range=(1.0, 5.5))
