@@ -222,12 +222,9 @@ class _Steps:
     parallel: DataParallel | None
     autocast: torch.autocast
     generator: torch.Generator
-    # Large dot models: gradients computed by the objective itself (RatingLoss.row_gradients), not
-    # autograd, and only the touched rows of the tables step (LeanAdamW.step_rows).
-    lazy: bool
     # Embeddings whose autograd gradients come sparse during the steps, stepped row by row.
     sparse_tables: tuple[nn.Embedding, ...] = ()
-    packed: PackedDotSteps | None = None  # smaller dot models: dense AdamW on one packed table
+    packed: PackedDotSteps | None = None  # the dot model: gradients by hand, AdamW on one packed table
 
     @classmethod
     def prepare(
@@ -250,14 +247,13 @@ class _Steps:
         objective = _Objective(model, loss_fn)
         if parallel is not None:
             objective = parallel.wrap(objective)
-        by_hand = not mixed and parallel is None and getattr(loss_fn, "has_row_gradients", lambda m: False)(model)
+        by_hand = not mixed and parallel is None and getattr(loss_fn, "trains_packed", lambda m: False)(model)
         large = sum(p.numel() for p in model.parameters()) >= ROW_UPDATES_PARAMS
-        lazy = by_hand and large
-        packed = PackedDotSteps(model, data, config, bounds) if by_hand and not large and FUSED_ADAMW else None
+        packed = PackedDotSteps(model, data, config, bounds, lazy=large) if by_hand and FUSED_ADAMW else None
         # Other models of that size take their tables' gradients from autograd as sparse rows: a
         # dense AdamW step over, say, the nn's 135M embedding weights at MovieLens-25M's shape costs
         # about a second per batch on a CPU.
-        sparse = large and not by_hand and not mixed and parallel is None
+        sparse = large and packed is None and not mixed and parallel is None
         sparse_tables = tuple(m for m in model.modules() if isinstance(m, nn.Embedding)) if sparse else ()
         return cls(
             tensors,
@@ -270,7 +266,6 @@ class _Steps:
             parallel,
             autocast,
             generator,
-            lazy,
             sparse_tables,
             packed,
         )
@@ -297,20 +292,16 @@ class _Steps:
         u, i, r = self.tensors
         for step in range(len(self.bounds) - 1):
             batch = order[self.bounds[step] : self.bounds[step + 1]]
-            if self.lazy:
-                loss, row_gradients = self.loss_fn.row_gradients(self.model, u[batch], i[batch], r[batch])
-                self.optimizer.step_rows(row_gradients)
-            else:
-                weight = 1.0
-                if self.parallel is not None:
-                    batch, weight = self.parallel.take(batch, u)
-                with self.autocast:
-                    loss = self.objective(u[batch], i[batch], r[batch])
-                self.optimizer.zero_grad(set_to_none=True)
-                (loss * weight if self.parallel is not None else loss).backward()
-                if self.sparse_tables:
-                    self.optimizer.step_rows(self._take_row_gradients())
-                self.optimizer.step()
+            weight = 1.0
+            if self.parallel is not None:
+                batch, weight = self.parallel.take(batch, u)
+            with self.autocast:
+                loss = self.objective(u[batch], i[batch], r[batch])
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss * weight if self.parallel is not None else loss).backward()
+            if self.sparse_tables:
+                self.optimizer.step_rows(self._take_row_gradients())
+            self.optimizer.step()
             self.scheduler.step()
             losses[step] = loss.detach()
             bar.update()

@@ -39,42 +39,10 @@ class RatingLoss:
         return F.mse_loss(model(users, items).float(), ratings)
 
     @staticmethod
-    def has_row_gradients(module: nn.Module) -> bool:
-        """Whether `row_gradients` can train `module` (the dot model itself, not a wrapper of it)."""
+    def trains_packed(module: nn.Module) -> bool:
+        """Whether `module` trains on a packed table with its gradients computed by hand
+        (`cfmodel.training.packed`): the dot model itself, not a wrapper of it."""
         return type(module) is EmbeddingDotBias
-
-    @torch.no_grad()
-    def row_gradients(
-        self,
-        model: EmbeddingDotBias,
-        users: torch.Tensor,
-        items: torch.Tensor,
-        ratings: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]:
-        """The dot model's loss and its gradients computed by hand, per table as (rows touched,
-        their gradients): the same numbers as autograd's, without its bookkeeping and four embedding
-        backwards, which dominate a step of this size."""
-        low, high = model.y_range
-        u_weight, i_weight = model.u_weight.weight, model.i_weight.weight
-        u_vec, i_vec = u_weight[users], i_weight[items]
-        logits = (u_vec * i_vec).sum(dim=1) + model.u_bias.weight[users, 0] + model.i_bias.weight[items, 0]
-        squashed = torch.sigmoid(logits)
-        error = squashed * (high - low) + low - ratings
-        # d mean(error^2) / d logit, through sigmoid_range
-        slope = (error * (2.0 * (high - low) / len(ratings)) * squashed * (1.0 - squashed))[:, None]
-        user_rows, by_user = torch.unique(users, return_inverse=True)
-        item_rows, by_item = torch.unique(items, return_inverse=True)
-
-        def summed(rows: torch.Tensor, inverse: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-            return values.new_zeros(len(rows), values.shape[1]).index_add_(0, inverse, values)
-
-        gradients = {
-            u_weight: (user_rows, summed(user_rows, by_user, i_vec * slope)),
-            i_weight: (item_rows, summed(item_rows, by_item, u_vec * slope)),
-            model.u_bias.weight: (user_rows, summed(user_rows, by_user, slope)),
-            model.i_bias.weight: (item_rows, summed(item_rows, by_item, slope)),
-        }
-        return error.square().mean(), gradients
 
 
 class _RankingLoss:

@@ -253,20 +253,28 @@ def test_large_models_take_sparse_table_gradients_and_step_only_the_touched_rows
     assert not any(m.sparse for m in sparse.modules() if isinstance(m, torch.nn.Embedding))
 
 
-def test_the_dot_models_packed_steps_make_the_updates_of_autograd_and_torchs_adamw(monkeypatch):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_the_dot_models_packed_steps_make_the_updates_of_autograd_and_torchs_adamw(monkeypatch, lazy):
     """The packed table's steps (fit's path for the dot model) against the same model trained through
     autograd and the optimiser: same weights, same per-step losses, over three epochs of the one-cycle
-    schedule, with a last batch of another size and different decays for the vectors and biases."""
+    schedule, with a last batch of another size and different decays for the vectors and biases.
+    Above ROW_UPDATES_PARAMS (lowered here) both step only the rows a batch touched: the autograd path
+    through sparse embedding gradients and `LeanAdamW.step_rows`."""
     import cfmodel.training.loop as loop
     from cfmodel.training.losses import RatingLoss
 
+    if lazy:
+        monkeypatch.setattr(loop, "ROW_UPDATES_PARAMS", 0)
     data = rating_interactions(n_users=50, n_items=40, n=1000)
+    # Nobody is user 49 and nobody rated item 39: the lazy steps never move them.
+    users, items = np.where(data.users == 49, 0, data.users), np.where(data.items == 39, 0, data.items)
+    data = type(data)(users, items, data.ratings, data.timestamps)
     config = TrainConfig.for_model("dot", n_factors=6, epochs=3, bs=96, wd=0.4, bias_wd=0.05, lr=2e-2, patience=0)
     assert loop.batch_bounds(len(data), config.bs)[-2:] == [960, 1000]
 
     def trained(packed: bool) -> tuple[torch.nn.Module, FitResult]:
         if not packed:
-            monkeypatch.setattr(RatingLoss, "has_row_gradients", staticmethod(lambda model: False))
+            monkeypatch.setattr(RatingLoss, "trains_packed", staticmethod(lambda model: False))
         model = model_for(config, 50, 40, (0.0, 5.5))
         return model, fit(model, data, None, config, torch.device("cpu"), progress=False)
 
@@ -276,3 +284,5 @@ def test_the_dot_models_packed_steps_make_the_updates_of_autograd_and_torchs_ada
     np.testing.assert_allclose(packed_fit.batch_losses, autograd_fit.batch_losses, rtol=1e-4)
     initial = model_for(config, 50, 40, (0.0, 5.5))
     assert not torch.equal(packed.u_bias.weight, initial.u_bias.weight)  # it did train
+    untouched = torch.equal(packed.u_weight.weight[49], initial.u_weight.weight[49])
+    assert untouched == lazy and torch.equal(packed.i_bias.weight[39], initial.i_bias.weight[39]) == lazy

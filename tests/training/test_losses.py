@@ -144,30 +144,12 @@ def test_a_thinned_history_is_the_kept_items_context_scaled_as_dropout_scales():
     assert hidden[0] and hidden[1:13].any() and not hidden[1:13].all()  # user 2 has nothing left
 
 
-def test_dot_model_gradients_computed_by_hand_equal_autograd():
-    torch.manual_seed(0)
-    model = EmbeddingDotBias(6, 9, n_factors=4, y_range=(1.0, 5.5))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_()
-    users = torch.tensor([0, 1, 1, 5, 2, 0, 3])  # repeated users and items add up
-    items = torch.tensor([8, 2, 2, 0, 7, 3, 3])
-    ratings = torch.tensor([1.0, 5.0, 4.0, 3.5, 2.0, 4.5, 1.0])
+def test_only_the_dot_model_itself_trains_on_a_packed_table():
     objective = RatingLoss()
-    assert objective.has_row_gradients(model)
-    expected_loss = objective(model, users, items, ratings)
-    expected_loss.backward()
-    loss, row_gradients = objective.row_gradients(model, users, items, ratings)
-    torch.testing.assert_close(loss, expected_loss.detach())
-    assert set(row_gradients) == set(model.parameters())
-    for name, p in model.named_parameters():
-        rows, gradients = row_gradients[p]
-        assert rows.tolist() == sorted(set((users if name.startswith("u_") else items).tolist()))
-        dense = torch.zeros_like(p).index_copy_(0, rows, gradients)
-        torch.testing.assert_close(dense, p.grad, msg=name)
-    # Only the dot model itself: a wrapper (DDP) or another model trains through autograd.
-    assert not objective.has_row_gradients(torch.nn.Sequential(model))
-    assert not objective.has_row_gradients(rank_model())
+    assert objective.trains_packed(EmbeddingDotBias(6, 9, n_factors=4))
+    # A wrapper (DDP) or another model trains through autograd.
+    assert not objective.trains_packed(torch.nn.Sequential(EmbeddingDotBias(6, 9, n_factors=4)))
+    assert not objective.trains_packed(rank_model())
 
 
 def test_sampled_softmax_per_user_equals_the_per_row_cross_entropy_with_hits_masked():
