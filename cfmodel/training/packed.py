@@ -51,17 +51,17 @@ class PackedDotSteps:
         self.decay = torch.full((2, width), config.wd, device=device)
         self.decay[USER, self.bias] = self.decay[ITEM, self.one] = config.bias_wd
         self.decay[USER, self.one] = self.decay[ITEM, self.bias] = 0.0
-        # Cell (side, column) of a pair's gradient: the other side's row times the slope, where
-        # a row's constant cell has no gradient.
         if not lazy:  # one operation over the whole table (faster than one per side, broadcast)
             self.cell_decay = self.decay.repeat_interleave(torch.tensor([n_users, model.n_items], device=device), dim=0)
+        # Cell (side, column) of a pair's gradient: the other side's row times the slope, where
+        # a row's constant cell has no gradient.
         self.mask = torch.ones(2, width, device=device)
         self.mask[USER, self.one] = self.mask[ITEM, self.bias] = 0.0
         self.steps_taken = torch.zeros((), device=device)
         users, items = (torch.as_tensor(a, device=device) for a in (data.users, data.items))
         self.rows = torch.stack([users, items + n_users], dim=1)
         low, high = model.y_range
-        self.low, self.span = low, high - low
+        self.span = high - low
         self.targets = torch.as_tensor(data.ratings, device=device) - low
         self.schedule = one_cycle_values(config.lr, config.epochs * (len(bounds) - 1))
         self.step = 0
