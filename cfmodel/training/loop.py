@@ -247,9 +247,9 @@ class _Steps:
         objective = _Objective(model, loss_fn)
         if parallel is not None:
             objective = parallel.wrap(objective)
-        by_hand = not mixed and parallel is None and getattr(loss_fn, "trains_packed", lambda m: False)(model)
+        trains_packed = not mixed and parallel is None and getattr(loss_fn, "trains_packed", lambda m: False)(model)
         large = sum(p.numel() for p in model.parameters()) >= ROW_UPDATES_PARAMS
-        packed = PackedDotSteps(model, data, config, bounds, lazy=large) if by_hand and FUSED_ADAMW else None
+        packed = PackedDotSteps(model, tensors, config, bounds, lazy=large) if trains_packed and FUSED_ADAMW else None
         # Other models of that size take their tables' gradients from autograd as sparse rows: a
         # dense AdamW step over, say, the nn's 135M embedding weights at MovieLens-25M's shape costs
         # about a second per batch on a CPU.

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from cfmodel.training.config import TrainConfig
-from cfmodel.training.interactions import Interactions
 from cfmodel.training.models import EmbeddingDotBias
 from cfmodel.training.optim import ADAM_BETAS, ADAM_EPS, FUSED_ADAMW, one_cycle_values
 
@@ -29,8 +28,14 @@ class PackedDotSteps:
     """Trains an `EmbeddingDotBias` on its packed table; `unpack` writes the weights back into it."""
 
     def __init__(
-        self, model: EmbeddingDotBias, data: Interactions, config: TrainConfig, bounds: list[int], lazy: bool = False
+        self,
+        model: EmbeddingDotBias,
+        data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        config: TrainConfig,
+        bounds: list[int],
+        lazy: bool = False,
     ) -> None:
+        """`data`: the training set's users, items and ratings, on the model's device."""
         self.model, self.bounds, self.lazy = model, bounds, lazy
         device = model.device
         n_users, d = model.n_users, model.n_factors
@@ -58,11 +63,11 @@ class PackedDotSteps:
         self.mask = torch.ones(2, width, device=device)
         self.mask[USER, self.one] = self.mask[ITEM, self.bias] = 0.0
         self.steps_taken = torch.zeros((), device=device)
-        users, items = (torch.as_tensor(a, device=device) for a in (data.users, data.items))
+        users, items, ratings = data
         self.rows = torch.stack([users, items + n_users], dim=1)
         low, high = model.y_range
         self.span = high - low
-        self.targets = torch.as_tensor(data.ratings, device=device) - low
+        self.targets = ratings - low
         self.schedule = one_cycle_values(config.lr, config.epochs * (len(bounds) - 1))
         self.step = 0
 
