@@ -18,10 +18,12 @@ from typing import Any
 from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, task
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from cfmodel import options
 from cfmodel.class_archive import submit_env
 from cfmodel.config import GateConfig, IngestConfig, Night, QualityConfig, ScoreConfig, TablesConfig, TrainRun
+from cfmodel.errors import CfrecError
 from cfmodel.spark import MASTER_ENV, SESSION_CONF, SHUFFLE_PARTITIONS, temporary_environment
 from cfmodel.training.config import TrainConfig
 from cfmodel.warehouse.schemas import RECOMMENDATIONS as RECOMMENDATIONS_TABLE
@@ -94,8 +96,17 @@ def spark_conn_id(params: dict) -> str:
 
 
 def spark_connection(conn_id: str) -> dict[str, Any]:
-    """A Spark connection's master, deploy mode, ..., read as spark-submit's hook reads them for the jobs."""
-    return SparkSubmitHook(conn_id=conn_id)._resolve_connection()
+    """A Spark connection's master, deploy mode, ..., read as spark-submit's hook reads them for the
+    jobs. A connection that does not exist is an error: the hook would quietly submit to YARN."""
+    hook = SparkSubmitHook(conn_id=conn_id)
+    try:
+        hook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise CfrecError(
+            f"no Airflow connection '{conn_id}' (the run's spark_conn_id): create it, or leave spark_conn_id "
+            f"at {SPARK_CONN_ID}"
+        ) from None
+    return hook._resolve_connection()
 
 
 def spark_of_the_run(params: dict, run: TrainRun) -> contextlib.AbstractContextManager:
@@ -156,9 +167,10 @@ class PipelineJob(SparkSubmitOperator):
         return args
 
     def execute(self, context: dict) -> None:
-        self.application_args = self.job_arguments(context)
         self._conn_id = spark_conn_id(context["params"])
+        spark_connection(self._conn_id)  # refuses a connection that does not exist
         self.env_vars = class_archive_env(self.env_vars, self._conn_id)
+        self.application_args = self.job_arguments(context)
         return super().execute(context)
 
 

@@ -226,6 +226,23 @@ def test_training_launched_by_spark_runs_on_the_spark_of_the_run(nightly, monkey
         train(params={**params, "launcher": "torchrun"}, ds="2026-11-23")
 
 
+def test_a_spark_conn_id_that_names_no_connection_stops_the_task_before_any_spark_starts(nightly, monkeypatch):
+    """The spark-submit hook would quietly fall back to YARN for a connection it cannot find."""
+    from cfmodel import pipeline
+    from cfrec_airflow.tasks import PipelineJob
+
+    monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH_CLUSTER", raising=False)
+    monkeypatch.setattr(pipeline, "train", lambda *args: pytest.fail("training started"))
+    monkeypatch.setattr(PipelineJob.__mro__[1], "execute", lambda self, context: pytest.fail("spark-submit ran"))
+    params = {**nightly.params.dump(), "warehouse": "/wh", "spark_conn_id": "no_such_cluster", "nproc": 2}
+    message = r"^no Airflow connection 'no_such_cluster' \(the run's spark_conn_id\)"
+    with pytest.raises(CfrecError, match=message):
+        nightly.get_task("train").python_callable(params={**params, "launcher": "spark"}, ds="2026-11-23")
+    for job in ("ingest", "score", "publish_tables"):
+        with pytest.raises(CfrecError, match=message):
+            nightly.get_task(job).execute({"params": params, "ds": "2026-11-23"})
+
+
 def test_the_demo_night_takes_every_scoring_option_given(nightly, tmp_path):
     from cfrec_airflow.demo import demo_conf
 
