@@ -29,7 +29,7 @@ from cfmodel.registry.artifact import ModelArtifact
 from cfmodel.registry.registry import POPULARITY_LISTS, ModelRegistry
 from cfmodel.scoring.because import because_items
 from cfmodel.scoring.popularity import Popularity
-from cfmodel.scoring.rated import counted, gather_rated, item_counts
+from cfmodel.scoring.rated import counted, gather_rated, gather_rated_files, item_counts
 from cfmodel.scoring.screen import SCREEN_USERS_PER_BLOCK, screened_top_k, screens
 from cfmodel.scoring.topk import csr_cells, top_k
 from cfmodel.training.ids import IdIndex
@@ -315,8 +315,9 @@ def score(
     wh = Warehouse.open(warehouse)
     model = None if model_version == POPULARITY_LISTS else ModelRegistry(wh.models).load(model_version)
     version = model.version if model is not None else POPULARITY_LISTS
-    ratings = spark.read.parquet(str(wh.require(RATINGS))).select("user_id", "item_id")
+    wh.require(RATINGS)
     if not wh.table(ITEM_INDEX).exists():  # a warehouse the ingest did not write
+        ratings = spark.read.parquet(str(wh.table(RATINGS))).select("user_id", "item_id")
         ctx, rated = scoring_input(spark, ratings, model, top_n_items, wh, candidates)
         rated = rated.persist(StorageLevel.MEMORY_AND_DISK)
         known_users = rated.count()
@@ -325,8 +326,10 @@ def score(
         # the gathered lists, in the pass that counts the users, not from a pass of their own.
         item_ids = pq.read_table(wh.table(ITEM_INDEX), columns=["id"]).column("id").to_numpy(zero_copy_only=False)
         catalog = scoring_catalog(model, item_ids).ids
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in wh.table_files(RATINGS))
-        rated = gather_rated(spark, ratings, catalog, rows).persist(StorageLevel.MEMORY_AND_DISK)
+        files = wh.table_files(RATINGS)
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        rated = gather_rated_files(spark, files, catalog, rows)
+        rated = rated.persist(StorageLevel.MEMORY_AND_DISK)
         per_item, known_users = counted(rated, len(catalog))
         counts = pd.DataFrame({"item_id": catalog, "ratings": per_item})
         ctx = scoring_context(model, counts, wh, top_n_items, candidates)

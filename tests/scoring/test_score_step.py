@@ -92,6 +92,42 @@ def test_each_users_rated_items_are_gathered_whatever_the_frames_id_types(spark)
     assert gathered == {"1": [0, 2, 2], "2": [1], "3": [2]}
 
 
+def test_the_rated_items_read_from_the_tables_files_are_those_spark_gathers(spark, tmp_path, monkeypatch):
+    """Users with ratings in several files and row groups, in chunks smaller than a row group: each
+    gets one row with every rated item once, as the gathering through Spark's scan gives."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cfmodel.scoring import rated
+
+    rng = np.random.default_rng(3)
+    users = np.array([f"u{i}" for i in rng.integers(0, 40, 3000)], dtype=object)
+    items = np.array([f"i{i}" for i in rng.integers(0, 300, 3000)], dtype=object)
+    (tmp_path / "ratings").mkdir()
+    for part, rows in enumerate((slice(0, 1700), slice(1700, 3000))):
+        table = pa.table({"user_id": users[rows], "item_id": items[rows], "rating": np.ones(3000)[rows]})
+        pq.write_table(table, tmp_path / "ratings" / f"part-{part}.parquet", row_group_size=500)
+    files = sorted((tmp_path / "ratings").glob("*.parquet"))
+    assert [pq.ParquetFile(f).num_row_groups for f in files] == [4, 3]
+    catalog = np.array([f"i{i}" for i in range(299, -1, -1)], dtype=object)
+    monkeypatch.setattr(rated, "RATINGS_PER_GATHER_TASK", 200)
+
+    def lists(frame):
+        found = [(row["user_id"], sorted(row["rated"])) for row in frame.collect()]
+        assert len({user for user, _ in found}) == len(found)  # one row per user
+        return dict(found)
+
+    from_files = lists(rated.gather_rated_files(spark, files, catalog, 3000))
+    through_spark = lists(
+        rated.gather_rated(spark, spark.read.parquet(*map(str, files)).select("user_id", "item_id"), catalog, 3000)
+    )
+    expected = {}
+    for user, item in zip(users, items):
+        expected.setdefault(user, []).append(299 - int(item[1:]))
+    assert from_files == through_spark == {user: sorted(found) for user, found in expected.items()}
+
+
 @pytest.mark.parametrize(
     ("top_n", "candidates", "message"), [(0, 0, "top-N must be at least 1"), (5, -1, "candidates")]
 )
