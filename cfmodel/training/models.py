@@ -150,9 +150,8 @@ class CollabModel(nn.Module, ABC):
     def support(self, rated: torch.Tensor, listed: torch.Tensor) -> torch.Tensor:
         """[users, h, k]: how much each of a user's rated items (`rated` [users, h]) speaks for each
         item listed for the user (`listed` [users, k]); here the cosine similarity of their vectors."""
-        ours = nn.functional.normalize(self.i_weight(rated), dim=2)
-        theirs = nn.functional.normalize(self.i_weight(listed), dim=2)
-        return torch.bmm(ours, theirs.transpose(1, 2))
+        unit = self.once_per_weights("unit item vectors", lambda: nn.functional.normalize(self.i_weight.weight, dim=1))
+        return torch.bmm(unit[rated], unit[listed].transpose(1, 2))
 
     @abstractmethod
     def factor_tables(self) -> dict[str, torch.Tensor]:
