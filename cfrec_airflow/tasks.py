@@ -106,7 +106,7 @@ def spark_connection(conn_id: str) -> dict[str, Any]:
             f"no Airflow connection '{conn_id}' (the run's spark_conn_id): create it, or leave spark_conn_id "
             f"at {SPARK_CONN_ID}"
         ) from None
-    return hook._resolve_connection()
+    return hook._connection  # resolved when the hook was made
 
 
 def spark_of_the_run(params: dict, run: TrainRun) -> contextlib.AbstractContextManager:

@@ -326,10 +326,7 @@ def score(
         # the gathered lists, in the pass that counts the users, not from a pass of their own.
         item_ids = pq.read_table(wh.table(ITEM_INDEX), columns=["id"]).column("id").to_numpy(zero_copy_only=False)
         catalog = scoring_catalog(model, item_ids).ids
-        files = wh.table_files(RATINGS)
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        rated = gather_rated_files(spark, files, catalog, rows)
-        rated = rated.persist(StorageLevel.MEMORY_AND_DISK)
+        rated = gather_rated_files(spark, wh.table_files(RATINGS), catalog).persist(StorageLevel.MEMORY_AND_DISK)
         per_item, known_users = counted(rated, len(catalog))
         counts = pd.DataFrame({"item_id": catalog, "ratings": per_item})
         ctx = scoring_context(model, counts, wh, top_n_items, candidates)

@@ -118,7 +118,7 @@ def test_the_rated_items_read_from_the_tables_files_are_those_spark_gathers(spar
         assert len({user for user, _ in found}) == len(found)  # one row per user
         return dict(found)
 
-    from_files = lists(rated.gather_rated_files(spark, files, catalog, 3000))
+    from_files = lists(rated.gather_rated_files(spark, files, catalog))
     through_spark = lists(
         rated.gather_rated(spark, spark.read.parquet(*map(str, files)).select("user_id", "item_id"), catalog, 3000)
     )
