@@ -136,6 +136,14 @@ def test_a_triggered_night_on_a_cluster_and_the_weekly_retrain_overlap_safely(
     assert len(recs) == 9430 and recs["user_id"].nunique() == 943 and recs["model_version"].nunique() == 1
     rated = pd.read_csv(ml100k / "u.data", sep="\t", names=["user_id", "item_id", "r", "t"], dtype=str)
     assert recs.merge(rated, on=["user_id", "item_id"]).empty
+
+    # The published night triggers the consumer, which writes into this warehouse too: its leftovers
+    # are looked for once it is done, not while its step is at work.
+    def consumed():
+        written = (warehouse / "analytics" / "most_recommended" / f"run_date={LATER}").is_dir()
+        return written and all(r["state"] in FINISHED for r in airflow.runs("cfrec_recommendations_consumer"))
+
+    wait_for(consumed, timeout=300, what="the consumer of the triggered night")
     assert not [p for p in warehouse.rglob(".tmp-*")] and not [p for p in warehouse.rglob(".old-*")]
 
     # The night's Spark jobs ran on the cluster (the weekly's on the default connection, locally).
