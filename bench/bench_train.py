@@ -78,7 +78,7 @@ def spark_als(train: pd.DataFrame, test: pd.DataFrame, rank: int, seed: int) -> 
         def forward(self, u, i):
             return (self.u[u] * self.i[i]).sum(1)
 
-        def score_all(self, u):
+        def list_scores(self, u, rows, cols):
             return self.u[u] @ self.i.T
 
     def interactions(df):
@@ -119,7 +119,7 @@ def ease(train: pd.DataFrame, test: pd.DataFrame, lam: float) -> dict:
         def encode_users(self, history):
             pass
 
-        def score_all(self, u):
+        def list_scores(self, u, rows, cols):
             return scores[u]
 
     def interactions(df):

@@ -42,7 +42,7 @@ def predict(
 
 @torch.no_grad()
 def recommended_items(
-    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    score_fn: Callable[[torch.Tensor, np.ndarray, np.ndarray], torch.Tensor],
     users: np.ndarray,
     seen: tuple[np.ndarray, np.ndarray],
     k: int,
@@ -50,8 +50,9 @@ def recommended_items(
     never: np.ndarray | None = None,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """Top k items per user by `score_fn(users) -> [users, n_items]`, skipping the user's `seen`
-    items (CSR: indptr, items) and the `never` items; -1 fills rows with too few candidates."""
+    """Top k items per user by `score_fn(users, rows, cols) -> [users, n_items]` (cells `rows`,
+    `cols`: each user's `seen` items, CSR: indptr, items), skipping the seen items and the `never`
+    items; -1 fills rows with too few candidates."""
     users = np.asarray(users, np.int64)
     indptr, seen_items = seen
     out = np.full((len(users), min(k, n_items)), -1, np.int64)
@@ -61,7 +62,7 @@ def recommended_items(
         counts = indptr[batch + 1] - indptr[batch]
         cols = np.concatenate([seen_items[indptr[u] : indptr[u + 1]] for u in batch]) if counts.sum() else counts[:0]
         rows = np.repeat(np.arange(len(batch)), counts)
-        scores = score_fn(torch.as_tensor(batch, device=device)).float().clone()
+        scores = score_fn(torch.as_tensor(batch, device=device), rows, cols).float().clone()
         # A diverged model is measured as it is (its NaN scores rank first) rather than refused here.
         items, _ = top_k(scores, k, rows, cols, masked_columns=never, refuse_nan=False)
         out[start : start + len(batch)] = items
@@ -110,7 +111,7 @@ def holdout_metrics(
     model.eval()
     model.encode_users(train)
     popular = Popularity.from_counts(item_counts).score_fn(device)
-    for name, score_fn in (("model", model.score_all), ("popularity", popular)):
+    for name, score_fn in (("model", model.list_scores), ("popularity", popular)):
         recommended = recommended_items(score_fn, users, seen, k, n_items, never, device)
         result[name].update(ranking_metrics(recommended, relevant, k, n_items))
     return result

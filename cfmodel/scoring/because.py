@@ -42,7 +42,7 @@ def because_items(model: CollabModel, rows: np.ndarray, cols: np.ndarray, items:
             present = offsets[None, :] < counts[group][:, None]
             rated = cols[np.where(present, starts[group][:, None] + offsets[None, :], 0)]
             listed = torch.as_tensor(np.maximum(items[group], 0))
-            support = model.support(torch.as_tensor(rated), listed).float()
+            support = model.support(torch.as_tensor(rated), listed, torch.as_tensor(counts[group])).float()
             support[torch.as_tensor(~present)] = -torch.inf
             strongest = support.argmax(dim=1).numpy()  # [group, n]: position in the history
             out[group] = np.take_along_axis(rated, strongest, axis=1)

@@ -159,7 +159,9 @@ def recommend(fold: FoldIn, trained: ModelArtifact, top_n: int = 10) -> pd.DataF
     rows = np.repeat(users, [len(r) for r in fold.rated])
     cols = np.concatenate(fold.rated) if len(fold.rated) else np.empty(0, np.int64)
     with torch.inference_mode():
-        items, best = top_k(fold.model.score_all(torch.as_tensor(users)), top_n, rows, cols, trained.untrained_items)
+        users_t = torch.as_tensor(users)
+        scores = fold.model.shown_scores(users_t, fold.model.list_scores(users_t, rows, cols))
+        items, best = top_k(scores, top_n, rows, cols, trained.untrained_items)
     scale = trained.config.rating_scale
     best = clipped(fold.model, best, tuple(scale) if scale else None)
     keep = items >= 0

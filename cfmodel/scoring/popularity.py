@@ -44,10 +44,11 @@ class Popularity:
     def __len__(self) -> int:
         return len(self.order)
 
-    def score_fn(self, device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
-        """The list as a model's `score_all`: every user gets the same scores, higher for more popular."""
+    def score_fn(self, device: torch.device | str = "cpu") -> Callable[..., torch.Tensor]:
+        """The list as a model's `list_scores` (users, and their rated cells, which change nothing):
+        every user gets the same scores, higher for more popular."""
         row = torch.as_tensor((len(self) - self.position).astype(np.float32), device=device)
-        return lambda users: row.expand(len(users), -1)
+        return lambda users, *rated: row.expand(len(users), -1)
 
     def top_n(self, offsets: np.ndarray, rated: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Best `n` unrated catalog items for each user of a CSR block of rated catalog indices.

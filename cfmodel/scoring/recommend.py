@@ -129,14 +129,19 @@ def model_top_n(
         if screens(model, n):
             items, best = screened_top_k(model, users_t, n, rows, cols, masked_items)
         else:
-            scores = _block_scores(model, users_t, rows, candidates, masked_items)
+            scores = _block_scores(model, users_t, rows, cols, candidates, masked_items)
             items, best = top_k(scores, n, rows, cols, masked_items)
         shown = model.shown_scores(users_t, torch.from_numpy(best).to(users_t.device)).cpu().numpy()
     return items, shown
 
 
 def _block_scores(
-    model: CollabModel, users: torch.Tensor, rows: np.ndarray, candidates: int, masked_items: np.ndarray | None
+    model: CollabModel,
+    users: torch.Tensor,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    candidates: int,
+    masked_items: np.ndarray | None,
 ) -> torch.Tensor:
     if candidates:
         # Enough candidates that `candidates` remain after the user's rated and masked items.
@@ -146,7 +151,7 @@ def _block_scores(
         if picked is not None:
             scores = torch.full((len(users), model.n_items), -torch.inf, device=users.device)
             return scores.scatter_(1, picked, model.candidate_scores(users, picked).float())
-    return model.ranking_scores(users)
+    return model.list_scores(users, rows, cols)
 
 
 def predicted_ratings(

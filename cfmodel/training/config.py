@@ -19,6 +19,8 @@ DEFAULT_MODEL = "rank"
 SPLITS = ("random", "time")
 RANKING_LOSSES = ("softmax", "bpr")
 RATING_MODELS = ("dot", "nn", "none")
+# The ranking model's item-item term is an [items, items] matrix: 64 MB and a second's solve at most.
+ITEM_ITEM_MAX_ITEMS = 4096
 
 # Per model type, the settings a field left at None takes. They were chosen on held-out parts of
 # MovieLens 100k (a random fifth of u1.base, and ua), then checked on u1.test (README, "Models").
@@ -131,6 +133,12 @@ class TrainConfig:
         "training step so that the model learns to predict unseen items (none: learn a vector per user)",
         parse=_history_dropout,
     )
+    item_item: float = option(
+        0.25,
+        "rank: weight of a closed-form item-item term (EASE) added to the model's scores, relative to their "
+        f"spread (0: none; only on catalogs of at most {ITEM_ITEM_MAX_ITEMS} items)",
+    )
+    item_item_l2: float = option(500.0, "rank: L2 weight of the item-item term")
     rating_model: str = option(
         "dot",
         "rank: the rating model trained beside it, with its own defaults, for the predicted rating shown with "
@@ -191,6 +199,11 @@ class TrainConfig:
             raise CfrecError(f"lr must be positive, got {self.lr}")
         if self.wd < 0 or self.bias_wd < 0:
             raise CfrecError(f"weight decay must be >= 0, got wd={self.wd}, bias_wd={self.bias_wd}")
+        if self.item_item < 0 or self.item_item_l2 <= 0:
+            raise CfrecError(
+                f"the item-item term needs a weight >= 0 and an L2 weight > 0, "
+                f"got {self.item_item} and {self.item_item_l2}"
+            )
         if self.n_factors is not None and self.n_factors < 1:
             raise CfrecError(f"n_factors must be at least 1, got {self.n_factors}")
         if self.patience < 0:

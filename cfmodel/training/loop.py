@@ -120,7 +120,7 @@ class Validator:
             out.update(valid_rmse=float(np.sqrt(np.mean(err**2))), valid_mae=float(np.mean(np.abs(err))))
         else:
             recommended = recommended_items(
-                model.score_all, self.users, self.seen, RANKING_K, model.n_items, self.never, self.device
+                model.list_scores, self.users, self.seen, RANKING_K, model.n_items, self.never, self.device
             )
             metrics = ranking_metrics(recommended, self.relevant, RANKING_K, model.n_items)
             out.update({f"valid_{k}": v for k, v in metrics.items() if k != "users"})
@@ -418,6 +418,7 @@ def _fit(
     kept_epoch = stopping.restore_best(model, history[-1]["epoch"])
     model.eval()
     model.encode_users(train)
+    model.fit_closed_form(train)
     return FitResult(
         history, stopping.best_epoch, stopped_early, batch_losses, time.perf_counter() - started, kept_epoch
     )

@@ -22,11 +22,14 @@ import torch
 from torch import nn
 
 from cfmodel.errors import CfrecError
-from cfmodel.training.config import MODEL_TYPES, TrainConfig
+from cfmodel.training.config import ITEM_ITEM_MAX_ITEMS, MODEL_TYPES, TrainConfig
 from cfmodel.training.interactions import Interactions
+from cfmodel.training.item_item import ease_weights, item_gram
 
 # Scores held at once when a block of users is ranked: 32M float32 = 128 MB, whatever the catalog size.
 PAIRS_PER_BLOCK = 32 * 1024 * 1024
+# Users whose scores set the weight of the ranking model's item-item term against its vectors' scores.
+ITEM_ITEM_SCALE_USERS = 2048
 
 
 def sigmoid_range(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -117,6 +120,16 @@ class CollabModel(nn.Module, ABC):
         """[len(users), n_items]: the predicted rating (rating models) or ranking score of every item."""
         return self.shown_scores(users, self.ranking_scores(users))
 
+    def list_scores(self, users: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
+        """[len(users), n_items] scores that order the users' lists, given the items each user rated
+        (cells `rows`, `cols`: position in `users`, item index; items beyond the catalog ignored).
+        `ranking_scores` for models whose scores depend on the user's row alone."""
+        return self.ranking_scores(users)
+
+    def fit_closed_form(self, train: Interactions) -> None:
+        """Fit what the model solves in closed form from its training ratings, once its trained
+        weights are final and its user rows encoded; nothing for most models."""
+
     def once_per_weights(self, name: str, compute: Callable[[], Any]) -> Any:
         """`compute()` without autograd, kept until a parameter or buffer changes (in-place updates
         bump a tensor's version)."""
@@ -147,9 +160,10 @@ class CollabModel(nn.Module, ABC):
         """`ranking_scores` of some items per user ([len(users), c] -> [len(users), c])."""
         return self.ranking_scores(users).gather(1, items)
 
-    def support(self, rated: torch.Tensor, listed: torch.Tensor) -> torch.Tensor:
-        """[users, h, k]: how much each of a user's rated items (`rated` [users, h]) speaks for each
-        item listed for the user (`listed` [users, k]); here the cosine similarity of their vectors."""
+    def support(self, rated: torch.Tensor, listed: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[users, h, k]: how much each of a user's rated items (`rated` [users, h], the first
+        `lengths` of each row real) speaks for each item listed for the user (`listed` [users, k]);
+        here the cosine similarity of their vectors."""
         unit = self.once_per_weights("unit item vectors", lambda: nn.functional.normalize(self.i_weight.weight, dim=1))
         return torch.bmm(unit[rated], unit[listed].transpose(1, 2))
 
@@ -158,6 +172,7 @@ class CollabModel(nn.Module, ABC):
         """user_vectors, user_bias, item_vectors, item_bias: the factor tables' rows."""
 
     encodes_history: ClassVar[bool] = False  # user rows are computed from the items rated, not learned
+    closed_form_state: tuple[str, ...] = ()  # buffers `fit_closed_form` fills (warm start leaves them)
 
     def encode_users(self, history: Interactions) -> None:
         """Write each user's row from the user's ratings in `history` (models whose user vectors are
@@ -246,6 +261,11 @@ class EmbeddingDotRank(DotProductRanker):
     sum at every step, so the model learns to predict the items it cannot see (a denoising
     auto-encoder, as Mult-DAE). `encode_users` then writes every user's vector into `u_weight`
     from all of the user's ratings, so every user with a rating has one, whatever the split.
+
+    With `item_item` > 0, the scores also get a closed-form item-item term (EASE,
+    `cfmodel.training.item_item`) fitted on the same ratings once the vectors are trained: the
+    user's rated items' rows of B, weighted so that the term's spread is `item_item` times the
+    spread of the vectors' scores. Its lists then need the user's rated items (`list_scores`).
     """
 
     model_type = "rank"
@@ -261,9 +281,17 @@ class EmbeddingDotRank(DotProductRanker):
         n_factors: int = 64,
         rating: dict | None = None,
         history_dropout: float | None = None,
+        item_item: float = 0.0,
+        item_item_l2: float = 500.0,
     ) -> None:
         super().__init__()
         self.n_factors = int(n_factors)
+        self.item_item, self.item_item_l2 = float(item_item), float(item_item_l2)
+        if self.item_item:
+            # Filled by `fit_closed_form`: B, and the term's weight in the units of the scores.
+            self.register_buffer("item_item_weights", torch.zeros(n_items, n_items))
+            self.register_buffer("item_item_scale", torch.zeros(()))
+            self.closed_form_state = ("item_item_weights", "item_item_scale")
         self.u_weight = embedding_table(n_users, n_factors)
         self.i_weight = embedding_table(n_items, n_factors)
         self.i_bias = embedding_table(n_items, 1)
@@ -285,6 +313,8 @@ class EmbeddingDotRank(DotProductRanker):
         out = {"n_users": self.n_users, "n_items": self.n_items, "n_factors": self.n_factors}
         if self.encodes_history:
             out["history_dropout"] = self.history_dropout
+        if self.item_item:
+            out |= {"item_item": self.item_item, "item_item_l2": self.item_item_l2}
         if self.rater is not None:
             out["rating"] = {"model_type": self.rater.model_type, **self.rater.hparams()}
         return out
@@ -341,12 +371,56 @@ class EmbeddingDotRank(DotProductRanker):
             self.u_weight.weight[users] = self.user_vectors(users, (indptr, items))
         self.train(was_training)
 
-    def support(self, rated: torch.Tensor, listed: torch.Tensor) -> torch.Tensor:
+    def ranking_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        return None if self.item_item else super().ranking_factors()
+
+    def list_scores(self, users: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
+        scores = self.ranking_scores(users)
+        if not self.item_item:
+            return scores
+        history = self._history_matrix(len(users), rows, cols)
+        return torch.sparse.addmm(scores, history, self.item_item_weights, alpha=float(self.item_item_scale))
+
+    def _history_matrix(self, n_rows: int, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
+        """The binary [n_rows, n_items] matrix of these cells (sparse), items beyond the catalog left out."""
+        rows, cols = (torch.as_tensor(a, dtype=torch.long, device=self.device) for a in (rows, cols))
+        known = cols < self.n_items
+        index = torch.stack([rows[known], cols[known]])
+        values = torch.ones(index.shape[1], dtype=self.item_item_weights.dtype, device=self.device)
+        history = torch.sparse_coo_tensor(index, values, (n_rows, self.n_items), check_invariants=False).coalesce()
+        history.values().clamp_(max=1.0)  # an item listed twice in a history counts once
+        return history
+
+    @torch.no_grad()
+    def fit_closed_form(self, train: Interactions) -> None:
+        if not self.item_item:
+            return
+        gram = item_gram(train.users, train.items, self.n_users, self.n_items).to(self.device)
+        self.item_item_weights.copy_(ease_weights(gram, self.item_item_l2))
+        users = np.unique(train.users)
+        users = users[:: max(1, -(-len(users) // ITEM_ITEM_SCALE_USERS))]
+        indptr, items = train.by_user(self.n_users)
+        lengths = indptr[users + 1] - indptr[users]
+        rows = np.repeat(np.arange(len(users)), lengths)
+        cols = np.concatenate([items[indptr[u] : indptr[u + 1]] for u in users])
+        vectors = self.ranking_scores(torch.as_tensor(users, device=self.device))
+        term = torch.sparse.mm(self._history_matrix(len(users), rows, cols), self.item_item_weights)
+        self.item_item_scale.fill_(self.item_item * float(vectors.std()) / max(float(term.std()), 1e-12))
+
+    def support(self, rated: torch.Tensor, listed: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """With a user vector computed from the history, a rated item's exact share of each
-        listed item's score (up to the user's constant 1 / sqrt(count))."""
+        listed item's score (up to the user's constant 1 / sqrt(count) when nothing is added to
+        it); plus its share of the item-item term."""
         if not self.encodes_history:
-            return super().support(rated, listed)
-        return torch.bmm(self.c_weight(rated), self.i_weight(listed).transpose(1, 2))
+            vectors = None if self.item_item else super().support(rated, listed, lengths)
+        else:
+            vectors = torch.bmm(self.c_weight(rated), self.i_weight(listed).transpose(1, 2))
+        if not self.item_item:
+            return vectors
+        term = self.item_item_weights[rated[:, :, None], listed[:, None, :]] * self.item_item_scale
+        if vectors is None:
+            return term
+        return term + vectors / lengths.clamp(min=1).to(vectors.dtype).sqrt()[:, None, None]
 
     def factor_tables(self) -> dict[str, torch.Tensor]:
         return {
@@ -388,5 +462,11 @@ def model_for(config: TrainConfig, n_users: int, n_items: int, y_range: tuple[fl
             y_range=y_range,
         )
     return build_model(
-        "rank", n_users=n_users, n_items=n_items, n_factors=config.n_factors, history_dropout=config.history_dropout
+        "rank",
+        n_users=n_users,
+        n_items=n_items,
+        n_factors=config.n_factors,
+        history_dropout=config.history_dropout,
+        item_item=config.item_item if n_items <= ITEM_ITEM_MAX_ITEMS else 0.0,
+        item_item_l2=config.item_item_l2,
     )

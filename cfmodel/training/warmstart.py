@@ -35,8 +35,9 @@ def warm_start(model: CollabModel, users: IdIndex, items: IdIndex, previous: Mod
         raise CfrecError(
             f"cannot warm-start a {model.model_type} model from {previous.version}, a {previous.model_type} model"
         )
-    old = previous.model.state_dict()
-    new = model.state_dict()
+    # What the model solves in closed form after training starts from nothing.
+    old = {k: v for k, v in previous.model.state_dict().items() if k not in previous.model.closed_form_state}
+    new = {k: v for k, v in model.state_dict().items() if k not in model.closed_form_state}
     table_names = {f"{t}.weight" for t in (*model.user_tables, *model.item_tables)}
     for name, tensor in new.items():
         have = tuple(old[name].shape) if name in old else None

@@ -86,7 +86,9 @@ def test_top_k_scored_skips_seen_and_never_items_and_fills_with_minus_one():
 
     scores = torch.tensor([[0.9, 0.8, 0.7, 0.6], [0.1, 0.2, 0.3, 0.4], [1.0, 1.0, 1.0, 1.0]])
     seen = csr([[0], [], [0, 1, 2]])
-    top = recommended_items(lambda users: scores[users], np.array([0, 1, 2]), seen, k=3, n_items=4, never=np.array([3]))
+    top = recommended_items(
+        lambda users, *rated: scores[users], np.array([0, 1, 2]), seen, k=3, n_items=4, never=np.array([3])
+    )
     assert top[0].tolist() == [1, 2, -1]
     assert top[1].tolist() == [2, 1, 0]
     assert top[2].tolist() == [-1, -1, -1]
@@ -120,7 +122,7 @@ class FixedScores:
     def __call__(self, users, items):
         return self.table[users, items]
 
-    def score_all(self, users):
+    def list_scores(self, users, rows, cols):
         return self.table[users]
 
 

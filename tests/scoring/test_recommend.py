@@ -225,7 +225,9 @@ def test_reasons_in_length_groups_match_a_plain_loop_over_each_users_history(mod
                 assert got[user, k] == -1
                 continue
             with torch.no_grad():
-                support = model.support(torch.as_tensor(rated)[None], torch.tensor([[item]]))[0, :, 0]
+                support = model.support(
+                    torch.as_tensor(rated)[None], torch.tensor([[item]]), torch.tensor([len(rated)])
+                )[0, :, 0]
             assert got[user, k] == rated[int(support.argmax())]
 
 

@@ -14,7 +14,7 @@ N_USERS, N_ITEMS = 80, 600
 
 
 def dot_model(model_type="dot", seed=0):
-    config = TrainConfig.for_model(model_type, n_factors=16, history_dropout="none")
+    config = TrainConfig.for_model(model_type, n_factors=16, history_dropout="none", item_item=0)
     model = model_for(config, N_USERS, N_ITEMS, (0.0, 5.5))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -122,9 +122,10 @@ def test_recommendations_take_the_screen_where_it_pays(monkeypatch, rescored):
     assert calls
     np.testing.assert_array_equal(screened[0], plain[0])
     np.testing.assert_allclose(screened[1], plain[1], rtol=1e-5)
-    # Not for a list too wide for the catalog to gain, nor for a model with no dot product.
+    # Not for a list too wide for the catalog to gain, nor for a model with no dot product (or more).
     assert not screen.screens(model, N_ITEMS // 4)
     assert not screen.screens(model_for(TrainConfig.for_model("nn"), 5, N_ITEMS, (0.0, 5.5)), 10)
+    assert not screen.screens(model_for(TrainConfig.for_model("rank"), 5, N_ITEMS, None), 10)
 
 
 def test_chunked_top_k_finds_the_best_values_and_columns_holding_them():
