@@ -12,6 +12,7 @@ scores of the items kept into what the recommendations table shows.
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ from cfmodel.errors import CfrecError
 from cfmodel.training.config import ITEM_ITEM_MAX_ITEMS, MODEL_TYPES, TrainConfig
 from cfmodel.training.interactions import Interactions
 from cfmodel.training.item_item import ease_weights, item_gram
+
+log = logging.getLogger(__name__)
 
 # Scores held at once when a block of users is ranked: 32M float32 = 128 MB, whatever the catalog size.
 PAIRS_PER_BLOCK = 32 * 1024 * 1024
@@ -398,6 +401,8 @@ class EmbeddingDotRank(DotProductRanker):
         gram = item_gram(train.users, train.items, self.n_users, self.n_items).to(self.device)
         self.item_item_weights.copy_(ease_weights(gram, self.item_item_l2))
         users = np.unique(train.users)
+        if len(users) == 0:
+            return
         users = users[:: max(1, -(-len(users) // ITEM_ITEM_SCALE_USERS))]
         indptr, items = train.by_user(self.n_users)
         lengths = indptr[users + 1] - indptr[users]
@@ -461,12 +466,15 @@ def model_for(config: TrainConfig, n_users: int, n_items: int, y_range: tuple[fl
             use_bn=config.use_bn,
             y_range=y_range,
         )
+    item_item = config.item_item if n_items <= ITEM_ITEM_MAX_ITEMS else 0.0
+    if config.item_item and not item_item:
+        log.info("no item-item term: the catalog has %d items, more than %d", n_items, ITEM_ITEM_MAX_ITEMS)
     return build_model(
         "rank",
         n_users=n_users,
         n_items=n_items,
         n_factors=config.n_factors,
         history_dropout=config.history_dropout,
-        item_item=config.item_item if n_items <= ITEM_ITEM_MAX_ITEMS else 0.0,
+        item_item=item_item,
         item_item_l2=config.item_item_l2,
     )
