@@ -168,7 +168,9 @@ class CollabModel(nn.Module, ABC):
         `lengths` of each row real) speaks for each item listed for the user (`listed` [users, k]);
         here the cosine similarity of their vectors."""
         unit = self.once_per_weights("unit item vectors", lambda: nn.functional.normalize(self.i_weight.weight, dim=1))
-        return torch.bmm(unit[rated], unit[listed].transpose(1, 2))
+        # An embedding lookup gathers rows several times faster than indexing with a 2-D tensor.
+        lookup = nn.functional.embedding
+        return torch.bmm(lookup(rated, unit), lookup(listed, unit).transpose(1, 2))
 
     @abstractmethod
     def factor_tables(self) -> dict[str, torch.Tensor]:
