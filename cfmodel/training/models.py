@@ -406,26 +406,25 @@ class EmbeddingDotRank(DotProductRanker):
         if len(users) == 0:
             return
         users = users[:: max(1, -(-len(users) // ITEM_ITEM_SCALE_USERS))]
-        indptr, items = train.by_user(self.n_users)
-        lengths = indptr[users + 1] - indptr[users]
-        rows = np.repeat(np.arange(len(users)), lengths)
-        cols = np.concatenate([items[indptr[u] : indptr[u + 1]] for u in users])
+        sampled = train.subset(np.flatnonzero(np.isin(train.users, users)))
+        history = self._history_matrix(len(users), np.searchsorted(users, sampled.users), sampled.items)
         vectors = self.ranking_scores(torch.as_tensor(users, device=self.device))
-        term = torch.sparse.mm(self._history_matrix(len(users), rows, cols), self.item_item_weights)
+        term = torch.sparse.mm(history, self.item_item_weights)
         self.item_item_scale.fill_(self.item_item * float(vectors.std()) / max(float(term.std()), 1e-12))
 
     def support(self, rated: torch.Tensor, listed: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """With a user vector computed from the history, a rated item's exact share of each
         listed item's score (up to the user's constant 1 / sqrt(count) when nothing is added to
         it); plus its share of the item-item term."""
-        if not self.encodes_history:
-            vectors = None if self.item_item else super().support(rated, listed, lengths)
-        else:
+        if not self.encodes_history and not self.item_item:
+            return super().support(rated, listed, lengths)
+        vectors = None
+        if self.encodes_history:
             vectors = torch.bmm(self.c_weight(rated), self.i_weight(listed).transpose(1, 2))
         if not self.item_item:
             return vectors
         term = self.item_item_weights[rated[:, :, None], listed[:, None, :]] * self.item_item_scale
-        if vectors is None:
+        if vectors is None:  # learned user vectors: only the term's share is the rated item's own
             return term
         return term + vectors / lengths.clamp(min=1).to(vectors.dtype).sqrt()[:, None, None]
 
