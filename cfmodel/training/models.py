@@ -381,7 +381,7 @@ class EmbeddingDotRank(DotProductRanker):
 
     def list_scores(self, users: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
         scores = self.ranking_scores(users)
-        if not self.item_item:
+        if not self.item_item or not self.item_item_scale:  # no term, or not fitted yet (validation)
             return scores
         history = self._history_matrix(len(users), rows, cols)
         return torch.sparse.addmm(scores, history, self.item_item_weights, alpha=float(self.item_item_scale))

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from cfmodel.errors import CfrecError
 from cfmodel.scoring.recommend import model_top_n
 from cfmodel.scoring.topk import top_k
 from cfmodel.training import models
@@ -122,3 +123,18 @@ def test_the_item_item_term_is_left_out_beyond_its_catalog_limit_and_when_switch
     assert too_wide.ranking_factors() is not None
     off = model_for(TrainConfig.for_model("rank", item_item=0), 10, 30, None)
     assert not any("item_item" in name for name, _ in off.named_buffers())
+    with pytest.raises(CfrecError, match="item-item term needs a weight >= 0"):
+        TrainConfig.for_model("rank", item_item=-0.1).check()
+    with pytest.raises(CfrecError, match="an L2 weight > 0"):
+        TrainConfig.for_model("rank", item_item_l2=0).check()
+
+
+def test_the_term_is_left_out_of_the_lists_until_it_is_fitted():
+    data = _ratings()
+    model = model_for(TrainConfig.for_model("rank", n_factors=4), 40, 30, None)
+    users = torch.arange(40)
+    rows, cols = data.users, data.items
+    assert torch.equal(model.list_scores(users, rows, cols), model.ranking_scores(users))
+    model.fit_closed_form(data)
+    assert float(model.item_item_scale) > 0
+    assert not torch.allclose(model.list_scores(users, rows, cols), model.ranking_scores(users))
