@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cfmodel.config import (
@@ -84,6 +85,18 @@ def input_ready(night_date: str, config: IngestConfig) -> bool:
         log.info("waiting for input: %s", exc)
         return False
     return True
+
+
+def spark_inputs(night: Night, ingest: IngestConfig | None = None) -> list[Path]:
+    """What a night's Spark work grows with, for choosing how its driver starts (`cfmodel.spark.get_spark`):
+    the warehouse's rating increments (every rating it holds) and, for an ingest, the night's input."""
+    from cfmodel.warehouse import Warehouse
+    from cfmodel.warehouse.schemas import RATINGS_INCREMENTS
+
+    inputs = [Warehouse(Path(night.warehouse)).table(RATINGS_INCREMENTS)]  # not opened: it may not exist yet
+    if ingest is not None:
+        inputs.append(Path(ingest.input_for(night.run_date)))
+    return inputs
 
 
 def ingest(spark: SparkSession, night: Night, config: IngestConfig) -> IngestReport:

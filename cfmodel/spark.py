@@ -7,11 +7,11 @@ import os
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cfmodel.class_archive import submit_env
+from cfmodel.class_archive import SUBMIT_OPTS, submit_env
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -40,6 +40,12 @@ SMALL_DATA_SETTINGS = {
     "spark.sql.adaptive.enabled": "false",
     "spark.sql.shuffle.partitions": SHUFFLE_PARTITIONS,
 }
+# The same holds for the JVM's optimising compiler (C2): a driver that runs a small step's few
+# seconds of Spark work spends much of them compiling code it hardly runs again, so a local driver
+# started for small data compiles with C1 only (MovieLens 100k's ingest, one fresh process each:
+# see README, Measured). On large data C2's code is what runs: 5M rows ingest in 51 s with C1
+# alone against 35 s, hence only below SMALL_DATA_BYTES, decided when the JVM starts.
+SMALL_DATA_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
 @contextlib.contextmanager
@@ -61,16 +67,33 @@ def session_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[
                 spark.conf.set(key, value)
 
 
-def settings_for(*inputs: Path) -> dict[str, str]:
-    """SMALL_DATA_SETTINGS for a step whose inputs (files or folders) hold fewer than
-    SMALL_DATA_BYTES, else none."""
+def data_bytes(*inputs: Path) -> int:
+    """The bytes of these files and folders (those that exist)."""
     total = 0
     for path in inputs:
         if path.is_file():
             total += path.stat().st_size
         elif path.is_dir():
             total += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return SMALL_DATA_SETTINGS if total < SMALL_DATA_BYTES else {}
+    return total
+
+
+def settings_for(*inputs: Path) -> dict[str, str]:
+    """SMALL_DATA_SETTINGS for a step whose inputs (files or folders) hold fewer than
+    SMALL_DATA_BYTES, else none."""
+    return SMALL_DATA_SETTINGS if data_bytes(*inputs) < SMALL_DATA_BYTES else {}
+
+
+def driver_env(inputs: Sequence[Path] = (), environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables that start a local driver JVM (spark-submit's, or pyspark's gateway) quickly:
+    on the class archive (`cfmodel.class_archive`), and with SMALL_DATA_JAVA_OPTIONS when the
+    application's work grows with `inputs` and they are small. Empty when there is nothing to add."""
+    environ = os.environ if environ is None else environ
+    added = submit_env(environ)
+    if inputs and data_bytes(*inputs) < SMALL_DATA_BYTES:
+        given = added.get(SUBMIT_OPTS, environ.get(SUBMIT_OPTS, ""))
+        added = {SUBMIT_OPTS: f"{given} {SMALL_DATA_JAVA_OPTIONS}".strip()}
+    return added
 
 
 def launched_by_spark_submit() -> bool:
@@ -111,9 +134,9 @@ def spark_log() -> Path | None:
     return None if value == "-" else Path(value)
 
 
-def _launch_jvm(settings: dict[str, str]) -> None:
-    """Start the local JVM on the class archive (`cfmodel.class_archive`) with its stderr in
-    `spark_log()` (pyspark would leave it on ours)."""
+def _launch_jvm(settings: dict[str, str], inputs: Sequence[Path]) -> None:
+    """Start the local JVM with `driver_env(inputs)` and its stderr in `spark_log()` (pyspark
+    would leave it on ours)."""
     from pyspark import SparkConf, SparkContext
     from pyspark.java_gateway import launch_gateway
 
@@ -125,9 +148,9 @@ def _launch_jvm(settings: dict[str, str]) -> None:
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
             popen_kwargs["stderr"] = stack.enter_context(open(target, "ab"))
-        # pyspark hands the launch a copy of os.environ: the archive's options go in there, for the
+        # pyspark hands the launch a copy of os.environ: the driver's options go in there, for the
         # launch only.
-        stack.enter_context(temporary_environment(submit_env()))
+        stack.enter_context(temporary_environment(driver_env(inputs)))
         gateway = launch_gateway(SparkConf().setAll(settings.items()), popen_kwargs=popen_kwargs)
     SparkContext._ensure_initialized(gateway=gateway)
 
@@ -147,8 +170,9 @@ def temporary_environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def get_spark(app_name: str = "cfrec", conf: dict[str, str] | None = None) -> SparkSession:
-    """The process's SparkSession; `conf` adds settings to a session this call starts (a catalog's)."""
+def get_spark(app_name: str = "cfrec", conf: dict[str, str] | None = None, inputs: Sequence[Path] = ()) -> SparkSession:
+    """The process's SparkSession; `conf` adds settings to a session this call starts (a catalog's),
+    `inputs` are what its work grows with (`driver_env`)."""
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
@@ -161,7 +185,7 @@ def get_spark(app_name: str = "cfrec", conf: dict[str, str] | None = None) -> Sp
             **LOCAL_DEFAULTS,
             **(conf or {}),
         }
-        _launch_jvm(settings)
+        _launch_jvm(settings, inputs)
         for key, value in settings.items():
             builder = builder.config(key, value)
     spark = builder.getOrCreate()

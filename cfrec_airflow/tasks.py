@@ -13,6 +13,7 @@ import contextlib
 import os
 from dataclasses import asdict
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
@@ -21,10 +22,9 @@ from airflow.sdk import Asset, Param, task
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from cfmodel import options
-from cfmodel.class_archive import submit_env
 from cfmodel.config import GateConfig, IngestConfig, Night, QualityConfig, ScoreConfig, TablesConfig, TrainRun
 from cfmodel.errors import CfrecError
-from cfmodel.spark import MASTER_ENV, SESSION_CONF, SHUFFLE_PARTITIONS, temporary_environment
+from cfmodel.spark import MASTER_ENV, SESSION_CONF, SHUFFLE_PARTITIONS, driver_env, temporary_environment
 from cfmodel.training.config import TrainConfig
 from cfmodel.warehouse.schemas import RECOMMENDATIONS as RECOMMENDATIONS_TABLE
 from cfrec_airflow.alerts import on_failure
@@ -118,11 +118,12 @@ def spark_of_the_run(params: dict, run: TrainRun) -> contextlib.AbstractContextM
     return temporary_environment({MASTER_ENV: spark_connection(spark_conn_id(params))["master"]})
 
 
-def class_archive_env(env_vars: dict[str, str] | None, conn_id: str) -> dict[str, str] | None:
-    """A job's `env_vars` with its driver started on the Spark class archive
-    (`cfmodel.class_archive`), where there is one and the driver runs in spark-submit's own process
-    (a client-mode driver, not on Kubernetes, where the variables go to a remote driver)."""
-    added = submit_env({**os.environ, **(env_vars or {})})  # what spark-submit's process would have
+def driver_env_vars(env_vars: dict[str, str] | None, conn_id: str, inputs: list[Path]) -> dict[str, str] | None:
+    """A job's `env_vars` with its driver started as `cfmodel.spark.driver_env` starts a local one
+    (on the class archive; for small `inputs`, compiling with C1 only), where the driver runs in
+    spark-submit's own process (a client-mode driver, not on Kubernetes, where the variables go to
+    a remote driver)."""
+    added = driver_env(inputs, {**os.environ, **(env_vars or {})})  # what spark-submit's process would have
     if not added:
         return env_vars
     connection = spark_connection(conn_id)
@@ -166,11 +167,18 @@ class PipelineJob(SparkSubmitOperator):
             args += ["--model-version", decision.score_with]
         return args
 
+    def spark_inputs(self, context: dict) -> list[Path]:
+        from cfmodel import pipeline
+
+        ingest = next((c for c in self.configs if c is IngestConfig), None)
+        config = options.from_mapping(IngestConfig, context["params"]) if ingest else None
+        return pipeline.spark_inputs(night(context["params"], context["ds"]), config)
+
     def execute(self, context: dict) -> None:
         self._conn_id = spark_conn_id(context["params"])
         spark_connection(self._conn_id)  # refuses a connection that does not exist
-        self.env_vars = class_archive_env(self.env_vars, self._conn_id)
         self.application_args = self.job_arguments(context)
+        self.env_vars = driver_env_vars(self.env_vars, self._conn_id, self.spark_inputs(context))
         return super().execute(context)
 
 

@@ -15,6 +15,7 @@ from cfmodel.class_archive import (
     make_archive,
     submit_env,
 )
+from cfmodel.spark import SMALL_DATA_BYTES, SMALL_DATA_JAVA_OPTIONS, driver_env
 
 
 def test_the_session_driver_maps_the_spark_classes_from_the_archive(spark):
@@ -55,8 +56,37 @@ def test_a_changed_installation_names_another_archive_and_off_means_none(monkeyp
     assert archive_path() is None and driver_java_options() is None and make_archive() is None
 
 
-def test_the_dag_jobs_drivers_start_on_the_archive_unless_they_run_elsewhere(monkeypatch, tmp_path):
-    from cfrec_airflow.tasks import class_archive_env
+def _small_and_big(tmp_path):
+    small, big = tmp_path / "small.csv", tmp_path / "big.csv"
+    small.write_bytes(b"1,2,3\n")
+    with open(big, "wb") as f:
+        f.truncate(SMALL_DATA_BYTES)  # sparse: the size without the bytes
+    return small, big
+
+
+def test_a_local_driver_for_small_data_compiles_with_c1_only(monkeypatch, tmp_path):
+    monkeypatch.setenv(ARCHIVE_ENV, "off")
+    monkeypatch.delenv(SUBMIT_OPTS, raising=False)
+    small, big = _small_and_big(tmp_path)
+    assert driver_env([small]) == {SUBMIT_OPTS: SMALL_DATA_JAVA_OPTIONS}
+    assert driver_env([small, tmp_path / "not yet there"]) == {SUBMIT_OPTS: SMALL_DATA_JAVA_OPTIONS}
+    assert driver_env([small, big]) == {} and driver_env() == {}  # no inputs named: a session of any size
+    assert driver_env([small], {SUBMIT_OPTS: "-Dmine=1"}) == {SUBMIT_OPTS: f"-Dmine=1 {SMALL_DATA_JAVA_OPTIONS}"}
+
+
+def test_a_nights_spark_inputs_are_the_warehouses_ratings_and_the_ingests_input(tmp_path):
+    from cfmodel.config import IngestConfig, Night
+    from cfmodel.pipeline import spark_inputs
+
+    night = Night(warehouse=str(tmp_path / "wh"), run_date="2026-11-02")
+    increments = tmp_path / "wh" / "ratings_increments"
+    assert spark_inputs(night) == [increments]
+    ingest = IngestConfig(source="movielens-100k", input_path=str(tmp_path / "in" / "{ds}"))
+    assert spark_inputs(night, ingest) == [increments, tmp_path / "in" / "2026-11-02"]
+
+
+def test_the_dag_jobs_drivers_start_like_local_ones_unless_they_run_elsewhere(monkeypatch, tmp_path):
+    from cfrec_airflow.tasks import driver_env_vars
 
     monkeypatch.setenv(ARCHIVE_ENV, str(tmp_path))
     monkeypatch.delenv(SUBMIT_OPTS, raising=False)
@@ -64,9 +94,12 @@ def test_the_dag_jobs_drivers_start_on_the_archive_unless_they_run_elsewhere(mon
     spark = '{"conn_type": "spark", "host": "%s", "extra": {"deploy-mode": "%s"}}'
     monkeypatch.setenv("AIRFLOW_CONN_NEARBY", spark % ("spark://10.0.0.9:7077", "client"))
     monkeypatch.setenv("AIRFLOW_CONN_FARAWAY", spark % ("spark://10.0.0.9:7077", "cluster"))
+    small, big = _small_and_big(tmp_path)
     env = {"MINE": "1"}
-    assert class_archive_env(env, "nearby") == {"MINE": "1", SUBMIT_OPTS: driver_java_options()}
-    assert class_archive_env(None, "nearby") == {SUBMIT_OPTS: driver_java_options()}
-    assert class_archive_env(env, "faraway") == env
+    archive = driver_java_options()
+    assert driver_env_vars(env, "nearby", [big]) == {"MINE": "1", SUBMIT_OPTS: archive}
+    assert driver_env_vars(None, "nearby", [small]) == {SUBMIT_OPTS: f"{archive} {SMALL_DATA_JAVA_OPTIONS}"}
+    assert driver_env_vars(env, "faraway", [small]) == env
     monkeypatch.setenv(ARCHIVE_ENV, "off")
-    assert class_archive_env(env, "nearby") == env
+    assert driver_env_vars(env, "nearby", [big]) == env
+    assert driver_env_vars(env, "nearby", [small]) == {"MINE": "1", SUBMIT_OPTS: SMALL_DATA_JAVA_OPTIONS}

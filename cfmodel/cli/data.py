@@ -67,7 +67,7 @@ def cmd_ingest(args: argparse.Namespace) -> object:
 
     night, config = night_of(args), ingest_config(args)
     check_input(night, config)
-    return pipeline.ingest(get_spark("cfrec-ingest"), night, config)
+    return pipeline.ingest(get_spark("cfrec-ingest", inputs=pipeline.spark_inputs(night, config)), night, config)
 
 
 def cmd_quality(args: argparse.Namespace) -> object:

@@ -25,15 +25,17 @@ def cmd_score(args: argparse.Namespace) -> object:
     registry = ModelRegistry(wh.models)
     if args.model_version != POPULARITY_LISTS:
         registry.require(args.model_version or registry.require_current())
-    return pipeline.score(get_spark("cfrec-score"), night, config, args.model_version)
+    spark = get_spark("cfrec-score", inputs=pipeline.spark_inputs(night))
+    return pipeline.score(spark, night, config, args.model_version)
 
 
 def cmd_tables(args: argparse.Namespace) -> object:
     from cfmodel import pipeline
     from cfmodel.spark import get_spark
 
-    config = options.from_namespace(TablesConfig, args)
-    return pipeline.publish_tables(get_spark("cfrec-tables"), night_of(args), config, args.model_version)
+    night, config = night_of(args), options.from_namespace(TablesConfig, args)
+    spark = get_spark("cfrec-tables", inputs=pipeline.spark_inputs(night))
+    return pipeline.publish_tables(spark, night, config, args.model_version)
 
 
 def cmd_sql(args: argparse.Namespace) -> None:
@@ -62,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> object:
         publish_tables=args.tables,
     )
     check_input(night, config.ingest)
-    return pipeline.run_night(get_spark("cfrec-run"), night, config)
+    return pipeline.run_night(get_spark("cfrec-run", inputs=pipeline.spark_inputs(night, config.ingest)), night, config)
 
 
 def _add_model_version(p: argparse.ArgumentParser, what: str) -> None:
