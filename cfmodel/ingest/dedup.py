@@ -70,13 +70,14 @@ def apply_superseded(rows: DataFrame, superseded: DataFrame | None) -> DataFrame
     )
 
 
-def resolve(rows: DataFrame, key: list[str], newest_first: list[Column]) -> DataFrame:
-    """`rows` with every superseded duplicate marked, cached (release with `unpersist()`). For small
-    inputs such as item files; the ratings ingest applies `superseded_rows` to its staged rows."""
+def resolve(rows: DataFrame, key: list[str], newest_first: list[Column]) -> tuple[DataFrame, dict[str | None, int]]:
+    """`rows` with every superseded duplicate marked, cached (release with `unpersist()`), and its
+    rows counted by reason (None: clean), which fills the cache. For small inputs such as item
+    files; the ratings ingest applies `superseded_rows` to its staged rows."""
     superseded = superseded_rows(rows, key, newest_first)
     try:
         resolved = apply_superseded(rows, superseded).cache()
-        resolved.count()
-        return resolved
+        counts = {row["reason"]: row["count"] for row in resolved.groupBy("reason").count().collect()}
+        return resolved, counts
     finally:
         superseded.unpersist()

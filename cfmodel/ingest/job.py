@@ -99,7 +99,12 @@ def _write(df: DataFrame, path: Path, files: int | None = None) -> None:
 
 
 def _count_by_reason(parsed: DataFrame) -> tuple[int, dict[str, int]]:
-    counts = {row["reason"]: row["count"] for row in parsed.groupBy("reason").count().collect()}
+    return _clean_and_rejects({row["reason"]: row["count"] for row in parsed.groupBy("reason").count().collect()})
+
+
+def _clean_and_rejects(counts: dict[str | None, int]) -> tuple[int, dict[str, int]]:
+    """Row counts by reason -> (clean rows, rejects by reason)."""
+    counts = dict(counts)
     return counts.pop(None, 0), dict(sorted(counts.items()))
 
 
@@ -222,8 +227,8 @@ def _ingest_items(
         log.warning("no items file in %s: ratings are kept, item titles unknown", plan.root)
         return None
     parsed, input_rows = parse_item_files(spark, plan)
-    parsed = dedup.resolve(parsed, ["item_id"], dedup.file_order_newest_first())
-    clean, by_reason = _count_by_reason(parsed)
+    parsed, counts = dedup.resolve(parsed, ["item_id"], dedup.file_order_newest_first())
+    clean, by_reason = _clean_and_rejects(counts)
     _check_accounted("item rows", input_rows, clean, by_reason)
     _write(parsed.where(F.col("reason").isNull()).select(*ITEMS.column_names), partition, files=1)
     report.item_files, report.item_input_rows = [f.name for f in plan.items.files], input_rows
@@ -242,9 +247,9 @@ def _ingest_extras(
     parsed_frames = []
     for extra in plan.extras:
         parsed, input_rows = parse_extra_files(spark, extra)
-        parsed = dedup.resolve(parsed, list(extra.key), dedup.file_order_newest_first())
+        parsed, counts = dedup.resolve(parsed, list(extra.key), dedup.file_order_newest_first())
         parsed_frames.append((extra.table, parsed))
-        clean, by_reason = _count_by_reason(parsed)
+        clean, by_reason = _clean_and_rejects(counts)
         _check_accounted(f"{extra.table} rows", input_rows, clean, by_reason)
         columns = [c.name for c in extra.columns]
         _write(

@@ -1,5 +1,5 @@
+import pyarrow as pa
 import pytest
-from pyspark.sql import functions as F
 
 from cfmodel.errors import CfrecError
 from cfmodel.ingest import indices
@@ -7,16 +7,14 @@ from cfmodel.warehouse import Warehouse
 from cfmodel.warehouse.schemas import USER_INDEX
 
 
-def test_numbering_is_contiguous_and_sorted_across_partitions(spark):
-    ids = [f"u{n:05d}" for n in range(0, 3000, 3)]
-    frame = spark.createDataFrame([(i,) for i in reversed(ids)], "id string").repartition(7)
-    numbered = indices._numbered(frame, start=40)
-    try:
-        assert numbered.rdd.getNumPartitions() > 1
-        got = dict(numbered.collect())
-    finally:
-        numbered.unpersist()
-    assert got == {i: 40 + n for n, i in enumerate(sorted(ids))}
+def test_new_ids_are_numbered_after_the_known_ones_in_the_order_python_sorts_them():
+    known = pa.table({"id": ["m", "a"], "index": [0, 1]}, schema=USER_INDEX.arrow)
+    ids = pa.array(["é", "b", "a", "Z", "b", "😀", "~", "10", "9"])
+    extended = indices.numbered(known, ids, USER_INDEX.arrow)
+    new = sorted({"é", "b", "Z", "😀", "~", "10", "9"})  # as IdIndex.extended orders them
+    assert extended.to_pydict() == {"id": ["m", "a", *new], "index": list(range(2 + len(new)))}
+    assert indices.check_index(extended, "user_index") == 9
+    assert indices.numbered(extended, pa.array(["a", "m"]), USER_INDEX.arrow).equals(extended)
 
 
 def test_update_keeps_assignments_and_appends_new_ids_in_order(spark, tmp_path):
@@ -32,8 +30,9 @@ def test_update_keeps_assignments_and_appends_new_ids_in_order(spark, tmp_path):
     assert users == {"a": 0, "b": 1, "c": 2, "0": 3, "d": 4}
 
 
-def test_a_broken_index_is_refused(spark):
-    broken = spark.createDataFrame([("a", 0), ("b", 2)], USER_INDEX.ddl)
-    with pytest.raises(CfrecError, match="not a contiguous index"):
-        indices.check_index(broken, "user_index")
-    assert indices.check_index(broken.where(F.col("id") == "a"), "user_index") == 1
+def test_a_broken_index_is_refused():
+    for ids, numbers in [(["a", "b"], [0, 2]), (["a", "a"], [0, 1]), (["a", "b"], [1, 1]), (["a", None], [0, 1])]:
+        broken = pa.table({"id": ids, "index": numbers}, schema=USER_INDEX.arrow)
+        with pytest.raises(CfrecError, match="not a contiguous index"):
+            indices.check_index(broken, "user_index")
+    assert indices.check_index(pa.table({"id": ["a"], "index": [0]}, schema=USER_INDEX.arrow), "user_index") == 1

@@ -38,7 +38,9 @@ RATING_LINES = [
 
 
 def resolved(ratings):
-    return dedup.resolve(ratings, dedup.RATING_KEY, dedup.ratings_newest_first())
+    frame, counts = dedup.resolve(ratings, dedup.RATING_KEY, dedup.ratings_newest_first())
+    assert counts == {row["reason"]: row["count"] for row in frame.groupBy("reason").count().collect()}
+    return frame
 
 
 def by_line(df):
@@ -143,8 +145,9 @@ def parse(spark, source, root, **options):
     if plan.items is None:
         return ratings, None
     items, n_items = parse_item_files(spark, plan)
-    items = by_line(dedup.resolve(items, ["item_id"], dedup.file_order_newest_first()))
-    assert n_items == len(items)
+    items, counts = dedup.resolve(items, ["item_id"], dedup.file_order_newest_first())
+    items = by_line(items)
+    assert n_items == len(items) == sum(counts.values())
     return ratings, items
 
 
@@ -433,8 +436,9 @@ def parse_extras(spark, source, root):
     out = {}
     for extra in plan.extras:
         parsed, n_rows = parse_extra_files(spark, extra)
-        out[extra.table] = by_line(dedup.resolve(parsed, list(extra.key), dedup.file_order_newest_first()))
-        assert n_rows == len(out[extra.table])
+        resolved_rows, counts = dedup.resolve(parsed, list(extra.key), dedup.file_order_newest_first())
+        out[extra.table] = by_line(resolved_rows)
+        assert n_rows == len(out[extra.table]) == sum(counts.values())
     return out, [spec.table for spec in plan.missing_extras]
 
 
