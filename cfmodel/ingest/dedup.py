@@ -16,7 +16,6 @@ from pyspark.sql import functions as F
 SUPERSEDED = "duplicate_superseded"
 ROW_ID = ["source_file", "line_number"]
 RATING_KEY = ["user_id", "item_id"]
-SUPERSEDED_SCHEMA = "source_file string, line_number bigint"
 # Repeated key hashes up to this many (8 bytes each) are broadcast to the join with the rows.
 BROADCAST_HASHES = 2_000_000
 
@@ -30,9 +29,9 @@ def file_order_newest_first() -> list[Column]:
     return [F.col("source_file").desc(), F.col("line_number").desc()]
 
 
-def superseded_rows(rows: DataFrame, key: list[str], newest_first: list[Column]) -> DataFrame:
+def superseded_rows(rows: DataFrame, key: list[str], newest_first: list[Column]) -> tuple[DataFrame | None, int]:
     """(source_file, line_number) of the clean rows (`reason` null) that a newer row with the same
-    key supersedes; cached, release with `unpersist()`.
+    key supersedes, cached (release with `unpersist()`), or None when there are none; and how many.
 
     Runs a job at once: the repeated hashes are settled first so that, in the usual case of none,
     the rows are never shuffled for a join, and when there are few the join broadcasts them.
@@ -48,13 +47,12 @@ def superseded_rows(rows: DataFrame, key: list[str], newest_first: list[Column])
     n_repeated = repeated.count()
     try:
         if n_repeated == 0:
-            return rows.sparkSession.createDataFrame([], SUPERSEDED_SCHEMA).cache()
+            return None, 0
         hashes = F.broadcast(repeated) if n_repeated <= BROADCAST_HASHES else repeated
         suspects = clean.withColumn("_key_hash", key_hash).join(hashes, "_key_hash", "left_semi")
         rank = F.row_number().over(Window.partitionBy(*key).orderBy(*newest_first))
         superseded = suspects.withColumn("_rank", rank).where(F.col("_rank") > 1).select(*ROW_ID).cache()
-        superseded.count()
-        return superseded
+        return superseded, superseded.count()
     finally:
         repeated.unpersist()
 
@@ -74,10 +72,11 @@ def resolve(rows: DataFrame, key: list[str], newest_first: list[Column]) -> tupl
     """`rows` with every superseded duplicate marked, cached (release with `unpersist()`), and its
     rows counted by reason (None: clean), which fills the cache. For small inputs such as item
     files; the ratings ingest applies `superseded_rows` to its staged rows."""
-    superseded = superseded_rows(rows, key, newest_first)
+    superseded, _ = superseded_rows(rows, key, newest_first)
     try:
         resolved = apply_superseded(rows, superseded).cache()
         counts = {row["reason"]: row["count"] for row in resolved.groupBy("reason").count().collect()}
         return resolved, counts
     finally:
-        superseded.unpersist()
+        if superseded is not None:
+            superseded.unpersist()

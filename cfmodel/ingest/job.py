@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -36,6 +37,7 @@ from cfmodel.ingest import parsing as sources
 from cfmodel.ingest.source_options import CSV_SOURCE
 from cfmodel.spark import session_settings, settings_for
 from cfmodel.warehouse import Warehouse, publish, withdraw
+from cfmodel.warehouse.atomic import write_arrow
 from cfmodel.warehouse.schemas import (
     DATASETS,
     INGEST_REPORT,
@@ -44,6 +46,7 @@ from cfmodel.warehouse.schemas import (
     RATINGS,
     RATINGS_INCREMENTS,
     REJECTS,
+    Table,
     increments_of,
 )
 
@@ -96,6 +99,11 @@ def _write(df: DataFrame, path: Path, files: int | None = None) -> None:
     if files:
         df = df.coalesce(files)
     publish(path, lambda tmp: df.write.parquet(str(tmp)))
+
+
+def _write_row(table: Table, row: dict, path: Path) -> None:
+    """One row built here, written with Arrow: a Spark job would cost more than the row."""
+    publish(path, write_arrow(pa.Table.from_pylist([row], schema=table.arrow)))
 
 
 def _count_by_reason(parsed: DataFrame) -> tuple[int, dict[str, int]]:
@@ -164,7 +172,7 @@ class StagedRatings:
     rejects: DataFrame  # source_file, line_number, raw, reason
     clean_rows: int
     by_reason: dict[str, int]
-    superseded: DataFrame  # cached: release with unpersist()
+    superseded: DataFrame | None  # cached: release with unpersist(); None when no row was superseded
 
 
 def stage_ratings(spark: SparkSession, parsed: DataFrame, staging: Path) -> StagedRatings:
@@ -184,8 +192,7 @@ def stage_ratings(spark: SparkSession, parsed: DataFrame, staging: Path) -> Stag
         F.when(F.col("reason").isNotNull(), F.col("raw")).alias("raw"),
     ).write.parquet(str(staging))
     staged = spark.read.schema(STAGING_SCHEMA).parquet(str(staging))
-    superseded = dedup.superseded_rows(staged, dedup.RATING_KEY, dedup.ratings_newest_first())
-    n_superseded = superseded.count()
+    superseded, n_superseded = dedup.superseded_rows(staged, dedup.RATING_KEY, dedup.ratings_newest_first())
     clean_rows, by_reason = _count_by_reason(staged)
     clean = staged.where(F.col("reason").isNull())
     rejects = staged.where(F.col("reason").isNotNull()).select("source_file", "line_number", "raw", "reason")
@@ -271,8 +278,9 @@ def _record_scale(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse,
         row = increments.read_ratings(spark, wh.table(RATINGS)).agg(F.min("rating"), F.max("rating")).first()
         low, high, origin = float(row[0]), float(row[1]), "inferred"
     step = None if scale.step is None else float(scale.step)
-    dataset = spark.createDataFrame([(plan.source, low, high, step, origin, run_date)], DATASETS.ddl)
-    _write(dataset, wh.table(DATASETS), files=1)
+    _write_row(
+        DATASETS, dict(zip(DATASETS.column_names, (plan.source, low, high, step, origin, run_date))), wh.table(DATASETS)
+    )
     return low, high
 
 
@@ -303,7 +311,8 @@ def _ingest(
     with ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, staging, ignore_errors=True)
         staged = stage_ratings(spark, parsed, staging)
-        cleanup.callback(staged.superseded.unpersist)
+        if staged.superseded is not None:
+            cleanup.callback(staged.superseded.unpersist)
         _check_accounted("rating rows", input_rows, staged.clean_rows, staged.by_reason)
         if staged.clean_rows == 0:
             files = ", ".join(f.name for f in plan.ratings.files)
@@ -331,9 +340,7 @@ def _ingest(
         _write(rejects, wh.partition(REJECTS, run_date), files=files)
         _rebuild_current_tables(spark, plan, wh, run_date, report)
         report.seconds = round(time.perf_counter() - started, 3)
-        _write(
-            spark.createDataFrame([asdict(report)], INGEST_REPORT.ddl), wh.partition(INGEST_REPORT, run_date), files=1
-        )
+        _write_row(INGEST_REPORT, asdict(report), wh.partition(INGEST_REPORT, run_date))
     log.info("ingest %s %s: %s", config.source, run_date, report)
     return report
 

@@ -2,10 +2,11 @@
 tables) that fails after any of its writes leaves the warehouse exactly as it was, and running it
 again repairs everything."""
 
+import shutil
 import subprocess
 
 import pytest
-from support import snapshot, write_lines
+from support import snapshot, wait_for, write_lines
 
 from cfmodel import pipeline
 from cfmodel.config import GateConfig, IngestConfig, Night, ScoreConfig, TablesConfig, TrainRun
@@ -149,9 +150,14 @@ def test_a_full_disk_is_one_line_and_leaves_the_warehouse_as_it_was(spark, tmp_p
     ingest = ["ingest", "--source", "movielens-100k", "--warehouse", str(wh)]
     assert main([*ingest, "--input", str(small), "--run-date", "2026-05-01"]) == 0
     before = snapshot(wh)
-    large = night_files(tmp_path / "large", range(1, 3000))  # ~60k ratings: more than the disk holds
+    large = night_files(tmp_path / "large", range(1, 8000))  # ~155k ratings: more than the disk holds
     capsys.readouterr()
     assert main([*ingest, "--input", str(large), "--run-date", "2026-05-02"]) == 2
     assert capsys.readouterr().err == "cfrec ingest: error: no space left on device\n"
     assert snapshot(wh) == before
+    # A Spark task that failed on the full disk leaves its deleted files open, holding their space,
+    # until the JVM collects its streams: the next night is a new process (spark-submit, cfrec),
+    # here it is the same JVM.
+    spark.sparkContext._jvm.System.gc()
+    wait_for(lambda: shutil.disk_usage(small_disk).free > 2**19, 30, "the failed task's files to close", every=0.5)
     assert main([*ingest, "--input", str(small), "--run-date", "2026-05-02"]) == 0  # and the next night runs
