@@ -1,11 +1,12 @@
 """Superseded duplicates: of rows sharing a key, the newest stays clean and the others become
 `duplicate_superseded` rejects.
 
-Real files rarely hold duplicates, so the work is shaped around the clean majority: a 64-bit hash
-of the key is counted (one long column shuffled, not the rows), and only rows whose hash
-occurs more than once are ranked exactly with a window over the real key. A hash collision can
-only add rows to that exact check, never mark a row wrongly. The result is the (source_file,
-line_number) of each superseded row, usually empty or small.
+Rating files rarely hold duplicates, so their work is shaped around the clean majority
+(`superseded_rows`): a 64-bit hash of the key is counted (one long column shuffled, not the rows),
+and only rows whose hash occurs more than once are ranked exactly with a window over the real key.
+A hash collision can only add rows to that exact check, never mark a row wrongly. The result is
+the (source_file, line_number) of each superseded row, usually empty or small. Item and side files
+are small: `resolve` ranks all their rows at once.
 """
 
 from __future__ import annotations
@@ -57,26 +58,14 @@ def superseded_rows(rows: DataFrame, key: list[str], newest_first: list[Column])
         repeated.unpersist()
 
 
-def apply_superseded(rows: DataFrame, superseded: DataFrame | None) -> DataFrame:
-    """`rows` with `reason` set to duplicate_superseded on the rows listed in `superseded`."""
-    if superseded is None:
-        return rows
-    marked = superseded.withColumn("_superseded", F.lit(SUPERSEDED))
-    joined = rows.join(marked, ROW_ID, "left")
-    return joined.select(
-        *[F.coalesce("_superseded", "reason").alias("reason") if c == "reason" else F.col(c) for c in rows.columns]
-    )
-
-
 def resolve(rows: DataFrame, key: list[str], newest_first: list[Column]) -> tuple[DataFrame, dict[str | None, int]]:
     """`rows` with every superseded duplicate marked, cached (release with `unpersist()`), and its
     rows counted by reason (None: clean), which fills the cache. For small inputs such as item
-    files; the ratings ingest applies `superseded_rows` to its staged rows."""
-    superseded, _ = superseded_rows(rows, key, newest_first)
-    try:
-        resolved = apply_superseded(rows, superseded).cache()
-        counts = {row["reason"]: row["count"] for row in resolved.groupBy("reason").count().collect()}
-        return resolved, counts
-    finally:
-        if superseded is not None:
-            superseded.unpersist()
+    files, ranked directly in one job; the ratings ingest applies `superseded_rows` to its staged
+    rows."""
+    clean = F.col("reason").isNull()
+    rank = F.row_number().over(Window.partitionBy(clean, *key).orderBy(*newest_first))
+    reason = F.when(clean & (rank > 1), F.lit(SUPERSEDED)).otherwise(F.col("reason"))
+    resolved = rows.select(*[reason.alias(c) if c == "reason" else F.col(c) for c in rows.columns]).cache()
+    counts = {row["reason"]: row["count"] for row in resolved.groupBy("reason").count().collect()}
+    return resolved, counts
