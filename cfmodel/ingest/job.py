@@ -103,6 +103,8 @@ def _write(df: DataFrame, path: Path, files: int | None = None) -> None:
 
 def _write_row(table: Table, row: dict, path: Path) -> None:
     """One row built here, written with Arrow: a Spark job would cost more than the row."""
+    if sorted(row) != sorted(table.column_names):  # Arrow would leave a missing column null
+        raise ValueError(f"a {table.name} row needs the columns {table.column_names}, got {list(row)}")
     publish(path, write_arrow(pa.Table.from_pylist([row], schema=table.arrow)))
 
 
