@@ -170,9 +170,9 @@ class PipelineJob(SparkSubmitOperator):
     def spark_inputs(self, context: dict) -> list[Path]:
         from cfmodel import pipeline
 
-        ingest = next((c for c in self.configs if c is IngestConfig), None)
-        config = options.from_mapping(IngestConfig, context["params"]) if ingest else None
-        return pipeline.spark_inputs(night(context["params"], context["ds"]), config)
+        params = context["params"]
+        ingest = options.from_mapping(IngestConfig, params) if IngestConfig in self.configs else None
+        return pipeline.spark_inputs(night(params, context["ds"]), ingest)
 
     def execute(self, context: dict) -> None:
         self._conn_id = spark_conn_id(context["params"])

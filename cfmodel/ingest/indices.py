@@ -16,7 +16,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from cfmodel.errors import CfrecError
@@ -54,7 +54,7 @@ def numbered(known: pa.Table, ids: pa.Array, schema: pa.Schema) -> pa.Table:
     return pa.concat_tables([known.cast(schema), added])
 
 
-def update_indices(spark: SparkSession, wh: Warehouse, ratings: DataFrame) -> dict[str, dict[str, int]]:
+def update_indices(wh: Warehouse, ratings: DataFrame) -> dict[str, dict[str, int]]:
     """Extend `user_index` and `item_index` with the ids of `ratings` that they lack, numbered after
     the current maximum in sorted id order; returns each table's size and number of new ids."""
     summary = {}

@@ -364,7 +364,7 @@ def _rebuild_current_tables(
     # (unless an index table has gone missing: then it is rebuilt from the whole table).
     indexed = all(wh.table(index).exists() for index in indices.INDEX_TABLES.values())
     new_rows = this_run if rebuild.merged and indexed else increments.read_ratings(spark, wh.table(RATINGS))
-    index_summary = indices.update_indices(spark, wh, new_rows)
+    index_summary = indices.update_indices(wh, new_rows)
     report.ratings_rows, report.superseded_earlier_rows = rebuild.rows, rebuild.increment_rows - rebuild.rows
     report.users, report.new_users = index_summary["user_index"]["ids"], index_summary["user_index"]["new_ids"]
     report.items, report.new_items = index_summary["item_index"]["ids"], index_summary["item_index"]["new_ids"]

@@ -20,12 +20,12 @@ def test_new_ids_are_numbered_after_the_known_ones_in_the_order_python_sorts_the
 def test_update_keeps_assignments_and_appends_new_ids_in_order(spark, tmp_path):
     wh = Warehouse.open(tmp_path / "wh")
     first = spark.createDataFrame([("b", "x"), ("a", "y"), ("c", "x")], "user_id string, item_id string")
-    assert indices.update_indices(spark, wh, first) == {
+    assert indices.update_indices(wh, first) == {
         "user_index": {"ids": 3, "new_ids": 3},
         "item_index": {"ids": 2, "new_ids": 2},
     }
     second = spark.createDataFrame([("0", "y"), ("d", "z"), ("a", "x")], "user_id string, item_id string")
-    assert indices.update_indices(spark, wh, second)["user_index"] == {"ids": 5, "new_ids": 2}
+    assert indices.update_indices(wh, second)["user_index"] == {"ids": 5, "new_ids": 2}
     users = dict(spark.read.parquet(str(wh.table("user_index"))).collect())
     assert users == {"a": 0, "b": 1, "c": 2, "0": 3, "d": 4}
 
