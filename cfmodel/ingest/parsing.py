@@ -32,10 +32,14 @@ RATING_COLUMNS = ["source_file", "line_number", "raw", "user_id", "item_id", "ra
 UTF8_BOM = bytearray(b"\xef\xbb\xbf")
 # A rating counts as on the scale's step when within this of a whole number of steps.
 STEP_TOLERANCE = 1e-6
-# Ratings as people write them: Java's parser also takes '4d', '0x1p2', 'NaN' and 'Infinity'.
-DECIMAL = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+# Java's number parser, which the cast uses, also takes a type suffix ('4d', '4F') and hexadecimal
+# ('0x1p2'); 'NaN' and 'Infinity' it takes too, but a rating must be finite anyway.
+TYPE_SUFFIXES = "dDfF"
+HEX_MARKS = "xX"
 # Ratings are stored as 32-bit floats: anything larger would become infinite.
 FLOAT32_MAX = 3.4028234663852886e38
+# The ASCII characters of Unicode's White_Space (what `trimmed` removes, with non-ASCII ones).
+ASCII_WHITESPACE = " \t\n\x0b\x0c\r"
 
 
 @dataclass(frozen=True)
@@ -148,15 +152,27 @@ def trimmed(text: Column) -> Column:
 
 
 def _field(fields: Column, position: int | None) -> Column:
-    """The trimmed field at `position`, "" when the line is too short for it."""
+    """The field at `position` of `_split`'s (trimmed) fields, "" when the line is too short for it."""
     if position is None:
         return F.lit(None).cast("string")
-    return trimmed(F.coalesce(F.get(fields, position), F.lit("")))
+    return F.coalesce(F.get(fields, position), F.lit(""))
 
 
 def _timestamp(text: Column) -> Column:
     # Epoch seconds as MovieLens and MovieTweetings write them; ISO-8601 date-times also accepted.
     return F.coalesce(text.try_cast("long"), F.unix_seconds(F.try_to_timestamp(text)))
+
+
+def _decimal(text: Column) -> Column:
+    """A rating written as people write numbers (`[+-]digits[.digits][e[+-]digits]`), else null.
+    Spark's cast takes what Java's parser takes, which is that plus the forms refused here; testing
+    for those few characters costs a fraction of a regular expression on every row."""
+    java_only = F.lit(False)
+    for suffix in TYPE_SUFFIXES:
+        java_only = java_only | text.endswith(suffix)
+    for mark in HEX_MARKS:
+        java_only = java_only | text.contains(mark)
+    return F.when(~java_only, text.try_cast("double"))
 
 
 def _rating_reason(rating: Column, scale: RatingScale) -> Column:
@@ -188,7 +204,7 @@ def typed_ratings(rows: DataFrame, has_timestamp: bool, scale: RatingScale) -> D
         "_structural",
         F.col("_user").alias("user_id"),
         F.col("_item").alias("item_id"),
-        F.when(F.col("_rating").rlike(DECIMAL), F.col("_rating").try_cast("double")).alias("rating"),
+        _decimal(F.col("_rating")).alias("rating"),
         (_timestamp(F.col("_timestamp")) if has_timestamp else F.lit(None).cast("long")).alias("timestamp"),
     )
     reason = (
@@ -211,7 +227,7 @@ def _line_reason(encoding_ok: Column, line: Column, well_formed: Column) -> Colu
 
 
 def _split(lines: DataFrame, text: TextFormat, min_fields: int, max_fields: int) -> DataFrame:
-    """lines + _fields (array of fields, trimmed by `_field`) and _structural (blank_line / bad_encoding /
+    """lines + _fields (array of fields, each `trimmed`) and _structural (blank_line / bad_encoding /
     unparseable, or null when the line has an acceptable number of fields).
 
     Quoted formats follow RFC-4180: a line holding a quote goes through Spark's CSV parser; a line
@@ -235,6 +251,12 @@ def _split(lines: DataFrame, text: TextFormat, min_fields: int, max_fields: int)
         quoted = F.array(*[F.coalesce(record[f"c{i}"], F.lit("")) for i in range(max_fields)])
         fields = F.when(has_quote, quoted).otherwise(fields)
         well_formed = F.when(has_quote, record["_corrupt"].isNull() & ~odd_quotes).otherwise(well_formed)
+    # An ASCII line without ASCII whitespace has nothing to trim. Most lines are such, and a
+    # regular expression per field costs more than the rest of the parse.
+    maybe_whitespace = F.length(line) != F.octet_length(line)
+    for char in ASCII_WHITESPACE:
+        maybe_whitespace = maybe_whitespace | line.contains(char)
+    fields = F.when(maybe_whitespace, F.transform(fields, trimmed)).otherwise(fields)
     return step.select(
         "source_file",
         "line_number",
@@ -319,7 +341,7 @@ def title_year(title: Column) -> Column:
 def _genres(fields: Column, plan: ItemsPlan) -> Column:
     spec = plan.genres
     if spec.kind == "flags":
-        flags = [trimmed(F.get(fields, spec.column + i)) for i in range(len(plan.genre_names))]
+        flags = [F.get(fields, spec.column + i) for i in range(len(plan.genre_names))]
         return F.filter(
             F.array(*[F.when(flag == "1", F.lit(name)) for flag, name in zip(flags, plan.genre_names)]),
             lambda g: g.isNotNull(),

@@ -562,3 +562,43 @@ def test_ids_are_trimmed_of_any_whitespace_quoted_or_not(spark, tmp_path):
         n: ("7", None) for n in range(2, 7)
     }
     assert ratings[7]["reason"] == "missing_item"  # an id of whitespace only is no id
+
+
+def test_unquoted_ids_lose_non_ascii_whitespace_and_keep_other_characters(spark, tmp_path):
+    write_lines(
+        tmp_path / "ratings.csv",
+        ["user_id,item_id,rating", "7\u2003,1,4", "\u30007,2,4", "7,\u00e9\u00a0,4", "\u00e9,\u00e8,4", "7,\u0085,4"],
+    )
+    ratings, _ = parse(spark, "csv", tmp_path)
+    assert [(ratings[n]["user_id"], ratings[n]["item_id"], ratings[n]["reason"]) for n in range(2, 7)] == [
+        ("7", "1", None),
+        ("7", "2", None),
+        ("7", "\u00e9", None),
+        ("\u00e9", "\u00e8", None),
+        ("7", "", "missing_item"),
+    ]
+
+
+def test_a_rating_is_numeric_exactly_when_written_as_a_plain_decimal(spark):
+    # Every string of up to three characters over the characters that matter, against the grammar
+    # `[+-]digits[.digits][e[+-]digits]` (also Python's float for these strings) and finiteness.
+    import itertools
+    import math
+    import re
+
+    from pyspark.sql import functions as F
+
+    grammar = re.compile(r"[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?")
+    alphabet = "09.eE+-dFxXpnI"
+    texts = ["".join(t) for n in range(4) for t in itertools.product(alphabet, repeat=n)]
+    texts += ["NaN", "Infinity", "-Infinity", "inf", "0x1p2", "0x1.8p1d", "4.5f", "1e308", "1e309", "3.5e-1"]
+    frame = spark.createDataFrame([(t,) for t in texts], "text string")
+    values = frame.select("text", sources._decimal(F.col("text")).alias("value")).collect()
+    got = {r["text"]: r["value"] for r in values}
+    for text in texts:
+        expected = float(text) if grammar.fullmatch(text) else None
+        value = got[text]
+        numeric = value is not None and math.isfinite(value)
+        assert numeric == (expected is not None and math.isfinite(expected)), text
+        if numeric:
+            assert value == expected, text
