@@ -192,10 +192,12 @@ def stage_ratings(spark: SparkSession, parsed: DataFrame, staging: Path) -> Stag
         "source_file",
         "line_number",
         F.when(F.col("reason").isNotNull(), F.col("raw")).alias("raw"),
-    ).write.parquet(str(staging))
-    staged = spark.read.schema(STAGING_SCHEMA).parquet(str(staging))
-    superseded, n_superseded = dedup.superseded_rows(staged, dedup.RATING_KEY, dedup.ratings_newest_first())
+    ).write.parquet(str(staging / "rows"))
+    staged = spark.read.schema(STAGING_SCHEMA).parquet(str(staging / "rows"))
     clean_rows, by_reason = _count_by_reason(staged)
+    superseded, n_superseded = dedup.superseded_rows(
+        staged, dedup.RATING_KEY, dedup.ratings_newest_first(), clean_rows, staging / "repeated_hashes.parquet"
+    )
     clean = staged.where(F.col("reason").isNull())
     rejects = staged.where(F.col("reason").isNotNull()).select("source_file", "line_number", "raw", "reason")
     if n_superseded:

@@ -3,6 +3,7 @@
 import gzip
 
 import pytest
+from pyspark.sql import functions as F
 from support import write_lines
 
 from cfmodel.ingest import dedup
@@ -586,8 +587,6 @@ def test_a_rating_is_numeric_exactly_when_written_as_a_plain_decimal(spark):
     import math
     import re
 
-    from pyspark.sql import functions as F
-
     grammar = re.compile(r"[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?")
     alphabet = "09.eE+-dFxXpnI"
     texts = ["".join(t) for n in range(4) for t in itertools.product(alphabet, repeat=n)]
@@ -602,3 +601,33 @@ def test_a_rating_is_numeric_exactly_when_written_as_a_plain_decimal(spark):
         assert numeric == (expected is not None and math.isfinite(expected)), text
         if numeric:
             assert value == expected, text
+
+
+@pytest.mark.parametrize("on_driver", [True, False])
+def test_superseded_rows_on_the_driver_and_in_spark(spark, tmp_path, monkeypatch, on_driver):
+    if not on_driver:
+        monkeypatch.setattr(dedup, "DRIVER_HASH_ROWS", 0)
+    rows = spark.createDataFrame(
+        [
+            ("f", 1, "a", "1", 100, None),
+            ("f", 2, "a", "1", 300, None),  # newest of three
+            ("f", 3, "a", "1", 200, None),
+            ("f", 4, "a", "2", 100, None),
+            ("f", 5, "b", "1", 100, None),
+            ("f", 6, "b", "1", 100, None),  # same time: the later line wins
+            ("f", 7, "b", "2", 100, "rating_out_of_scale"),  # a reject supersedes nothing
+            ("f", 8, "b", "2", 50, None),
+        ],
+        "source_file string, line_number long, user_id string, item_id string, timestamp long, reason string",
+    )
+    superseded, count = dedup.superseded_rows(
+        rows, dedup.RATING_KEY, dedup.ratings_newest_first(), 7, tmp_path / "hashes.parquet"
+    )
+    assert count == 3
+    assert sorted(r["line_number"] for r in superseded.collect()) == [1, 3, 5]
+    superseded.unpersist()
+    unique = rows.where(~F.col("line_number").isin(1, 3, 5))
+    assert dedup.superseded_rows(unique, dedup.RATING_KEY, dedup.ratings_newest_first(), 4, tmp_path / "none") == (
+        None,
+        0,
+    )
