@@ -132,16 +132,26 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
     def merge_file(source: Path, target: Path) -> pa.Table:
         """Write `source` to `target` without the ratings tonight supersedes; returns tonight's
         pairs that this file's older ratings keep (a later timestamp)."""
-        rows = pq.read_table(source)
-        ours = rows.filter(pc.is_in(rows["user_id"], value_set=users))
-        pairs = ours.select(["user_id", "item_id", "timestamp"])
+        # Ids read as dictionaries: tonight's users are found by their codes, and only their rows'
+        # ids become strings, about half the time of reading every row's.
+        keys = pq.read_table(
+            source, columns=["user_id", "item_id", "timestamp"], read_dictionary=["user_id", "item_id"]
+        )
+        ours = keys.filter(pc.is_in(keys["user_id"], value_set=users))
+        pairs = pa.table(
+            {
+                "user_id": ours["user_id"].cast(pa.string()),
+                "item_id": ours["item_id"].cast(pa.string()),
+                "timestamp": ours["timestamp"],
+            }
+        )
         clashes = pairs.join(tonight, ["user_id", "item_id"], join_type="inner")
         old_ts, new_ts = clashes["timestamp"], clashes["_new_ts"]
         # The rebuild's order: latest timestamp first, none last, then the later run date (tonight).
         # Kleene logic: an old rating without a timestamp loses whatever tonight's comparison gives.
         later = pc.and_kleene(pc.is_valid(new_ts), pc.greater_equal(new_ts, old_ts))
         night_wins = pc.or_kleene(pc.is_null(old_ts), later)
-        _copy_without(source, target, clashes.filter(night_wins).select(["user_id", "item_id"]), rows)
+        _copy_without(source, target, clashes.filter(night_wins).select(["user_id", "item_id"]))
         return clashes.filter(pc.invert(night_wins)).select(["user_id", "item_id"])
 
     def write(tmp: Path) -> None:
@@ -157,17 +167,16 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
     return True
 
 
-def _copy_without(source: Path, target: Path, dropped: pa.Table | None, rows: pa.Table | None = None) -> None:
-    """`source` (whose rows are `rows`, when already read) as `target` without the rows whose
-    (user_id, item_id) is in `dropped`: a hard link when nothing is dropped (versions of a table
-    share the files they have in common)."""
+def _copy_without(source: Path, target: Path, dropped: pa.Table | None) -> None:
+    """`source` as `target` without the rows whose (user_id, item_id) is in `dropped`: a hard link
+    when nothing is dropped (versions of a table share the files they have in common)."""
     if dropped is None or not dropped.num_rows:
         try:
             os.link(source, target)
         except OSError:  # another file system, or no hard links there
             shutil.copy2(source, target)
         return
-    rows = pq.read_table(source) if rows is None else rows
+    rows = pq.read_table(source)
     kept = rows.join(dropped, ["user_id", "item_id"], join_type="left anti")
     pq.write_table(kept.select(rows.column_names).cast(rows.schema), target)
 
