@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -137,12 +138,14 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
         keys = pq.read_table(
             source, columns=["user_id", "item_id", "timestamp"], read_dictionary=["user_id", "item_id"]
         )
-        ours = keys.filter(pc.is_in(keys["user_id"], value_set=users))
+        positions = pc.indices_nonzero(pc.is_in(keys["user_id"], value_set=users))
+        ours = keys.take(positions)
         pairs = pa.table(
             {
                 "user_id": ours["user_id"].cast(pa.string()),
                 "item_id": ours["item_id"].cast(pa.string()),
                 "timestamp": ours["timestamp"],
+                "_position": positions,
             }
         )
         clashes = pairs.join(tonight, ["user_id", "item_id"], join_type="inner")
@@ -151,7 +154,7 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
         # Kleene logic: an old rating without a timestamp loses whatever tonight's comparison gives.
         later = pc.and_kleene(pc.is_valid(new_ts), pc.greater_equal(new_ts, old_ts))
         night_wins = pc.or_kleene(pc.is_null(old_ts), later)
-        _copy_without(source, target, clashes.filter(night_wins).select(["user_id", "item_id"]))
+        _copy_without_rows(source, target, clashes.filter(night_wins)["_position"].to_numpy())
         return clashes.filter(pc.invert(night_wins)).select(["user_id", "item_id"])
 
     def write(tmp: Path) -> None:
@@ -171,14 +174,33 @@ def _copy_without(source: Path, target: Path, dropped: pa.Table | None) -> None:
     """`source` as `target` without the rows whose (user_id, item_id) is in `dropped`: a hard link
     when nothing is dropped (versions of a table share the files they have in common)."""
     if dropped is None or not dropped.num_rows:
-        try:
-            os.link(source, target)
-        except OSError:  # another file system, or no hard links there
-            shutil.copy2(source, target)
+        _link(source, target)
         return
     rows = pq.read_table(source)
     kept = rows.join(dropped, ["user_id", "item_id"], join_type="left anti")
     pq.write_table(kept.select(rows.column_names).cast(rows.schema), target)
+
+
+def _copy_without_rows(source: Path, target: Path, positions: np.ndarray) -> None:
+    """`source` as `target` without the rows at `positions`: a hard link when there are none.
+
+    The ids stay Parquet dictionaries from the read to the write, so the writer reuses them instead
+    of hashing every id again; the file then records no Arrow schema, so that readers see plain
+    strings as in every other file of the table."""
+    if not len(positions):
+        _link(source, target)
+        return
+    rows = pq.read_table(source, read_dictionary=["user_id", "item_id"])
+    keep = np.ones(rows.num_rows, dtype=bool)
+    keep[positions] = False
+    pq.write_table(rows.filter(keep), target, store_schema=False)
+
+
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or no hard links there
+        shutil.copy2(source, target)
 
 
 def _record(folder: Path, dates: list[str]) -> None:
