@@ -316,8 +316,11 @@ def test_a_night_merges_into_the_ratings_table_rewriting_only_the_files_it_touch
     ]
     built_from = json.loads((wh / "ratings" / "_built_from.json").read_text())["run_dates"]
     assert built_from == sorted(nights)
-    # Every file, rewritten or not, reads back with the table's own types (ids as plain strings).
+    # Every file, rewritten or not, reads back with the table's own types (ids as plain strings),
+    # and its numeric columns keep their min/max statistics.
     for file in (wh / "ratings").glob("*.parquet"):
         assert pq.read_schema(file).types == [pa.string(), pa.string(), pa.float32(), pa.int64()], file.name
+        group = pq.ParquetFile(file).metadata.row_group(0)
+        assert all(group.column(i).statistics.has_min_max for i in (2, 3)), file.name
     rerun = night("2026-03-03")  # the table already holds this night: rebuilt from every increment
     assert table() == merged and rerun["ratings_rows"] == 6 and rerun["superseded_earlier_rows"] == 3
