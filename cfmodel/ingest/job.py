@@ -282,9 +282,15 @@ def _record_scale(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse,
         row = increments.read_ratings(spark, wh.table(RATINGS)).agg(F.min("rating"), F.max("rating")).first()
         low, high, origin = float(row[0]), float(row[1]), "inferred"
     step = None if scale.step is None else float(scale.step)
-    _write_row(
-        DATASETS, dict(zip(DATASETS.column_names, (plan.source, low, high, step, origin, run_date))), wh.table(DATASETS)
-    )
+    row = {
+        "source": plan.source,
+        "rating_min": low,
+        "rating_max": high,
+        "rating_step": step,
+        "scale_origin": origin,
+        "run_date": run_date,
+    }
+    _write_row(DATASETS, row, wh.table(DATASETS))
     return low, high
 
 
