@@ -254,7 +254,22 @@ class LiveAirflow:
             runs = [self.run(dag_id, run_id) for run_id in run_ids]
             return runs if all(r["state"] in FINISHED for r in runs) else None
 
-        return wait_for(finished, timeout, f"{dag_id} runs {run_ids}")
+        try:
+            return wait_for(finished, timeout, f"{dag_id} runs {run_ids}")
+        except AssertionError as late:
+            raise AssertionError(f"{late}; " + " || ".join(self.progress(dag_id, r) for r in run_ids)) from None
+
+    def progress(self, dag_id: str, run_id: str, events: int = 6) -> str:
+        """Where a run stands: each task's state and tries, and for each unfinished task the last
+        `events` lines its latest log holds, so that a run that never ends says where it waits."""
+        logs = Path(self.state["home"]) / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+        said = []
+        for task_id, task in sorted(self.tasks(dag_id, run_id).items()):
+            said.append(f"{task_id} {task['state']} x{task['try_number']}")
+            tries = sorted((logs / f"task_id={task_id}").glob("attempt=*.log"))
+            if task["state"] not in ("success", "skipped") and tries:
+                said[-1] += " [" + " / ".join(logged_events(tries[-1])[-events:]) + "]"
+        return f"{run_id}: " + "; ".join(said)
 
 
 def logged_errors(log: Path, width: int = 300) -> str:
@@ -273,6 +288,18 @@ def logged_errors(log: Path, width: int = 300) -> str:
         elif "Error" in event or "Exception" in event:
             said.append(event[:width])
     return " / ".join(said[-2:]) or "no error logged"
+
+
+def logged_events(log: Path, width: int = 200) -> list[str]:
+    """The events of an Airflow task log (JSON lines), each with its time, shortened to `width`."""
+    events = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        events.append(f"{str(entry.get('timestamp', ''))[11:19]} {str(entry.get('event', ''))[:width]}")
+    return events
 
 
 def wait_for(check, timeout: float = RUN_TIMEOUT, what: str = "the runs", every: float = 2):

@@ -95,7 +95,10 @@ def test_a_triggered_night_on_a_cluster_and_the_weekly_retrain_overlap_safely(
     )
     weekly = airflow.trigger("cfrec_weekly_retrain", LATER, {"warehouse": str(warehouse), "epochs": 4})
     assert nightly["conf"]["spark_conn_id"] == "spark_cluster" and nightly["state"] == "queued"
-    done = {"nightly": airflow.wait_for_runs("cfrec_nightly", [nightly["dag_run_id"]])[0]}
+    try:
+        done = {"nightly": airflow.wait_for_runs("cfrec_nightly", [nightly["dag_run_id"]])[0]}
+    except AssertionError as late:  # a night that never ends also says what the cluster was doing
+        raise AssertionError(f"{late}; the cluster's applications: {cluster_apps(spark_cluster['ui_port'])}") from None
     done["weekly"] = airflow.wait_for_runs("cfrec_weekly_retrain", [weekly["dag_run_id"]])[0]
     assert {name: run["state"] for name, run in done.items()} == {"nightly": "success", "weekly": "success"}
     assert overlap(*[(run["start_date"], run["end_date"]) for run in done.values()]), "the runs never overlapped"
@@ -147,6 +150,16 @@ def test_a_triggered_night_on_a_cluster_and_the_weekly_retrain_overlap_safely(
     assert not [p for p in warehouse.rglob(".tmp-*")] and not [p for p in warehouse.rglob(".old-*")]
 
     # The night's Spark jobs ran on the cluster (the weekly's on the default connection, locally).
-    with urllib.request.urlopen(f"http://127.0.0.1:{spark_cluster['ui_port']}/json/", timeout=5) as reply:
-        apps = sorted(app["name"] for app in json.load(reply)["completedapps"])
+    apps = sorted(app["name"] for app in cluster_apps(spark_cluster["ui_port"])["completedapps"])
     assert [a for a in apps if a != "cfrec-probe"] == ["cfrec-ingest", "cfrec-score", "cfrec-tables"]
+
+
+def cluster_apps(ui_port: int) -> dict[str, list[dict]]:
+    """The standalone master's applications by kind (active, waiting, completed): name, state, cores."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as reply:
+        state = json.load(reply)
+    keep = ("id", "name", "state", "cores", "duration")
+    return {
+        kind: [{k: app.get(k) for k in keep} for app in state.get(kind, [])]
+        for kind in ("activeapps", "waitingapps", "completedapps")
+    }
