@@ -21,6 +21,7 @@ import logging
 import shutil
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -227,49 +228,92 @@ def _check_same_source(wh: Warehouse, source: str) -> None:
             )
 
 
-def _ingest_items(
-    spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str, report: IngestReport
-) -> DataFrame | None:
-    """Parse and publish this run's items increment and fill in its report fields; returns the
-    parsed items (cached; None without an items file)."""
-    partition = wh.partition(ITEMS_INCREMENTS, run_date)
+@dataclass
+class StagedSideTable:
+    """A side file's increment (items, users, ...): parsed, resolved and its clean rows written to
+    staging, waiting to be published as `partition`."""
+
+    table: str
+    partition: Path
+    staged: Path
+    parsed: DataFrame  # every row with its reason, cached: release with unpersist()
+    input_rows: int
+    clean_rows: int
+    by_reason: dict[str, int]
+    files: list[str]
+
+
+def _stage_side_tables(
+    spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str, staging: Path
+) -> list[StagedSideTable]:
+    """The night's items and side tables, each parsed, deduplicated, checked and written to
+    `staging` (one file each; side tables sorted by key); publishes nothing, so that it can run
+    beside the ratings' staging, on the cores a small night's few rating partitions leave idle."""
+    side_files = []
+    if plan.items is not None:
+        partition = wh.partition(ITEMS_INCREMENTS, run_date)
+        side_files.append(
+            (ITEMS.name, partition, ITEMS.column_names, ["item_id"], [], plan.items.files, parse_item_files)
+        )
+    for extra in plan.extras:
+        side_files.append(
+            (
+                extra.table,
+                wh.partition(increments_of(extra.table), run_date),
+                [c.name for c in extra.columns],
+                list(extra.key),
+                list(extra.key),
+                extra.files,
+                lambda spark, _, extra=extra: parse_extra_files(spark, extra),
+            )
+        )
+    staged: list[StagedSideTable] = []
+    try:
+        for table, partition, columns, key, order, inputs, parse in side_files:
+            parsed, input_rows = parse(spark, plan)
+            parsed, counts = dedup.resolve(parsed, key, dedup.file_order_newest_first())
+            clean_rows, by_reason = _clean_and_rejects(counts)
+            files = [f.name for f in inputs]
+            side = StagedSideTable(table, partition, staging / table, parsed, input_rows, clean_rows, by_reason, files)
+            staged.append(side)
+            _check_accounted(f"{'item' if table == ITEMS.name else table} rows", input_rows, clean_rows, by_reason)
+            clean = parsed.where(F.col("reason").isNull()).select(*columns)
+            (clean.orderBy(*order) if order else clean).coalesce(1).write.parquet(str(side.staged))
+    except BaseException:
+        for side in staged:
+            side.parsed.unpersist()
+        raise
+    return staged
+
+
+def _release_side_tables(staging: Future[list[StagedSideTable]]) -> None:
+    """Wait for the side files' staging to end and release the frames it cached (when it failed,
+    it released them itself)."""
+    try:
+        sides = staging.result()
+    except BaseException:
+        return
+    for side in sides:
+        side.parsed.unpersist()
+
+
+def _publish_side_tables(
+    plan: planning.IngestPlan, wh: Warehouse, run_date: str, staged: list[StagedSideTable], report: IngestReport
+) -> None:
+    """Publish the staged side increments and fill in their report fields. A side file absent from
+    this run's input leaves no partition for the date (a re-run without it keeps nothing stale)."""
     if plan.items is None:
-        withdraw(partition)  # a re-run without an items file keeps no stale items
+        withdraw(wh.partition(ITEMS_INCREMENTS, run_date))
         log.warning("no items file in %s: ratings are kept, item titles unknown", plan.root)
-        return None
-    parsed, input_rows = parse_item_files(spark, plan)
-    parsed, counts = dedup.resolve(parsed, ["item_id"], dedup.file_order_newest_first())
-    clean, by_reason = _clean_and_rejects(counts)
-    _check_accounted("item rows", input_rows, clean, by_reason)
-    _write(parsed.where(F.col("reason").isNull()).select(*ITEMS.column_names), partition, files=1)
-    report.item_files, report.item_input_rows = [f.name for f in plan.items.files], input_rows
-    report.item_rows, report.item_rejects, report.item_rejects_by_reason = clean, sum(by_reason.values()), by_reason
-    return parsed
-
-
-def _ingest_extras(
-    spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str, report: IngestReport
-) -> list[tuple[str, DataFrame]]:
-    """Parse and publish this run's increment of each side table (users, to_read, ...) and fill in
-    the report; returns the parsed frames (cached). A side file absent from this run's input leaves
-    no partition for the date."""
     for missing in plan.missing_extras:
         withdraw(wh.partition(increments_of(missing.table), run_date))
-    parsed_frames = []
-    for extra in plan.extras:
-        parsed, input_rows = parse_extra_files(spark, extra)
-        parsed, counts = dedup.resolve(parsed, list(extra.key), dedup.file_order_newest_first())
-        parsed_frames.append((extra.table, parsed))
-        clean, by_reason = _clean_and_rejects(counts)
-        _check_accounted(f"{extra.table} rows", input_rows, clean, by_reason)
-        columns = [c.name for c in extra.columns]
-        _write(
-            parsed.where(F.col("reason").isNull()).select(*columns).orderBy(*extra.key),
-            wh.partition(increments_of(extra.table), run_date),
-            files=1,
-        )
-        report.extra_rows[extra.table], report.extra_rejects_by_reason[extra.table] = clean, by_reason
-    return parsed_frames
+    for side in staged:
+        publish(side.partition, side.staged.rename)
+        if side.table == ITEMS.name:
+            report.item_files, report.item_input_rows, report.item_rows = side.files, side.input_rows, side.clean_rows
+            report.item_rejects, report.item_rejects_by_reason = sum(side.by_reason.values()), side.by_reason
+        else:
+            report.extra_rows[side.table], report.extra_rejects_by_reason[side.table] = side.clean_rows, side.by_reason
 
 
 def _record_scale(spark: SparkSession, plan: planning.IngestPlan, wh: Warehouse, run_date: str) -> tuple[float, float]:
@@ -314,12 +358,16 @@ def _ingest(
     config: IngestConfig,
     started: float,
 ) -> IngestReport:
-    parsed, input_rows = parse_rating_files(spark, plan)
     # Staging copies of ingests that were killed: no other ingest is at work (the writer lock).
     shutil.rmtree(wh.root / STAGING, ignore_errors=True)
     staging = wh.root / STAGING / f"ratings-{run_date}-{uuid.uuid4().hex[:12]}"
     with ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, staging, ignore_errors=True)
+        # The side files are staged beside the ratings; nothing leaves this block while they are.
+        side_pool = cleanup.enter_context(ThreadPoolExecutor(1, thread_name_prefix="cfrec-side-files"))
+        side_staging = side_pool.submit(_stage_side_tables, spark, plan, wh, run_date, staging / "side")
+        cleanup.callback(_release_side_tables, side_staging)
+        parsed, input_rows = parse_rating_files(spark, plan)
         staged = stage_ratings(spark, parsed, staging)
         if staged.superseded is not None:
             cleanup.callback(staged.superseded.unpersist)
@@ -338,14 +386,11 @@ def _ingest(
             staged.by_reason,
         )
         _write(staged.clean, wh.partition(RATINGS_INCREMENTS, run_date))
+        sides = side_staging.result()
+        _publish_side_tables(plan, wh, run_date, sides, report)
         rejects = _rejects(staged.rejects, plan.source, RATINGS.name)
-        items_parsed = _ingest_items(spark, plan, wh, run_date, report)
-        if items_parsed is not None:
-            cleanup.callback(items_parsed.unpersist)
-            rejects = rejects.unionByName(_rejects(items_parsed, plan.source, ITEMS.name))
-        for table, parsed_extra in _ingest_extras(spark, plan, wh, run_date, report):
-            cleanup.callback(parsed_extra.unpersist)
-            rejects = rejects.unionByName(_rejects(parsed_extra, plan.source, table))
+        for side in sides:
+            rejects = rejects.unionByName(_rejects(side.parsed, plan.source, side.table))
         files = max(1, -(-report.all_rejects // REJECTS_PER_FILE))
         _write(rejects, wh.partition(REJECTS, run_date), files=files)
         _rebuild_current_tables(spark, plan, wh, run_date, report)

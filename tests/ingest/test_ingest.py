@@ -1,6 +1,7 @@
 """The ingest task end to end on small hand-written sources and on the real sample files."""
 
 import json
+import threading
 
 import pandas as pd
 import pyarrow as pa
@@ -169,15 +170,51 @@ def test_generic_csv_without_items_infers_and_records_the_scale(spark, tmp_path)
     assert pd.read_parquet(tmp_path / "wh" / "items").empty
 
 
+def side_files_left(spark, wh) -> dict:
+    """What a failed ingest could have left of its side files' staging, which runs in a thread
+    beside the ratings': published side partitions, staging folders, running threads, cached data."""
+    return {
+        "published": sorted(p.parent.name for p in wh.glob("*_increments/run_date=*") if "ratings" not in str(p)),
+        "staging": sorted(str(p.relative_to(wh)) for p in (wh / ".staging").rglob("*")),
+        "threads": [t.name for t in threading.enumerate() if t.name.startswith("cfrec-side-files")],
+        "cached": spark.sparkContext._jsc.getPersistentRDDs().size(),
+    }
+
+
 def test_ingest_refuses_a_source_with_no_clean_rating(spark, tmp_path):
     src = tmp_path / "ml"
     write_lines(src / "u.data", ["nonsense"])
     write_lines(src / "u.item", [u_item("1", "A (1990)", 0)])
+    write_lines(src / "u.user", ["1|24|M|technician|85711"])
+    cached = spark.sparkContext._jsc.getPersistentRDDs().size()
     with pytest.raises(
         CfrecError, match="no clean ratings in u.data .1 rows read; rejects by reason: {'unparseable': 1}"
     ):
         ingest_files(spark, "movielens-100k", src, tmp_path / "wh", "2026-01-02")
     assert not (tmp_path / "wh" / "ratings").exists()
+    # The items and users, staged beside the ratings, were waited for and left nothing behind.
+    assert side_files_left(spark, tmp_path / "wh") == {"published": [], "staging": [], "threads": [], "cached": cached}
+
+
+def test_a_failure_in_the_side_files_fails_the_ingest_and_publishes_nothing(spark, small_source, tmp_path, monkeypatch):
+    from cfmodel import pipeline
+    from cfmodel.config import IngestConfig, Night
+    from cfmodel.ingest import job
+
+    write_lines(small_source / "u.user", ["1|24|M|technician|85711", "2|53|F|other|94043"])
+
+    def unreadable(spark, extra):
+        raise CfrecError(f"{extra.files[0].name} could not be read")
+
+    monkeypatch.setattr(job, "parse_extra_files", unreadable)
+    cached = spark.sparkContext._jsc.getPersistentRDDs().size()
+    wh = tmp_path / "wh"
+    with pytest.raises(CfrecError, match="^u.user could not be read$"):
+        pipeline.ingest(spark, Night(str(wh), "2026-01-02"), IngestConfig("movielens-100k", str(small_source)))
+    # The items staged before the failure were released, and the ratings' increment, published
+    # before the side files' result was taken, was undone with the failed step.
+    assert side_files_left(spark, wh) == {"published": [], "staging": [], "threads": [], "cached": cached}
+    assert not list(wh.glob("ratings*/**/*.parquet"))
 
 
 def test_ingest_refuses_to_mix_sources_in_one_warehouse(spark, small_source, tmp_path):
