@@ -37,6 +37,10 @@ MAX_FILES = 200
 MAX_MERGED_ROWS = 5_000_000
 # The ratings columns whose Parquet statistics a merged file keeps.
 NUMERIC_COLUMNS = ["rating", "timestamp"]
+# Those a merged file dictionary-encodes: epoch seconds are nearly all distinct, so a dictionary for
+# them is built only to be dropped at its size limit (a 5.3M-row file: 0.40 s to write without it
+# against 0.48 s, and 3% smaller).
+DICTIONARY_COLUMNS = ["user_id", "item_id", "rating"]
 
 
 def partitions(wh: Warehouse, table: str) -> list[Path]:
@@ -136,12 +140,11 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
         """Write `source` to `target` without the ratings tonight supersedes; returns tonight's
         pairs that this file's older ratings keep (a later timestamp)."""
         # Ids read as dictionaries: tonight's users are found by their codes, and only their rows'
-        # ids become strings, about half the time of reading every row's.
-        keys = pq.read_table(
-            source, columns=["user_id", "item_id", "timestamp"], read_dictionary=["user_id", "item_id"]
-        )
-        positions = pc.indices_nonzero(pc.is_in(keys["user_id"], value_set=users))
-        ours = keys.take(positions)
+        # ids become strings, about half the time of reading every row's. The whole file is read
+        # once: most files of a large table hold some rating a night supersedes.
+        rows = pq.read_table(source, read_dictionary=["user_id", "item_id"])
+        positions = pc.indices_nonzero(pc.is_in(rows["user_id"], value_set=users))
+        ours = rows.take(positions)
         pairs = pa.table(
             {
                 "user_id": ours["user_id"].cast(pa.string()),
@@ -156,7 +159,7 @@ def _merge_night(table: Path, night: Path, dates: list[str]) -> bool:
         # Kleene logic: an old rating without a timestamp loses whatever tonight's comparison gives.
         later = pc.and_kleene(pc.is_valid(new_ts), pc.greater_equal(new_ts, old_ts))
         night_wins = pc.or_kleene(pc.is_null(old_ts), later)
-        _copy_without_rows(source, target, clashes.filter(night_wins)["_position"].to_numpy())
+        _copy_without_rows(rows, source, target, clashes.filter(night_wins)["_position"].to_numpy())
         return clashes.filter(pc.invert(night_wins)).select(["user_id", "item_id"])
 
     def write(tmp: Path) -> None:
@@ -183,21 +186,27 @@ def _copy_without(source: Path, target: Path, dropped: pa.Table | None) -> None:
     pq.write_table(kept.select(rows.column_names).cast(rows.schema), target)
 
 
-def _copy_without_rows(source: Path, target: Path, positions: np.ndarray) -> None:
-    """`source` as `target` without the rows at `positions`: a hard link when there are none.
+def _copy_without_rows(rows: pa.Table, source: Path, target: Path, positions: np.ndarray) -> None:
+    """`source` (read as `rows`) as `target` without the rows at `positions`: a hard link when
+    there are none.
 
     The ids stay Parquet dictionaries from the read to the write, so the writer reuses them instead
     of hashing every id again; the file then records no Arrow schema, so that readers see plain
     strings as in every other file of the table. The ids get no min/max statistics: over unsorted
     ids they would span the whole range and skip nothing, and computing them took a third of the
-    write."""
+    write. The file is read once for the match and the copy."""
     if not len(positions):
         _link(source, target)
         return
-    rows = pq.read_table(source, read_dictionary=["user_id", "item_id"])
     keep = np.ones(rows.num_rows, dtype=bool)
     keep[positions] = False
-    pq.write_table(rows.filter(keep), target, store_schema=False, write_statistics=NUMERIC_COLUMNS)
+    pq.write_table(
+        rows.filter(keep),
+        target,
+        store_schema=False,
+        write_statistics=NUMERIC_COLUMNS,
+        use_dictionary=DICTIONARY_COLUMNS,
+    )
 
 
 def _link(source: Path, target: Path) -> None:
