@@ -6,7 +6,6 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from support import (
@@ -128,11 +127,7 @@ def airflow(postgres, tmp_path_factory) -> LiveAirflow:
             wait_for(lambda d=dag_id: d in {x["dag_id"] for x in live.api("GET", "/dags")["dags"]}, 120, "parsing")
             live.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
         # Unpausing schedules the latest night, whose files will never come: end it, as an operator would.
-        scheduled = wait_for(
-            lambda: [r for r in live.runs("cfrec_nightly") if r["run_type"] == "scheduled"], 120, "the scheduled run"
-        )
-        for run in scheduled:
-            live.api("PATCH", f"/dags/cfrec_nightly/dagRuns/{quote(run['dag_run_id'])}", {"state": "failed"})
+        wait_for(live.end_scheduled_nights, 120, "the scheduled run")
         yield live
     finally:
         stopped = services.stop(home)
@@ -189,6 +184,7 @@ def nights(ml100k, airflow, spark, tmp_path_factory) -> Nights:
         assert main(argv) == 0
 
     def backfilled():
+        airflow.end_scheduled_nights()
         runs = [r for r in airflow.runs("cfrec_nightly") if r["run_type"] == "backfill"]
         done = len(runs) == len(NIGHTS) and all(r["state"] in FINISHED for r in runs)
         return sorted(runs, key=lambda r: r["logical_date"]) if done else None
