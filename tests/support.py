@@ -255,8 +255,8 @@ class LiveAirflow:
         come, and with one active run at a time such a run holds back every triggered or backfilled
         night. Unpausing schedules one, and so does each midnight (UTC) a test session lives through.
         Returns their run ids."""
-        waiting = [r["dag_run_id"] for r in self.runs(NIGHTLY) if r["run_type"] == "scheduled"]
-        waiting = [run_id for run_id in waiting if self.run(NIGHTLY, run_id)["state"] not in FINISHED]
+        runs = self.runs(NIGHTLY)
+        waiting = [r["dag_run_id"] for r in runs if r["run_type"] == "scheduled" and r["state"] not in FINISHED]
         for run_id in waiting:
             self.api("PATCH", f"/dags/{NIGHTLY}/dagRuns/{quote(run_id)}", {"state": "failed"})
         return waiting

@@ -249,36 +249,35 @@ def _stage_side_tables(
     """The night's items and side tables, each parsed, deduplicated, checked and written to
     `staging` (one file each; side tables sorted by key); publishes nothing, so that it can run
     beside the ratings' staging, on the cores a small night's few rating partitions leave idle."""
-    side_files = []
-    if plan.items is not None:
-        partition = wh.partition(ITEMS_INCREMENTS, run_date)
-        side_files.append(
-            (ITEMS.name, partition, ITEMS.column_names, ["item_id"], [], plan.items.files, parse_item_files)
-        )
-    for extra in plan.extras:
-        side_files.append(
-            (
-                extra.table,
-                wh.partition(increments_of(extra.table), run_date),
-                [c.name for c in extra.columns],
-                list(extra.key),
-                list(extra.key),
-                extra.files,
-                lambda spark, _, extra=extra: parse_extra_files(spark, extra),
-            )
-        )
     staged: list[StagedSideTable] = []
+
+    def stage(
+        table: str,
+        what: str,
+        parsed_rows: tuple[DataFrame, int],
+        key: list[str],
+        columns: list[str],
+        order: list[str],
+        inputs: list[planning.InputFile],
+    ) -> None:
+        parsed, input_rows = parsed_rows
+        parsed, counts = dedup.resolve(parsed, key, dedup.file_order_newest_first())
+        clean_rows, by_reason = _clean_and_rejects(counts)
+        partition = wh.partition(increments_of(table), run_date)
+        files = [f.name for f in inputs]
+        side = StagedSideTable(table, partition, staging / table, parsed, input_rows, clean_rows, by_reason, files)
+        staged.append(side)
+        _check_accounted(what, input_rows, clean_rows, by_reason)
+        clean = parsed.where(F.col("reason").isNull()).select(*columns)
+        (clean.orderBy(*order) if order else clean).coalesce(1).write.parquet(str(side.staged))
+
     try:
-        for table, partition, columns, key, order, inputs, parse in side_files:
-            parsed, input_rows = parse(spark, plan)
-            parsed, counts = dedup.resolve(parsed, key, dedup.file_order_newest_first())
-            clean_rows, by_reason = _clean_and_rejects(counts)
-            files = [f.name for f in inputs]
-            side = StagedSideTable(table, partition, staging / table, parsed, input_rows, clean_rows, by_reason, files)
-            staged.append(side)
-            _check_accounted(f"{'item' if table == ITEMS.name else table} rows", input_rows, clean_rows, by_reason)
-            clean = parsed.where(F.col("reason").isNull()).select(*columns)
-            (clean.orderBy(*order) if order else clean).coalesce(1).write.parquet(str(side.staged))
+        if plan.items is not None:
+            items = parse_item_files(spark, plan)
+            stage(ITEMS.name, "item rows", items, ["item_id"], ITEMS.column_names, [], plan.items.files)
+        for extra in plan.extras:
+            key, columns = list(extra.key), [c.name for c in extra.columns]
+            stage(extra.table, f"{extra.table} rows", parse_extra_files(spark, extra), key, columns, key, extra.files)
     except BaseException:
         for side in staged:
             side.parsed.unpersist()
